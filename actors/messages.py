@@ -1,0 +1,78 @@
+"""Messages between the driver and the actors: frozen dataclasses of numpy arrays and scalars.
+
+Nothing here holds raw samples. A device reports how many clips it trained on, a label histogram and
+metrics; weights travel as a ``ModelState``. ``tests/test_privacy.py`` checks this on real hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.state import ModelState, add_scaled, zeros_like
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """One device's work for one round. ``config`` carries per-round settings (lr, epochs, ...)."""
+
+    device_id: int
+    round_num: int
+    config: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one device reports after local training (never its data)."""
+
+    device_id: int
+    num_examples: int
+    label_histogram: np.ndarray
+    metrics: Mapping[str, float]
+    state: ModelState | None = None  # None when the host pre-aggregated it into a partial sum
+
+
+@dataclass(frozen=True)
+class DeviceFailure:
+    """A device that failed or timed out in a round; ``reason`` is a string so it always pickles."""
+
+    device_id: int
+    round_num: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class HostFitResult:
+    """One host's answer for one round: per-device results plus its weighted partial sum.
+
+    ``partial_sum`` is ``sum_k n_k * w_k`` over the host's successful devices (float64) and
+    ``total_examples`` is ``sum_k n_k``, so the driver folds hosts without holding every device's state.
+    ``extra_sums`` holds other weighted sums the strategy asked for (e.g. device momentum buffers).
+    """
+
+    host_id: int
+    results: tuple[FitResult, ...]
+    failures: tuple[DeviceFailure, ...]
+    partial_sum: ModelState | None
+    total_examples: int
+    extra_sums: Mapping[str, ModelState] = field(default_factory=dict)
+
+    @classmethod
+    def from_devices(
+        cls, host_id: int, results: Sequence[FitResult], failures: Sequence[DeviceFailure] = ()
+    ) -> HostFitResult:
+        """Pre-sum devices' states (weights ``num_examples``) and strip them from the results."""
+        partial: ModelState | None = None
+        total = 0
+        for result in results:
+            if result.state is None:
+                raise ValueError(f"device {result.device_id}: result carries no state to aggregate")
+            if partial is None:
+                partial = zeros_like(result.state)
+            add_scaled(partial, result.state, float(result.num_examples))
+            total += result.num_examples
+        stripped = tuple(dataclasses.replace(r, state=None) for r in results)
+        return cls(host_id, stripped, tuple(failures), partial, total)
