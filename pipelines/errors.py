@@ -2,7 +2,9 @@
 
 
 class FedtwinError(Exception):
-    """Base class for errors caused by user input (configs, data, paths), not by bugs."""
+    """Base class for errors the CLI reports as one line (user input, or a run that cannot go on)."""
+
+    exit_code = 2  # bad input; runtime failures override this with 1
 
 
 class DatasetError(FedtwinError, ValueError):

@@ -1,0 +1,71 @@
+"""Data on first use: generate and partition moving digits once, then reuse them by content hash.
+
+Two runs with the same ``data`` section share ``<root>/datasets/<hash>`` and ``<root>/partitions/<hash>``.
+A file lock keeps concurrent Tune trials from generating the same data twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestrator.config import DataConfig
+from orchestrator.config_loader import to_dict
+from pipelines.errors import FedtwinError
+from pipelines.moving_digits import make_moving_digits_dataset
+from pipelines.partition import partition_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_dataset(data: DataConfig) -> Path:
+    """The generated (unpartitioned) dataset directory for ``data.generator``, created if missing."""
+    root = Path(data.root)
+    key = _digest({"generator": to_dict(data.generator), "seed": data.seed})
+    out = root / "datasets" / f"moving-digits-{key}"
+    with _locked(root / f".lock-dataset-{key}"):
+        if not (out / "manifest.json").is_file():
+            logger.info("generating moving digits into %s", out)
+            make_moving_digits_dataset(out, data.generator, seed=data.seed)
+    return out
+
+
+def ensure_partition(data: DataConfig) -> Path:
+    """The partition directory the run trains on: ``data.path`` or a generated one."""
+    if data.path is not None:
+        path = Path(data.path)
+        if not (path / "manifest.json").is_file():
+            raise FedtwinError(
+                f"data.path {path}: no manifest.json there; create one with `fedtwin data partition` "
+                "or remove data.path to generate moving digits"
+            )
+        return path
+    dataset = ensure_dataset(data)
+    root = Path(data.root)
+    key = _digest({"dataset": dataset.name, "partition": to_dict(data.partition)})
+    out = root / "partitions" / f"{dataset.name}-{key}"
+    with _locked(root / f".lock-partition-{key}"):
+        if not (out / "manifest.json").is_file():
+            logger.info("partitioning %s into %s", dataset, out)
+            partition_dataset(dataset, out, data.partition)
+    return out

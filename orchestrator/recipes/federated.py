@@ -1,0 +1,147 @@
+"""Recipe ``federated``: rounds of device sampling, local training, folding and a strategy update.
+
+One round (DESIGN.md "Data flow of one federated round"): sample devices with a generator seeded from
+``(seed, round)``; ``ray.put`` the state once; hosts train their devices; the driver folds host partial
+sums in host order; the strategy makes the next state; evaluate; log; checkpoint atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from orchestrator.backend import RayBackend, RoundFailedError, min_successes, plan_hosts
+from orchestrator.checkpoint import latest_checkpoint, save_checkpoint
+from orchestrator.config import ExperimentSpec
+from orchestrator.data_prep import ensure_partition
+from orchestrator.plots import plot_curves
+from orchestrator.recipes.context import RecipeContext, first_reaching, versions
+from orchestrator.strategies import STRATEGIES, Strategy
+from pipelines.models import build_model
+from pipelines.partition_manifest import load_partition_manifest
+from pipelines.state import ModelState, state_from_model
+
+logger = logging.getLogger(__name__)
+
+
+def round_train_config(spec: ExperimentSpec, round_num: int) -> dict[str, Any]:
+    """Local-training settings of one round (lr decays per round)."""
+    t = spec.training
+    return {
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "optimizer": t.optimizer,
+        "lr": t.lr * t.lr_decay ** (round_num - 1),
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "max_steps": t.max_steps,
+    }
+
+
+def build_strategy(spec: ExperimentSpec, num_devices: int) -> Strategy:
+    """Instantiate the configured strategy from the registry."""
+    cls = STRATEGIES[spec.strategy.name]
+    params = cls.parse_params(spec.strategy.params)
+    return cls(params, num_devices=num_devices, devices_per_round=spec.federation.devices_per_round)
+
+
+def run_federated(ctx: RecipeContext) -> dict[str, Any]:
+    """Run (or resume) a federated experiment; returns the summary written to ``summary.json``."""
+    spec = ctx.spec
+    fed = spec.federation
+    partition_dir = ensure_partition(spec.data)
+    manifest = load_partition_manifest(partition_dir)
+    num_devices = manifest.num_devices
+    strategy = build_strategy(spec, num_devices)
+    num_hosts = plan_hosts(spec, num_devices, ctx.cluster_resources)
+    state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
+    backend = RayBackend(spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy)
+    start = 1
+    try:
+        if ctx.resume:
+            ckpt = latest_checkpoint(ctx.run.checkpoints)
+            if ckpt is not None:
+                state = ckpt.model
+                strategy.load_state_dict(ckpt.extra.get("strategy", {}))
+                backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
+                start = ckpt.round_num + 1
+                ctx.run.truncate_metrics(ckpt.round_num)
+                logger.info("resuming after round %d", ckpt.round_num)
+        ctx.callbacks.on_run_start(
+            {"recipe": "federated", "run_dir": str(ctx.run.path), "total_steps": fed.num_rounds,
+             "start_step": start, "unit": "round", "hosts": num_hosts, "devices": num_devices}
+        )
+        for round_num in range(start, fed.num_rounds + 1):
+            state, record = _one_round(ctx, strategy, backend, state, round_num)
+            ctx.run.append_metrics(record)
+            ctx.callbacks.on_round_end(round_num, record)
+            if round_num % ctx.spec.run.checkpoint_every == 0 or round_num == fed.num_rounds:
+                path = save_checkpoint(
+                    ctx.run.checkpoints, round_num, state,
+                    {"strategy": strategy.state_dict(), "devices": {str(k): v for k, v in backend.device_states().items()}},
+                    {"recipe": "federated", "partition": str(partition_dir)},
+                    keep=ctx.spec.run.keep_checkpoints,
+                )
+                ctx.callbacks.on_checkpoint(round_num, path)
+    finally:
+        backend.shutdown()
+    records = ctx.run.read_metrics()
+    plot_curves(records, ctx.run.plots / "accuracy.png", title=f"{spec.name} ({spec.strategy.name})")
+    evaluated = [r for r in records if r.get("test_accuracy") is not None]
+    summary = {
+        "recipe": "federated",
+        "name": spec.name,
+        "strategy": strategy.describe(),
+        "rounds": fed.num_rounds,
+        "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
+        "final_test_loss": evaluated[-1]["test_loss"] if evaluated else None,
+        "best_test_accuracy": max((r["test_accuracy"] for r in evaluated), default=None),
+        "target_accuracy": fed.target_accuracy,
+        "rounds_to_target": first_reaching(records, "test_accuracy", fed.target_accuracy),
+        "median_round_seconds": float(np.median([r["round_seconds"] for r in records])) if records else None,
+        "wall_seconds": time.time() - ctx.started,
+        "num_devices": num_devices,
+        "num_hosts": num_hosts,
+        "partition": str(partition_dir),
+        "versions": versions(),
+    }
+    return summary
+
+
+def _one_round(
+    ctx: RecipeContext, strategy: Strategy, backend: RayBackend, state: ModelState, round_num: int
+) -> tuple[ModelState, dict[str, Any]]:
+    spec = ctx.spec
+    started = time.perf_counter()
+    rng = np.random.default_rng([spec.seed, round_num])
+    device_ids = strategy.sample_devices(round_num, rng)
+    tasks = strategy.configure_fit(round_num, device_ids, round_train_config(spec, round_num))
+    outcome = backend.fit(state, tasks, spec.federation.round_timeout_s)
+    fit_seconds = time.perf_counter() - started
+    needed = min_successes(len(tasks), spec.federation.min_success_fraction)
+    if isinstance(outcome, list) or len(outcome.results) < needed:
+        failures = outcome if isinstance(outcome, list) else outcome.failures
+        succeeded = 0 if isinstance(outcome, list) else len(outcome.results)
+        raise RoundFailedError(round_num, succeeded, len(tasks), [f.reason for f in failures])
+    new_state, strategy_metrics = strategy.aggregate_fit(round_num, state, outcome)
+    weights = np.array([r.num_examples for r in outcome.results], dtype=np.float64)
+    losses = np.array([r.metrics.get("train_loss", np.nan) for r in outcome.results], dtype=np.float64)
+    record: dict[str, Any] = {
+        "round": round_num,
+        "devices_ok": len(outcome.results),
+        "devices_failed": len(outcome.failures),
+        "failed_devices": [f.device_id for f in outcome.failures],
+        "num_examples": outcome.num_examples,
+        "train_loss": float(np.sum(weights * losses) / weights.sum()),
+        "lr": round_train_config(spec, round_num)["lr"],
+        **strategy_metrics,
+    }
+    if round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds:
+        ev = backend.evaluate(new_state)
+        record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+    record["fit_seconds"] = fit_seconds
+    record["round_seconds"] = time.perf_counter() - started
+    return new_state, record
