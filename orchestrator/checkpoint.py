@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from orchestrator.atomic import staged_dir
+from pipelines.atomic_write import atomic_directory
 from pipelines.errors import FedtwinError
 from pipelines.state import ModelState
 
@@ -48,7 +48,7 @@ def save_checkpoint(
     final = Path(root) / f"round-{round_num:05d}"
     arrays: dict[str, np.ndarray] = {}
     scalars = _flatten(extra, "", arrays)
-    with staged_dir(final) as tmp:
+    with atomic_directory(final, overwrite=True, what="checkpoint") as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in model.items()}, str(tmp / "model.safetensors"))
         save_file(arrays, str(tmp / "state.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "round_num": round_num, "scalars": scalars}, indent=2))

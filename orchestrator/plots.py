@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.atomic import write_with
+from pipelines.atomic_write import write_with
 
 
 def plot_curves(

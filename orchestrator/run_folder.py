@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.atomic import write_json, write_text
+from pipelines.atomic_write import write_json_atomic, write_text_atomic
 from pipelines.errors import FedtwinError
 
 
@@ -67,7 +67,7 @@ class RunFolder:
 
     def save_spec(self, spec: Mapping[str, Any]) -> None:
         """Write the resolved spec as YAML."""
-        write_text(self.path / "spec.yaml", yaml.safe_dump(dict(spec), sort_keys=False))
+        write_text_atomic(self.path / "spec.yaml", yaml.safe_dump(dict(spec), sort_keys=False))
 
     def load_spec(self) -> dict[str, Any]:
         """Read ``spec.yaml`` back as a dict."""
@@ -95,8 +95,8 @@ class RunFolder:
     def truncate_metrics(self, last_round: int, key: str = "round") -> None:
         """Keep only records up to ``last_round`` (on resume, rounds after the checkpoint are replayed)."""
         kept = [r for r in self.read_metrics() if int(r.get(key, 0)) <= last_round]
-        write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        write_json(self.path / "summary.json", dict(summary))
+        write_json_atomic(self.path / "summary.json", dict(summary))

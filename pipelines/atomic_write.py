@@ -9,8 +9,9 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,18 +89,39 @@ def dumps_readable(obj: Any, indent: str = "") -> str:
     return "[\n" + ",\n".join(inner + dumps_readable(v, inner) for v in obj) + f"\n{indent}]"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as readable JSON to ``path`` via a temp file + ``os.replace``."""
+def write_with(path: Path | str, writer: Callable[[str], Any]) -> None:
+    """Call ``writer(tmp_path)`` on a temp sibling of ``path``, then rename it onto ``path``."""
     path = Path(path)
-    body = dumps_readable(obj) + "\n"
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
+        writer(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file + ``os.replace``."""
+    write_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: Path | str, obj: Any, text: str | None = None) -> None:
+    """Write ``obj`` as JSON (numpy scalars and arrays allowed), or the given ``text``, atomically."""
+    body = text if text is not None else json.dumps(obj, indent=2, default=_jsonable) + "\n"
+    write_text_atomic(path, body)
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
