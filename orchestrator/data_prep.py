@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.config import DataConfig
 from orchestrator.config_loader import to_dict
 from pipelines.errors import FedtwinError
-from pipelines.moving_digits import make_moving_digits_dataset
+from pipelines.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
 from pipelines.partition import partition_dataset
 
 logger = logging.getLogger(__name__)
@@ -38,16 +38,25 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_dataset(data: DataConfig) -> Path:
-    """The generated (unpartitioned) dataset directory for ``data.generator``, created if missing."""
-    root = Path(data.root)
-    key = _digest({"generator": to_dict(data.generator), "seed": data.seed})
+def ensure_generated(root: str | Path, generator: MovingDigitsConfig, seed: int) -> Path:
+    """A moving-digits dataset directory for ``(generator, seed)`` under ``root``, created if missing.
+
+    Every recipe that needs generated clips (clean source data, a shifted target domain, motion
+    classes) calls this; equal settings share one directory.
+    """
+    root = Path(root)
+    key = _digest({"generator": to_dict(generator), "seed": seed})
     out = root / "datasets" / f"moving-digits-{key}"
     with _locked(root / f".lock-dataset-{key}"):
         if not (out / "manifest.json").is_file():
             logger.info("generating moving digits into %s", out)
-            make_moving_digits_dataset(out, data.generator, seed=data.seed)
+            make_moving_digits_dataset(out, generator, seed=seed)
     return out
+
+
+def ensure_dataset(data: DataConfig) -> Path:
+    """The generated (unpartitioned) dataset directory of ``data.generator``."""
+    return ensure_generated(data.root, data.generator, data.seed)
 
 
 def ensure_partition(data: DataConfig) -> Path:
