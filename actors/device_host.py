@@ -57,6 +57,10 @@ class HostSettings:
     chaos_rounds: tuple[int, ...] = ()
 
 
+#: Values of ``FitTask.config["optimizer_state"]``: where a device's optimizer buffers start each round.
+OPTIMIZER_STATE_MODES = ("fresh", "local", "global")
+
+
 def device_seed(seed: int, round_num: int, device_id: int) -> int:
     """Per-(run, round, device) seed: training is reproducible whatever host runs the device."""
     return int(np.random.SeedSequence([seed, round_num, device_id]).generate_state(1)[0])
@@ -96,19 +100,25 @@ class DeviceHost:
         return data
 
     # ------------------------------------------------------------------ training
-    def fit(self, state: ModelState, tasks: Sequence[FitTask]) -> HostFitResult:
-        """Train each task's device from ``state`` in order; failures become ``DeviceFailure`` values."""
+    def fit(
+        self, state: ModelState, tasks: Sequence[FitTask], payload: Mapping[str, ModelState] | None = None
+    ) -> HostFitResult:
+        """Train each task's device from ``state`` in order; failures become ``DeviceFailure`` values.
+
+        ``payload`` holds other round-wide arrays the strategy broadcasts (e.g. FedDUM's global device
+        momentum under ``"optimizer_state"``); the driver puts it in the object store once per round.
+        """
         results: list[FitResult] = []
         failures: list[DeviceFailure] = []
         for task in tasks:
             try:
-                results.append(self._fit_device(state, task))
+                results.append(self._fit_device(state, task, payload or {}))
             except Exception as err:  # one bad device must not take the host's other devices down
                 logger.warning("device %d failed in round %d: %s", task.device_id, task.round_num, err)
                 failures.append(DeviceFailure(task.device_id, task.round_num, f"{type(err).__name__}: {err}"))
         return HostFitResult.from_devices(self.host_id, results, failures)
 
-    def _fit_device(self, state: ModelState, task: FitTask) -> FitResult:
+    def _fit_device(self, state: ModelState, task: FitTask, payload: Mapping[str, ModelState]) -> FitResult:
         device = self.devices.get(task.device_id)
         if device is None:
             raise KeyError(f"device {task.device_id} is not served by host {self.host_id}/{self.num_hosts}")
@@ -118,6 +128,17 @@ class DeviceHost:
         load_state(self.model, state)
         cfg = task.config
         generator = torch.Generator().manual_seed(device_seed(self.settings.seed, task.round_num, task.device_id))
+        # Where the optimizer's buffers start (FitTask.config["optimizer_state"]): "fresh" (default) each
+        # round, "local" = this device's own buffers from the last round it trained (FedDUM, persisted here
+        # and checkpointed via device_states), "global" = the strategy's broadcast buffer (FedDUM variant).
+        start_mode = str(cfg.get("optimizer_state", "fresh"))
+        if start_mode not in OPTIMIZER_STATE_MODES:
+            raise ValueError(f"FitTask.config optimizer_state={start_mode!r}; use one of {OPTIMIZER_STATE_MODES}")
+        start_state = {
+            "fresh": None,
+            "local": device.local_state.get("optimizer_state"),
+            "global": payload.get("optimizer_state"),
+        }[start_mode]
         train = local_train(
             self.model,
             data,
@@ -128,9 +149,14 @@ class DeviceHost:
             weight_decay=float(cfg.get("weight_decay", 0.0)),
             optimizer=str(cfg.get("optimizer", "sgd")),
             max_steps=None if cfg.get("max_steps") is None else int(cfg["max_steps"]),
+            optimizer_state=start_state,
             generator=generator,
             device=self.device,
         )
+        if start_mode == "local":
+            device.local_state["optimizer_state"] = train.optimizer_state
+        # Only the global variant needs the buffers back (pre-summed by the host, never per device).
+        extras = {"optimizer_state": train.optimizer_state} if start_mode == "global" else {}
         device.rounds_trained += 1
         metrics = {
             "train_loss": float(train.mean_loss),
@@ -138,7 +164,7 @@ class DeviceHost:
             "fit_seconds": time.perf_counter() - started,
         }
         hist = label_histogram(data.labels, self.num_classes)
-        return FitResult(task.device_id, len(data), hist, metrics, state_from_model(self.model))
+        return FitResult(task.device_id, len(data), hist, metrics, state_from_model(self.model), extras)
 
     def _maybe_inject_fault(self, task: FitTask) -> None:
         s = self.settings

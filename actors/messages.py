@@ -33,6 +33,9 @@ class FitResult:
     label_histogram: np.ndarray
     metrics: Mapping[str, float]
     state: ModelState | None = None  # None when the host pre-aggregated it into a partial sum
+    # Other model-shaped arrays the strategy asked for (e.g. FedDUM device momentum under "optimizer_state");
+    # like ``state`` they are pre-summed by the host into ``HostFitResult.extra_sums`` and stripped.
+    extras: Mapping[str, ModelState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class HostFitResult:
     def from_devices(
         cls, host_id: int, results: Sequence[FitResult], failures: Sequence[DeviceFailure] = ()
     ) -> HostFitResult:
-        """Pre-sum devices' states (weights ``num_examples``) and strip them from the results."""
+        """Pre-sum devices' states and extras (weights ``num_examples``) and strip them from the results."""
         partial: ModelState | None = None
+        extra_sums: dict[str, ModelState] = {}
         total = 0
         for result in results:
             if result.state is None:
@@ -73,6 +77,24 @@ class HostFitResult:
             if partial is None:
                 partial = zeros_like(result.state)
             add_scaled(partial, result.state, float(result.num_examples))
+            for name, extra in result.extras.items():
+                if name not in extra_sums:
+                    extra_sums[name] = zeros_like(extra)
+                add_scaled(extra_sums[name], extra, float(result.num_examples))
             total += result.num_examples
-        stripped = tuple(dataclasses.replace(r, state=None) for r in results)
-        return cls(host_id, stripped, tuple(failures), partial, total)
+        stripped = tuple(dataclasses.replace(r, state=None, extras={}) for r in results)
+        return cls(host_id, stripped, tuple(failures), partial, total, extra_sums)
+
+
+@dataclass(frozen=True)
+class ServerPassResult:
+    """What the server node returns after training a state on its shared data D0 (FedDU's server pass).
+
+    ``steps`` is tau0 = ceil(n0 / B) * E; ``optimizer_state`` holds the optimizer slots after the pass
+    (SGD momentum buffers keyed ``"momentum_buffer/<param>"``; empty for plain SGD).
+    """
+
+    state: ModelState
+    steps: int
+    train_loss: float
+    optimizer_state: ModelState = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The Ray transport of a federated round: a pool of device hosts and an evaluator.
+"""The Ray transport of a federated round: a pool of device hosts and an evaluator (or server node).
 
 ``RayBackend.fit`` puts the global state in the object store once, sends each host the tasks of its
 devices, and folds host answers as they arrive under one deadline. A host that errors or misses the
@@ -20,7 +20,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors.device_host import DeviceHostActor, HostSettings
 from actors.evaluator import EvaluatorActor
-from actors.messages import DeviceFailure, FitTask
+from actors.messages import DeviceFailure, FitTask, ServerPassResult
+from actors.server_node import ServerNodeActor
 from actors.resources import actor_options
 from orchestrator.aggregate import OrderedFold
 from orchestrator.config import ExperimentSpec
@@ -71,7 +72,11 @@ def plan_hosts(spec: ExperimentSpec, num_devices: int, resources: Mapping[str, f
 
 
 class RayBackend:
-    """Owns the host actors and the evaluator of one experiment."""
+    """Owns the host actors and the evaluator of one experiment.
+
+    With ``server_node=True`` the evaluator is a :class:`~actors.server_node.ServerNode`, which holds the
+    shared server data D0 as well as the test split; :meth:`server_access` hands it to a strategy.
+    """
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class RayBackend:
         num_devices: int,
         num_hosts: int,
         scheduling_strategy: Any = None,
+        server_node: bool = False,
     ) -> None:
         self.spec = spec
         self.partition_dir = partition_dir
@@ -99,10 +105,17 @@ class RayBackend:
         )
         self.hosts: list[Any] = [self._make_host(h) for h in range(num_hosts)]
         res = spec.resources
-        self.evaluator = EvaluatorActor.options(
-            **actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
-                            scheduling_strategy=scheduling_strategy)
-        ).remote(partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=res.torch_threads)
+        options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
+                                scheduling_strategy=scheduling_strategy)
+        self.has_server_node = server_node
+        if server_node:
+            self.evaluator = ServerNodeActor.options(**options).remote(
+                partition_dir, spec.model, seed=spec.seed, torch_threads=res.torch_threads, extra_splits=("test",)
+            )
+        else:
+            self.evaluator = EvaluatorActor.options(**options).remote(
+                partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=res.torch_threads
+            )
         ray.get([h.ping.remote() for h in self.hosts] + [self.evaluator.__ray_ready__.remote()],
                 timeout=CONTROL_TIMEOUT_S)
 
@@ -127,13 +140,18 @@ class RayBackend:
         tasks: Sequence[FitTask],
         timeout_s: float,
         on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
     ) -> AggregatedFit | list[DeviceFailure]:
-        """Run one round's tasks; returns the folded result, or only failures if nothing succeeded."""
+        """Run one round's tasks; returns the folded result, or only failures if nothing succeeded.
+
+        ``payload`` (the strategy's round broadcast, e.g. a global momentum buffer) travels like the state.
+        """
         state_ref = ray.put(state)  # once per round, never per device
+        payload_ref = ray.put(dict(payload)) if payload else None
         by_host: dict[int, list[FitTask]] = defaultdict(list)
         for task in tasks:
             by_host[self.host_of(task.device_id)].append(task)
-        pending = {self.hosts[h].fit.remote(state_ref, ts): h for h, ts in sorted(by_host.items())}
+        pending = {self.hosts[h].fit.remote(state_ref, ts, payload_ref): h for h, ts in sorted(by_host.items())}
         fold = OrderedFold(list(by_host))
         deadline = time.monotonic() + timeout_s
         done_hosts = 0
@@ -174,7 +192,13 @@ class RayBackend:
 
     def evaluate(self, state: ModelState) -> dict[str, float]:
         """Accuracy and loss on the test split (in the evaluator actor)."""
-        return ray.get(self.evaluator.evaluate.remote(state), timeout=CONTROL_TIMEOUT_S)
+        return ray.get(self.evaluator.evaluate.remote(state, split="test"), timeout=CONTROL_TIMEOUT_S)
+
+    def server_access(self) -> RayServerAccess:
+        """The server node as a strategy's injected ``ServerAccess`` (needs ``server_node=True``)."""
+        if not self.has_server_node:
+            raise RuntimeError("this backend was started without a server node (server_node=False)")
+        return RayServerAccess(self.evaluator, CONTROL_TIMEOUT_S)
 
     def device_states(self) -> dict[int, dict[str, Any]]:
         """Every device's local state, gathered from the hosts (for checkpoints)."""
@@ -202,3 +226,19 @@ class RayBackend:
 def min_successes(num_tasks: int, fraction: float) -> int:
     """Smallest number of successful devices a round needs."""
     return max(1, math.ceil(num_tasks * fraction))
+
+
+class RayServerAccess:
+    """``orchestrator.strategies.context.ServerAccess`` backed by a ``ServerNodeActor`` (bounded waits)."""
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+
+    def evaluate(self, state: ModelState) -> dict[str, float]:
+        """Accuracy and loss on D0."""
+        return ray.get(self.handle.evaluate.remote(state, split="shared"), timeout=self.timeout_s)
+
+    def server_pass(self, state: ModelState, **settings: Any) -> ServerPassResult:
+        """One server pass on D0 (see ``ServerNode.server_pass`` for the settings)."""
+        return ray.get(self.handle.server_pass.remote(state, **settings), timeout=self.timeout_s)

@@ -19,9 +19,10 @@ from orchestrator.config import ExperimentSpec
 from orchestrator.data_prep import ensure_partition
 from orchestrator.plots import plot_curves
 from orchestrator.recipes.context import RecipeContext, first_reaching, versions
-from orchestrator.strategies import STRATEGIES, Strategy
+from orchestrator.strategies import STRATEGIES, Strategy, StrategyContext
+from pipelines.errors import FedtwinError
 from pipelines.models import build_model
-from pipelines.partition_manifest import load_partition_manifest
+from pipelines.partition_manifest import PartitionManifest, load_partition_manifest
 from pipelines.state import ModelState, state_from_model
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,21 @@ def round_train_config(spec: ExperimentSpec, round_num: int) -> dict[str, Any]:
     }
 
 
-def build_strategy(spec: ExperimentSpec, num_devices: int) -> Strategy:
+def build_strategy(spec: ExperimentSpec, num_devices: int, context: StrategyContext | None = None) -> Strategy:
     """Instantiate the configured strategy from the registry."""
     cls = STRATEGIES[spec.strategy.name]
     params = cls.parse_params(spec.strategy.params)
-    return cls(params, num_devices=num_devices, devices_per_round=spec.federation.devices_per_round)
+    return cls(params, num_devices=num_devices, devices_per_round=spec.federation.devices_per_round, context=context)
+
+
+def strategy_context(manifest: PartitionManifest, server: Any = None) -> StrategyContext:
+    """Label histograms from the manifest (devices' and D0's counts, never data) plus the server handle."""
+    return StrategyContext(
+        num_classes=manifest.num_classes,
+        global_label_histogram=manifest.global_label_histogram,
+        server_label_histogram=np.asarray(manifest.shared.label_histogram, dtype=np.int64),
+        server=server,
+    )
 
 
 def run_federated(ctx: RecipeContext) -> dict[str, Any]:
@@ -55,12 +66,22 @@ def run_federated(ctx: RecipeContext) -> dict[str, Any]:
     partition_dir = ensure_partition(spec.data)
     manifest = load_partition_manifest(partition_dir)
     num_devices = manifest.num_devices
-    strategy = build_strategy(spec, num_devices)
+    needs_server = STRATEGIES[spec.strategy.name].needs_server
+    if needs_server and manifest.shared.num_examples == 0:
+        raise FedtwinError(
+            f"strategy {spec.strategy.name} needs shared server data but {partition_dir} has none; "
+            "set data.partition.shared_fraction > 0 (or partition with `fedtwin data partition --shared`)"
+        )
+    build_strategy(spec, num_devices, strategy_context(manifest))  # fail on bad params before actors start
     num_hosts = plan_hosts(spec, num_devices, ctx.cluster_resources)
     state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
-    backend = RayBackend(spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy)
+    backend = RayBackend(
+        spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy, server_node=needs_server
+    )
     start = 1
     try:
+        server = backend.server_access() if needs_server else None
+        strategy = build_strategy(spec, num_devices, strategy_context(manifest, server))
         if ctx.resume:
             ckpt = latest_checkpoint(ctx.run.checkpoints)
             if ckpt is not None:
@@ -90,6 +111,9 @@ def run_federated(ctx: RecipeContext) -> dict[str, Any]:
         backend.shutdown()
     records = ctx.run.read_metrics()
     plot_curves(records, ctx.run.plots / "accuracy.png", title=f"{spec.name} ({spec.strategy.name})")
+    # Strategies with a server update (FedDU) log alpha_t and acc_t; the plot is skipped for the others.
+    plot_curves(records, ctx.run.plots / "server_update.png", title=f"{spec.name}: server update",
+                panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))))
     evaluated = [r for r in records if r.get("test_accuracy") is not None]
     summary = {
         "recipe": "federated",
@@ -119,7 +143,7 @@ def _one_round(
     rng = np.random.default_rng([spec.seed, round_num])
     device_ids = strategy.sample_devices(round_num, rng)
     tasks = strategy.configure_fit(round_num, device_ids, round_train_config(spec, round_num))
-    outcome = backend.fit(state, tasks, spec.federation.round_timeout_s)
+    outcome = backend.fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
     fit_seconds = time.perf_counter() - started
     needed = min_successes(len(tasks), spec.federation.min_success_fraction)
     if isinstance(outcome, list) or len(outcome.results) < needed:

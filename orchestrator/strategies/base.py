@@ -18,6 +18,7 @@ import numpy as np
 
 from actors.messages import DeviceFailure, FitResult, FitTask
 from orchestrator.config_loader import from_dict
+from orchestrator.strategies.context import StrategyContext
 from pipelines.state import ModelState
 
 
@@ -44,18 +45,25 @@ class AggregatedFit:
 
 
 class Strategy(ABC):
-    """Base class. Subclasses declare ``Params`` (a frozen dataclass) and override the hooks."""
+    """Base class. Subclasses declare ``Params`` (a frozen dataclass) and override the hooks.
+
+    ``needs_server`` strategies get a server node (``context.server``) from the driver.
+    """
 
     name: ClassVar[str]
+    needs_server: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Params:
         """No parameters."""
 
-    def __init__(self, params: Any, *, num_devices: int, devices_per_round: int) -> None:
+    def __init__(
+        self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None
+    ) -> None:
         self.params = params
         self.num_devices = num_devices
         self.devices_per_round = min(devices_per_round, num_devices)
+        self.context = context
 
     @classmethod
     def parse_params(cls, raw: Mapping[str, Any]) -> Any:
@@ -72,6 +80,10 @@ class Strategy(ABC):
     ) -> list[FitTask]:
         """One task per device; ``train_config`` is the round's local-training settings."""
         return [FitTask(device_id=d, round_num=round_num, config=dict(train_config)) for d in device_ids]
+
+    def round_payload(self, round_num: int) -> dict[str, ModelState]:
+        """Model-sized arrays broadcast to every device of the round (put in the object store once)."""
+        return {}
 
     @abstractmethod
     def aggregate_fit(

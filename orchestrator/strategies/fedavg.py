@@ -32,6 +32,13 @@ def server_step(current: ModelState, target: ModelState, lr: float) -> ModelStat
     return out
 
 
+def fedavg_update(current: ModelState, fit: AggregatedFit, lr: float = 1.0) -> ModelState:
+    """The FedAvg state: a copy of the weighted mean (``lr`` = 1) or ``current + lr * (mean - current)``."""
+    if lr == 1.0:
+        return {k: np.array(v, copy=True) for k, v in fit.mean_state.items()}
+    return server_step(current, fit.mean_state, lr)
+
+
 class FedAvg(Strategy):
     """Weights are averaged with ``num_examples`` weights (the folding happens in the driver)."""
 
@@ -42,8 +49,4 @@ class FedAvg(Strategy):
         self, round_num: int, current: ModelState, fit: AggregatedFit
     ) -> tuple[ModelState, dict[str, float]]:
         """Apply the (optionally scaled) FedAvg step."""
-        if self.params.server_lr == 1.0:
-            new = {k: np.array(v, copy=True) for k, v in fit.mean_state.items()}
-        else:
-            new = server_step(current, fit.mean_state, self.params.server_lr)
-        return new, {}
+        return fedavg_update(current, fit, self.params.server_lr), {}
