@@ -8,6 +8,11 @@ measures generalisation to unseen handwriting rather than to unseen paths.
 Randomness is split into independent streams derived from ``(seed, split)``: the source-image split,
 the clips (digits, paths, noise) and the domain shift. The same seed and split with and without a
 shift therefore give the same clips, differing only by the shift.
+
+Two label schemes: ``digit`` (the label is the digit; motion is random or, with ``class_motion``, tied
+to the digit) and ``digit_motion``, where the label is (digit group, direction of travel) with the
+direction drawn independently of the digit. Opposite directions along one axis visit the same set of
+positions, so in ``digit_motion`` a model that ignores frame order cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +37,7 @@ log = logging.getLogger(__name__)
 
 NUM_DIGIT_CLASSES = 10
 SPLITS = ("train", "test")
+LABEL_SCHEMES = ("digit", "digit_motion")
 _SPLIT_STREAM = {"train": 1, "test": 2}
 _CHUNK = 1024  # clips rendered at once: bounds the float32 canvas to ~35 MB at 8x32x32
 
@@ -63,8 +70,12 @@ class MovingDigitsConfig:
 
     ``class_motion`` makes the direction of travel a function of the class (class c heads at angle
     2*pi*c/10, with a little jitter, at the middle speed), so motion carries label information.
-    Internally every clip gets a *motion code* that picks its direction; a later "digit x direction"
-    label scheme only has to draw codes independently and fold them into the label.
+
+    ``label_scheme="digit_motion"`` makes the class ``group * motion_classes + code``: digits are cut
+    into ``digit_groups`` contiguous groups (group of digit d = ``d * digit_groups // 10``) and every clip
+    draws a direction code independently of its digit, heading at ``2*pi*code/motion_classes`` (plus the
+    jitter) at the middle speed. Its start is drawn so that the straight path stays inside the canvas
+    (when it fits), so the direction holds in every frame instead of flipping at a wall.
     """
 
     frames: int = 8
@@ -77,8 +88,11 @@ class MovingDigitsConfig:
     test_per_class: int = 100
     test_fraction: float = 0.3  # share of source digit images reserved for test clips
     class_motion: bool = False
-    direction_jitter_deg: float = 10.0  # only with class_motion
+    direction_jitter_deg: float = 10.0  # only with class_motion or label_scheme digit_motion
     shift: ShiftConfig | None = None
+    label_scheme: Literal["digit", "digit_motion"] = "digit"
+    digit_groups: int = 5  # only with digit_motion
+    motion_classes: int = 2  # directions per digit group, only with digit_motion (2 = right/left)
 
     def __post_init__(self) -> None:
         for name in ("frames", "size", "channels", "digit_size", "train_per_class", "test_per_class"):
@@ -94,20 +108,49 @@ class MovingDigitsConfig:
             raise ValueError(f"test_fraction: must be in (0, 1), got {self.test_fraction}")
         if self.direction_jitter_deg < 0:
             raise ValueError(f"direction_jitter_deg: must be >= 0, got {self.direction_jitter_deg}")
+        if self.label_scheme not in LABEL_SCHEMES:
+            raise ValueError(f"label_scheme: must be one of {', '.join(LABEL_SCHEMES)}, got {self.label_scheme!r}")
+        if not 1 <= self.digit_groups <= NUM_DIGIT_CLASSES:
+            raise ValueError(f"digit_groups: must be in [1, {NUM_DIGIT_CLASSES}], got {self.digit_groups}")
+        if self.motion_classes < 2:
+            raise ValueError(f"motion_classes: must be >= 2, got {self.motion_classes}")
+        if self.class_motion and self.label_scheme == "digit_motion":
+            raise ValueError(
+                "class_motion: must be false with label_scheme 'digit_motion' (it draws directions per clip)"
+            )
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
         """(T, C, H, W) of the generated clips."""
         return (self.frames, self.channels, self.size, self.size)
 
+    @property
+    def num_classes(self) -> int:
+        """Number of labels: 10 digits, or digit groups x directions."""
+        if self.label_scheme == "digit_motion":
+            return self.digit_groups * self.motion_classes
+        return NUM_DIGIT_CLASSES
+
     def per_class(self, split: str) -> int:
         """Clips per class in ``split``."""
         return self.train_per_class if split == "train" else self.test_per_class
 
 
+def digit_group_of(cfg: MovingDigitsConfig) -> np.ndarray:
+    """``(10,)`` digit group of every digit under ``digit_motion`` (contiguous groups)."""
+    return np.arange(NUM_DIGIT_CLASSES) * cfg.digit_groups // NUM_DIGIT_CLASSES
+
+
 def class_names(cfg: MovingDigitsConfig) -> list[str]:
-    """Names of the classes, index = label."""
-    return [str(d) for d in range(NUM_DIGIT_CLASSES)]
+    """Names of the classes, index = label; ``digit_motion`` names read ``"01@180deg"`` (digits, heading)."""
+    if cfg.label_scheme == "digit":
+        return [str(d) for d in range(NUM_DIGIT_CLASSES)]
+    groups = digit_group_of(cfg)
+    names = []
+    for g in range(cfg.digit_groups):
+        digits = "".join(str(d) for d in np.flatnonzero(groups == g))
+        names += [f"{digits}@{round(360 * m / cfg.motion_classes)}deg" for m in range(cfg.motion_classes)]
+    return names
 
 
 @functools.lru_cache(maxsize=4)
@@ -186,6 +229,30 @@ def _apply_shift(frames: np.ndarray, shift: ShiftConfig, rng: np.random.Generato
     return frames
 
 
+def _straight_starts(rng: np.random.Generator, velocity: np.ndarray, limit: float, frames: int) -> np.ndarray:
+    """(n, 2) starts, uniform over those whose straight path stays in [0, limit]; anywhere if none does."""
+    travel = velocity * (frames - 1)
+    lo = np.maximum(0.0, -travel)
+    hi = np.minimum(limit, limit - travel)
+    too_long = lo > hi  # the path is longer than the canvas: start anywhere and let it bounce
+    lo, hi = np.where(too_long, 0.0, lo), np.where(too_long, limit, hi)
+    return lo + rng.uniform(0.0, 1.0, velocity.shape) * (hi - lo)
+
+
+def _digit_motion_sources(
+    rng: np.random.Generator, cfg: MovingDigitsConfig, pool: np.ndarray, digit_labels: np.ndarray, per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source images and direction codes: ``per_class`` clips of every (group, code), codes independent of digits."""
+    group_of_digit = digit_group_of(cfg)
+    m = cfg.motion_classes
+    sources, codes = [], []
+    for g in range(cfg.digit_groups):
+        group_pool = pool[group_of_digit[digit_labels[pool]] == g]
+        sources.append(_cycle_choice(rng, group_pool, per_class * m))
+        codes.append(rng.permutation(np.repeat(np.arange(m), per_class)))
+    return np.concatenate(sources), np.concatenate(codes)
+
+
 @dataclass(frozen=True, eq=False)
 class ClipPlan:
     """What each clip of a split shows, before rendering: useful to check the generator itself."""
@@ -194,6 +261,7 @@ class ClipPlan:
     labels: np.ndarray  # (n,) int64 class of each clip
     velocity: np.ndarray  # (n, 2) (dy, dx) in pixels per frame, before bounces
     path: np.ndarray  # (n, T, 2) integer (top, left) of the digit in every frame
+    motion_codes: np.ndarray | None = None  # (n,) direction code of each clip, digit_motion only
 
 
 def plan_clips(cfg: MovingDigitsConfig, split: str, seed: int) -> ClipPlan:
@@ -204,6 +272,8 @@ def plan_clips(cfg: MovingDigitsConfig, split: str, seed: int) -> ClipPlan:
     pool = source_split(seed, cfg.test_fraction, digit_labels)[split]
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], 0]))
     per_class = cfg.per_class(split)
+    if cfg.label_scheme == "digit_motion":
+        return _plan_digit_motion(cfg, rng, pool, digit_labels, per_class)
     source = np.concatenate(
         [_cycle_choice(rng, pool[digit_labels[pool] == c], per_class) for c in range(NUM_DIGIT_CLASSES)]
     )
@@ -218,6 +288,21 @@ def plan_clips(cfg: MovingDigitsConfig, split: str, seed: int) -> ClipPlan:
     return ClipPlan(source, labels, velocity, np.rint(path).astype(np.int64))
 
 
+def _plan_digit_motion(
+    cfg: MovingDigitsConfig, rng: np.random.Generator, pool: np.ndarray, digit_labels: np.ndarray, per_class: int
+) -> ClipPlan:
+    source, codes = _digit_motion_sources(rng, cfg, pool, digit_labels, per_class)
+    order = rng.permutation(len(source))
+    source, codes = source[order], codes[order]
+    labels = digit_group_of(cfg)[digit_labels[source]] * cfg.motion_classes + codes
+    velocity = _velocities(rng, len(source), cfg, codes, cfg.motion_classes)
+    limit = cfg.size - cfg.digit_size
+    start = _straight_starts(rng, velocity, limit, cfg.frames)
+    t = np.arange(cfg.frames, dtype=np.float64)
+    path = _bounce(start[:, None, :] + velocity[:, None, :] * t[None, :, None], limit)
+    return ClipPlan(source, labels.astype(np.int64), velocity, np.rint(path).astype(np.int64), codes)
+
+
 def generate(cfg: MovingDigitsConfig, split: str, seed: int) -> ClipArrays:
     """Generate one split of moving-digit clips, deterministically from ``seed``.
 
@@ -227,7 +312,7 @@ def generate(cfg: MovingDigitsConfig, split: str, seed: int) -> ClipArrays:
         seed: the dataset seed; the same seed gives identical clips.
 
     Returns:
-        ``cfg.per_class(split) * 10`` clips in random class order, ids ``"<split>-000000"``...
+        ``cfg.per_class(split) * cfg.num_classes`` clips in random class order, ids ``"<split>-000000"``...
     """
     plan = plan_clips(cfg, split, seed)
     sprites, _ = digit_sprites(cfg.digit_size)
