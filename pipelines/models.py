@@ -1,0 +1,279 @@
+"""Small video CNNs built from 3D convolutions, with the feature taps the recipes need.
+
+Every model takes float clips ``(B, T, C, H, W)`` in ``[0, 1]`` and offers three views:
+
+- ``model(x)`` -> logits ``(B, K)``;
+- ``model.forward_features(x)`` -> ``(feature_map, embedding)``: the last stage's map shaped
+  ``(B, T', C', H', W')`` (time kept, for spatio-temporal distillation) and the pooled vector ``(B, D)``
+  the head consumes (for clustering);
+- ``model.classify(embedding)`` -> logits, through ``model.head`` (a ``Linear`` that
+  :func:`expand_head` grows for new classes and recipes may re-initialise from centroids).
+
+Two architectures share one skeleton (stem, stages, global max pool, linear head):
+
+- ``tiny3d`` (CPU default): the input is average-pooled 2x over space first (moving digits are 8x8
+  images upscaled to 16x16, so a 16x16 canvas loses almost nothing), then (2+1)D blocks, a ``(1,3,3)``
+  spatial conv followed by a ``(3,1,1)`` temporal conv, each with GroupNorm, and max-pooling over space.
+  About 10k parameters and well under a millisecond per clip for a training step on one core.
+- ``c3d``: full ``3x3x3`` convolutions at full resolution, wider stages; a GPU option.
+
+Max rather than average pooling is deliberate: a small digit on a mostly empty canvas is averaged away
+by global average pooling (DESIGN.md "Model budget"). GroupNorm (not BatchNorm) keeps the model free of
+running statistics, which federated averaging and tiny device batches handle badly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.nn import functional as nnf
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What an architecture name stands for: its block type and the defaults it brings."""
+
+    block: Callable[[int, int, int], nn.Module]  # (in_channels, out_channels, norm_groups) -> module
+    widths: tuple[int, ...]
+    input_pool: int
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Settings of a video CNN; ``None`` fields take the architecture's defaults (see ``MODELS``).
+
+    Range errors are ``ValueError("field: rule, got value")``; the config loader prefixes the section.
+
+    Attributes:
+        arch: registry name in ``MODELS`` (``"tiny3d"`` or ``"c3d"``).
+        widths: channels per stage; stage ``i > 0`` is preceded by a 2x spatial max-pool.
+        depth: blocks per stage (>= 1); tiny3d's first block is spatial only (see ``VideoCNN``).
+        num_classes: size of the classification head.
+        in_channels: channels of the input clips (1 for moving digits).
+        frames: clip length ``T`` the model expects; inputs with another length are rejected.
+        input_pool: spatial average-pool factor applied to the input before the stem (1 = none).
+        temporal_pool: stages (0-based) after which time is max-pooled 2x, e.g. ``(1,)``; empty keeps
+            every frame, so the feature map has ``T' = T``.
+        norm_groups: GroupNorm groups (capped at a layer's channel count).
+        dropout: dropout on the embedding before the head.
+        input_mean: fixed standardisation constant subtracted from inputs in ``[0, 1]``.
+        input_std: fixed standardisation constant dividing the centred inputs.
+    """
+
+    arch: str = "tiny3d"
+    widths: tuple[int, ...] | None = None
+    depth: int = 1
+    num_classes: int = 10
+    in_channels: int = 1
+    frames: int = 8
+    input_pool: int | None = None
+    temporal_pool: tuple[int, ...] = ()
+    norm_groups: int = 4
+    dropout: float = 0.0
+    input_mean: float = 0.1
+    input_std: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.arch not in MODELS:
+            raise ValueError(f"arch: must be one of {', '.join(sorted(MODELS))}, got {self.arch!r}")
+        spec = MODELS[self.arch]
+        # Resolve arch defaults here so the saved, resolved spec shows the widths actually built.
+        if self.widths is None:
+            object.__setattr__(self, "widths", spec.widths)
+        else:
+            object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.input_pool is None:
+            object.__setattr__(self, "input_pool", spec.input_pool)
+        object.__setattr__(self, "temporal_pool", tuple(int(s) for s in self.temporal_pool))
+        widths = self.widths or ()
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"widths: must be a non-empty list of positive ints, got {list(widths)}")
+        rules = {
+            "depth": (self.depth >= 1, "must be >= 1"),
+            "num_classes": (self.num_classes >= 1, "must be >= 1"),
+            "in_channels": (self.in_channels >= 1, "must be >= 1"),
+            "frames": (self.frames >= 1, "must be >= 1"),
+            "input_pool": ((self.input_pool or 0) >= 1, "must be >= 1 (1 = no pooling)"),
+            "norm_groups": (self.norm_groups >= 1, "must be >= 1"),
+            "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
+            "input_std": (self.input_std > 0, "must be > 0"),
+        }
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ValueError(f"{name}: {rule}, got {getattr(self, name)!r}")
+        bad = [s for s in self.temporal_pool if not 0 <= s < len(widths)]
+        if bad:
+            raise ValueError(f"temporal_pool: stages must be in 0..{len(widths) - 1}, got {list(self.temporal_pool)}")
+        if self.frames % (2 ** len(set(self.temporal_pool))) != 0:
+            raise ValueError(
+                f"frames: must be divisible by 2**{len(set(self.temporal_pool))} to pool time at stages "
+                f"{list(self.temporal_pool)}, got {self.frames}; pool fewer stages"
+            )
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    groups = math.gcd(channels, min(groups, channels))
+    return nn.GroupNorm(groups, channels)
+
+
+class SpatialConv(nn.Sequential):
+    """``(1,3,3)`` convolution + GroupNorm + ReLU: a per-frame spatial filter written as a 3D conv."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__(
+            nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1), bias=False), _norm(cout, groups), nn.ReLU()
+        )
+
+
+class FactorisedBlock(nn.Sequential):
+    """(2+1)D block: spatial ``(1,3,3)`` then temporal ``(3,1,1)`` convolution, each normalised.
+
+    Factorising a ``3x3x3`` kernel this way costs ``9 + 3`` instead of ``27`` multiply-adds per
+    channel pair and adds a non-linearity between space and time.
+    """
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__(
+            SpatialConv(cin, cout, groups),
+            nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0), bias=False),
+            _norm(cout, groups),
+            nn.ReLU(),
+        )
+
+
+class FullBlock(nn.Sequential):
+    """Plain ``3x3x3`` convolution + GroupNorm + ReLU (the heavier, C3D-style block)."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__(nn.Conv3d(cin, cout, 3, padding=1, bias=False), _norm(cout, groups), nn.ReLU())
+
+
+MODELS: dict[str, ArchSpec] = {
+    "tiny3d": ArchSpec(FactorisedBlock, (8, 16, 32), 2, "(2+1)D, 2x input pooling; CPU default"),
+    "c3d": ArchSpec(FullBlock, (32, 64, 128, 256), 1, "full 3x3x3 convs at full resolution; GPU option"),
+}
+
+
+class VideoCNN(nn.Module):
+    """Stem, stages with spatial max-pooling between them, global max pool, linear head.
+
+    The stem of ``tiny3d`` is spatial only: a single-channel input has no motion features worth a
+    temporal conv yet, and skipping it saves a third of the compute of the largest layer.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        spec = MODELS[cfg.arch]
+        widths = cfg.widths or ()
+        stages: list[nn.Module] = []
+        cin = cfg.in_channels
+        for i, width in enumerate(widths):
+            first: nn.Module = SpatialConv(cin, width, cfg.norm_groups) if (
+                i == 0 and spec.block is FactorisedBlock
+            ) else spec.block(cin, width, cfg.norm_groups)
+            blocks = [first] + [spec.block(width, width, cfg.norm_groups) for _ in range(cfg.depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = width
+        self.stages = nn.ModuleList(stages)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(widths[-1], cfg.num_classes)
+        self.embedding_dim = widths[-1]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.cfg
+        if x.dim() != 5 or x.shape[1] != cfg.frames or x.shape[2] != cfg.in_channels:
+            raise ValueError(
+                f"expected clips shaped (B, T={cfg.frames}, C={cfg.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the last stage's map ``(B, T', C', H', W')`` and the pooled embedding ``(B, C')``."""
+        self._check_input(x)
+        cfg = self.cfg
+        # Fixed standardisation (no statistics to learn or average) and Conv3d's (B, C, T, H, W) layout.
+        h = ((x - cfg.input_mean) / cfg.input_std).transpose(1, 2)
+        if (cfg.input_pool or 1) > 1:
+            h = nnf.avg_pool3d(h, (1, cfg.input_pool, cfg.input_pool))
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                h = _max_pool_space(h)
+            h = stage(h)
+            if i in cfg.temporal_pool:
+                h = nnf.max_pool3d(h, (2, 1, 1))
+        embedding = h.amax(dim=(2, 3, 4))
+        return h.transpose(1, 2), embedding
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits from a pooled embedding (dropout, then ``self.head``)."""
+        return self.head(self.dropout(embedding))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` for float clips ``(B, T, C, H, W)`` in ``[0, 1]``."""
+        return self.classify(self.forward_features(x)[1])
+
+
+def _max_pool_space(h: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool over (H, W) of a ``(B, C, T, H, W)`` map, rounding odd sizes up.
+
+    Without autograd, the max of the four strided views is ~10x faster on CPU than ``max_pool3d``,
+    whose kernel computes argmax indices even for inference; with autograd ``max_pool3d``'s backward
+    is the faster one. Both give identical values.
+    """
+    height, width = h.shape[-2:]
+    if (torch.is_grad_enabled() and h.requires_grad) or height % 2 or width % 2:
+        return nnf.max_pool3d(h, (1, 2, 2), ceil_mode=True)
+    rows = torch.maximum(h[..., 0::2, :], h[..., 1::2, :])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def build_model(cfg: ModelConfig, seed: int) -> VideoCNN:
+    """Build a model whose initial weights depend only on ``cfg`` and ``seed``.
+
+    torch initialises layers from its global RNG; forking it and seeding inside the fork makes the
+    weights reproducible without changing the caller's random stream (library code never reseeds the
+    global RNG for good).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VideoCNN(cfg)
+
+
+def expand_head(model: VideoCNN, num_classes: int, *, generator: torch.Generator | None = None) -> None:
+    """Grow ``model.head`` to ``num_classes`` outputs in place, keeping the old classes' rows.
+
+    New rows start at zero (a new class begins with logit 0; its gradient is not zero, so it learns)
+    or, with a ``generator``, at torch's default ``Linear`` uniform range drawn from it. The head keeps
+    the old head's device and dtype, and ``model.cfg.num_classes`` is updated.
+
+    Raises:
+        ValueError: when ``num_classes`` is smaller than the current number of classes.
+    """
+    old = model.head
+    if num_classes < old.out_features:
+        raise ValueError(f"expand_head: num_classes={num_classes} is below the current {old.out_features}")
+    extra = num_classes - old.out_features
+    weight = torch.zeros(num_classes, old.in_features, dtype=old.weight.dtype)
+    bias = torch.zeros(num_classes, dtype=old.bias.dtype)
+    if generator is not None and extra:
+        bound = 1.0 / math.sqrt(old.in_features)  # nn.Linear's default uniform range
+        weight[old.out_features :].uniform_(-bound, bound, generator=generator)
+        bias[old.out_features :].uniform_(-bound, bound, generator=generator)
+    with torch.no_grad():
+        weight[: old.out_features] = old.weight.detach().cpu()
+        bias[: old.out_features] = old.bias.detach().cpu()
+    new = nn.Linear(old.in_features, num_classes, device="meta")  # no init, so no global RNG draws
+    new.weight = nn.Parameter(weight.to(old.weight.device))
+    new.bias = nn.Parameter(bias.to(old.bias.device))
+    model.head = new
+    model.cfg = replace(model.cfg, num_classes=num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
