@@ -22,6 +22,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands."""
     from orchestrator.data_cli import add_data_commands
+    from orchestrator.scaleout_cli import add_scaleout_commands
 
     parser = _Parser(prog="fedtwin", description="Federated and twin co-training of video models on Ray.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     add_data_commands(sub)
+    add_scaleout_commands(sub)
     return parser
 
 
