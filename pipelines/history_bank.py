@@ -123,6 +123,53 @@ class HistoryBank:
         """Number of stored items per class, shape (num_classes,)."""
         return self._counts.copy()
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of everything that changes as the bank fills (for checkpoints; settings not included).
+
+        :meth:`load_state_dict` on a bank built with the same settings restores it exactly, so a resumed
+        run admits and evicts the same items as an uninterrupted one.
+        """
+        state = {
+            "labels": self.labels.copy(),
+            "scores": self._scores[: self._size].copy(),
+            "counts": self._counts.copy(),
+            "seen": self._seen.copy(),
+            "seen_total": np.array([self._seen_total], dtype=np.int64),
+        }
+        if self._clips is not None:
+            state["clips"] = self.clips.copy()
+        if self._sigs is not None:
+            state["signatures"] = self._sigs[: self._size].copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned (replaces the current contents)."""
+        labels = np.asarray(state["labels"], dtype=np.int64)
+        size = len(labels)
+        counts = np.asarray(state["counts"], dtype=np.int64)
+        if size > self.capacity or counts.shape != (self.num_classes,):
+            raise ValueError(
+                f"history bank state holds {size} items over {counts.shape[0]} classes; this bank has "
+                f"capacity {self.capacity} and {self.num_classes} classes (build it with the saved settings)"
+            )
+        self._clips = self._sigs = None
+        self._size = size
+        self._labels[:] = 0
+        self._labels[:size] = labels
+        self._scores[:] = 0.0
+        self._scores[:size] = state["scores"]
+        self._counts = counts.copy()
+        self._seen = np.asarray(state["seen"], dtype=np.int64).copy()
+        self._seen_total = int(np.asarray(state["seen_total"]).reshape(-1)[0])
+        if "clips" in state:
+            clips = np.asarray(state["clips"])
+            self._clips = np.zeros((self.capacity, *clips.shape[1:]), dtype=np.uint8)
+            self._clips[:size] = clips
+        if "signatures" in state:
+            sigs = np.asarray(state["signatures"], dtype=np.float32)
+            self._sigs = np.zeros((self.capacity, sigs.shape[1]), dtype=np.float32)
+            self._sigs[:size] = sigs
+
     def add(
         self,
         clips: np.ndarray,

@@ -204,3 +204,27 @@ def test_bad_input_is_rejected_with_a_clear_message():
         HistoryBank(8, 2, policy="fifo")
     with pytest.raises(ValueError, match="quota of 0"):
         HistoryBank(3, 4)
+
+
+@pytest.mark.parametrize("policy", ["gss", "reservoir"])
+def test_state_dict_round_trip_continues_exactly_like_the_original(policy):
+    # Prepare: fill a bank past capacity, snapshot it, and feed both banks the same continuation
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 40)
+    sigs = rng.standard_normal((40, 5))
+    bank = HistoryBank(capacity=9, num_classes=3, policy=policy, n_compare=4)
+    bank.add(_clips(np.arange(25)), labels[:25], sigs[:25], np.random.default_rng(0))
+    restored = HistoryBank(capacity=9, num_classes=3, policy=policy, n_compare=4)
+
+    # Execute
+    restored.load_state_dict(bank.state_dict())
+    out_a = bank.add(_clips(np.arange(25, 40)), labels[25:], sigs[25:], np.random.default_rng(1))
+    out_b = restored.add(_clips(np.arange(25, 40)), labels[25:], sigs[25:], np.random.default_rng(1))
+
+    # Assert
+    assert out_a == out_b
+    np.testing.assert_array_equal(_ids(bank.clips), _ids(restored.clips))
+    np.testing.assert_array_equal(bank.labels, restored.labels)
+    np.testing.assert_array_equal(bank.composition(), restored.composition())
+    with pytest.raises(ValueError, match="capacity 4"):
+        HistoryBank(capacity=4, num_classes=3, policy=policy).load_state_dict(bank.state_dict())
