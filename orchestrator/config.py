@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from orchestrator.config_loader import ConfigError, apply_overrides, from_dict, to_dict
+from orchestrator.recipes.transfer_config import TransferConfig
 from pipelines.models import ModelConfig
 from pipelines.moving_digits import MovingDigitsConfig
 from pipelines.partition import PartitionConfig
@@ -179,6 +180,7 @@ class ExperimentSpec:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, f"name: must be a non-empty name without '/', got {self.name!r}")

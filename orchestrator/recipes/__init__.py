@@ -1,13 +1,39 @@
-"""Recipes by name. Each is ``run(ctx: RecipeContext) -> summary dict``; only this registry knows names."""
+"""Recipes by name. Each is ``run(ctx: RecipeContext) -> summary dict``; only this registry knows names.
+
+``RECIPES`` and ``RecipeContext`` are loaded on first access (PEP 562): the spec
+(``orchestrator.config``) imports each recipe's config section from ``orchestrator/recipes/<recipe>_config.py``,
+which runs this file first, and the recipes themselves import the spec, so importing them here eagerly
+would be circular. Add a recipe as one line in :func:`_registry`.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.recipes.context import RecipeContext
-from orchestrator.recipes.federated import run_federated
+if TYPE_CHECKING:
+    from orchestrator.recipes.context import RecipeContext
 
-RECIPES: dict[str, Callable[[RecipeContext], dict[str, Any]]] = {
-    "federated": run_federated,
-}
+
+def _registry() -> dict[str, Callable[[RecipeContext], dict[str, Any]]]:
+    from orchestrator.recipes.federated import run_federated
+    from orchestrator.recipes.transfer import run_transfer
+
+    return {
+        "federated": run_federated,
+        "transfer": run_transfer,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RECIPES":
+        value: Any = _registry()
+    elif name == "RecipeContext":
+        from orchestrator.recipes.context import RecipeContext as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
 
 __all__ = ["RECIPES", "RecipeContext"]
