@@ -49,7 +49,7 @@ def save_checkpoint(
     arrays: dict[str, np.ndarray] = {}
     scalars = _flatten(extra, "", arrays)
     with atomic_directory(final, overwrite=True, what="checkpoint") as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in model.items()}, str(tmp / "model.safetensors"))
+        save_file({k: _contiguous(v) for k, v in model.items()}, str(tmp / "model.safetensors"))
         save_file(arrays, str(tmp / "state.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "round_num": round_num, "scalars": scalars}, indent=2))
     for old in list_checkpoints(root)[:-keep]:
@@ -96,7 +96,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str, arrays: dict[str, np.ndarray]
             scalars[str(key)] = _flatten(value, prefix, arrays)
         elif isinstance(value, np.ndarray):
             name = f"a{len(arrays)}"
-            arrays[name] = np.ascontiguousarray(value)
+            arrays[name] = _contiguous(value)
             scalars[str(key)] = {"__array__": name}
         else:
             scalars[str(key)] = value
@@ -113,3 +113,8 @@ def _unflatten(arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> 
         else:
             out[key] = value
     return out
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy that keeps 0-d arrays 0-d (``np.ascontiguousarray`` makes them 1-d)."""
+    return np.array(array, order="C", copy=True)

@@ -8,12 +8,14 @@ from orchestrator.checkpoint import latest_checkpoint, list_checkpoints, load_ch
 
 def test_round_trip_nested_extra(tmp_path):
     model = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    extra = {"strategy": {"velocity/w": np.ones(3)}, "devices": {"4": {"rounds_trained": 2, "m": {"w": np.zeros(2)}}}}
+    extra = {"strategy": {"velocity/w": np.ones(3), "step": np.array(5.0)},
+             "devices": {"4": {"rounds_trained": 2, "m": {"w": np.zeros(2)}}}}
     path = save_checkpoint(tmp_path, 3, model, extra, {"recipe": "federated"})
     ckpt = load_checkpoint(path)
     assert ckpt.round_num == 3 and ckpt.meta["recipe"] == "federated"
     np.testing.assert_array_equal(ckpt.model["w"], model["w"])
     np.testing.assert_array_equal(ckpt.extra["strategy"]["velocity/w"], np.ones(3))
+    assert ckpt.extra["strategy"]["step"].shape == () and float(ckpt.extra["strategy"]["step"]) == 5.0
     assert ckpt.extra["devices"]["4"]["rounds_trained"] == 2
     np.testing.assert_array_equal(ckpt.extra["devices"]["4"]["m"]["w"], np.zeros(2))
 
