@@ -33,6 +33,7 @@ from pipelines.exemplar_memory import ExemplarMemory
 from pipelines.exemplar_ranking import confidence_from_logits
 from pipelines.incremental_metrics import task_accuracies
 from pipelines.incremental_objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
+from pipelines.keyframe_render import render_keyframes
 from pipelines.keyframes import KeyFrameSelector
 from pipelines.models import ModelConfig, VideoCNN, build_model, expand_head
 from pipelines.state import ModelState, load_state, state_from_model
@@ -48,7 +49,8 @@ class TrainerSettings:
     """Everything the trainer needs besides the data (picklable, built by the driver).
 
     ``model.num_classes`` is ignored: the head starts with the first task's classes and grows.
-    ``memory_mode`` is ``"none"`` (no memory), ``"full"`` (whole clips) or ``"keyframes"``.
+    ``memory_mode`` is ``"none"`` (no memory), ``"full"`` (whole clips) or ``"keyframes"``;
+    ``keyframe_view`` trains on key-frame renditions of the new clips too (key-frame memory only).
     """
 
     seed: int
@@ -68,6 +70,7 @@ class TrainerSettings:
     keyframe_delta: float | None = None
     keyframe_rho: float = 2.0
     per_class_quota: int | None = None
+    keyframe_view: bool = False
     balanced_ce: bool = False
     torch_threads: int = 1
     eval_batch_size: int = 256
@@ -145,7 +148,8 @@ class IncrementalTrainer:
             expand_head(self.model, self.split.num_outputs(task))
         new = self.split.task_rows(self.train, self.split.outputs_of_task(task))
         replay = self.memory.replay() if self.memory is not None and len(self.memory) else None
-        data = ClipArrays.concat([new, replay]) if replay is not None else new
+        view = self._keyframe_view(new, task)
+        data = ClipArrays.concat([view, replay]) if replay is not None else view
         result = local_train(
             self.model,
             data,
@@ -174,6 +178,24 @@ class IncrementalTrainer:
             "task_seconds": time.perf_counter() - started,
         }
         return TaskOutcome(task, state_from_model(self.model), row, counts, metrics, memory_file)
+
+    def _keyframe_view(self, new: ClipArrays, task: int) -> ClipArrays:
+        """With ``keyframe_view`` and a key-frame memory: the clips rendered as key-frame replay shows them.
+
+        Replayed clips repeat frames; untouched new clips never do, so a model trained on both learns
+        "repeated frames = old class" instead of the classes. Training on key-frame renditions of every
+        clip, from the first task on, removes the cue. The threshold is fitted on the first task's clips,
+        as the memory would fit it, and then shared with the memory.
+        """
+        if not self.settings.keyframe_view or self.memory is None or self.settings.memory_mode != "keyframes":
+            return new
+        if task == 0:
+            self.memory.keyframes = KeyFrameSelector(self.settings.keyframe_delta, self.settings.keyframe_rho).fit(
+                new.clips
+            )
+        assert self.memory.keyframes is not None
+        clips, _ = render_keyframes(new.clips, self.memory.keyframes)
+        return ClipArrays(clips, new.labels, new.video_ids)
 
     def _class_weights(self, data: ClipArrays, task: int) -> torch.Tensor | None:
         if not self.settings.balanced_ce:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from orchestrator.config_loader import ConfigError, apply_overrides, from_dict, to_dict
+from orchestrator.recipes.incremental_config import IncrementalConfig
 from orchestrator.recipes.transfer_config import TransferConfig
 from pipelines.models import ModelConfig
 from pipelines.moving_digits import MovingDigitsConfig
@@ -180,6 +181,7 @@ class ExperimentSpec:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    incremental: IncrementalConfig = field(default_factory=IncrementalConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def __post_init__(self) -> None:

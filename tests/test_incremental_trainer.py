@@ -11,6 +11,7 @@ from actors.incremental_trainer import IncrementalTrainer, TrainerSettings
 from orchestrator.data_prep import ensure_generated
 from pipelines.class_incremental import make_task_split
 from pipelines.incremental_objective import ObjectiveSettings
+from pipelines.keyframes import KeyFrameSelector
 from pipelines.models import ModelConfig
 from pipelines.moving_digits import MovingDigitsConfig
 
@@ -28,6 +29,7 @@ def _settings(memory_mode: str = "keyframes", budget: int = 6 * CLIP_BYTES, **ob
     return TrainerSettings(
         seed=0, model=ModelConfig(), objective=ObjectiveSettings(**objective), epochs=2, first_task_epochs=2,
         batch_size=8, lr=3e-3, memory_mode=memory_mode, memory_budget_bytes=budget, balanced_ce=True,
+        keyframe_rho=1.5, keyframe_view=True,
     )
 
 
@@ -92,3 +94,23 @@ def test_restore_from_saved_weights_and_memory_continues_exactly(motion_dataset,
         np.testing.assert_array_equal(again.state[key], expected.state[key])
     np.testing.assert_array_equal(again.accuracy_row, expected.accuracy_row)
     assert again.metrics["memory_bytes"] == expected.metrics["memory_bytes"]
+
+
+def test_keyframe_view_renders_new_clips_with_the_memorys_threshold(motion_dataset, tmp_path):
+    # Prepare
+    trainer = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "v"))
+    new = trainer.split.task_rows(trainer.train, trainer.split.outputs_of_task(0))
+
+    # Execute
+    view = trainer._keyframe_view(new, 0)
+    trainer.fit_task(0)
+
+    # Assert: threshold = 1.5 x median step of the first task's clips, shared with the memory; every
+    # clip keeps frame 0 and repeats a frame wherever it was not a key frame
+    expected = KeyFrameSelector(rho=1.5).fit(new.clips)
+    assert trainer.memory.keyframe_selector_.delta_ == pytest.approx(expected.delta_)
+    mask = expected.keyframe_mask(new.clips)
+    np.testing.assert_array_equal(view.clips[:, 0], new.clips[:, 0])
+    repeated = (view.clips[:, 1:] == view.clips[:, :-1]).all(axis=(2, 3, 4))
+    np.testing.assert_array_equal(repeated, ~mask[:, 1:])
+    np.testing.assert_array_equal(view.labels, new.labels)

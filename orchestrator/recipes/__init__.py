@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 def _registry() -> dict[str, Callable[[RecipeContext], dict[str, Any]]]:
     from orchestrator.recipes.federated import run_federated
+    from orchestrator.recipes.incremental import run_incremental
     from orchestrator.recipes.transfer import run_transfer
 
     return {
         "federated": run_federated,
+        "incremental": run_incremental,
         "transfer": run_transfer,
     }
 
