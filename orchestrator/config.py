@@ -17,6 +17,7 @@ import yaml
 
 from orchestrator.config_loader import ConfigError, apply_overrides, from_dict, to_dict
 from orchestrator.recipes.incremental_config import IncrementalConfig
+from orchestrator.recipes.mutual_config import TwinConfig
 from orchestrator.recipes.transfer_config import TransferConfig
 from pipelines.models import ModelConfig
 from pipelines.moving_digits import MovingDigitsConfig
@@ -183,6 +184,7 @@ class ExperimentSpec:
     run: RunConfig = field(default_factory=RunConfig)
     incremental: IncrementalConfig = field(default_factory=IncrementalConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    twin: TwinConfig = field(default_factory=TwinConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, f"name: must be a non-empty name without '/', got {self.name!r}")

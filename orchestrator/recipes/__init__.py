@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 def _registry() -> dict[str, Callable[[RecipeContext], dict[str, Any]]]:
     from orchestrator.recipes.federated import run_federated
     from orchestrator.recipes.incremental import run_incremental
+    from orchestrator.recipes.mutual import run_mutual
     from orchestrator.recipes.transfer import run_transfer
 
     return {
         "federated": run_federated,
         "incremental": run_incremental,
+        "mutual": run_mutual,
         "transfer": run_transfer,
     }
 
