@@ -29,10 +29,36 @@ def tiny_mutual_spec(data_root, out_dir, **overrides) -> ExperimentSpec:
     return ExperimentSpec.from_dict(base).with_overrides(overrides)
 
 
+def _arrays(value):
+    """Every numpy array inside a (nested) ray.get result."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _arrays(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _arrays(v)
+    elif hasattr(value, "__dataclass_fields__"):
+        yield from _arrays(vars(value))
+
+
 @pytest.fixture(scope="module")
 def cross_run(ray_session, tiny_data_root, tmp_path_factory):
-    """One uninterrupted 2-epoch run, shared by the tests below."""
-    return run_experiment(tiny_mutual_spec(tiny_data_root, tmp_path_factory.mktemp("mutual-full")))
+    """One uninterrupted 2-epoch run, shared by the tests below; records what the driver ray.get-s."""
+    fetched: list[np.ndarray] = []
+    real_get = ray_session.get
+
+    def recording_get(refs, *args, **kwargs):
+        out = real_get(refs, *args, **kwargs)
+        fetched.extend(_arrays(out))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray_session, "get", recording_get)
+        result = run_experiment(tiny_mutual_spec(tiny_data_root, tmp_path_factory.mktemp("mutual-full")))
+    result.summary["_fetched"] = fetched
+    return result
 
 
 def test_two_twins_cross_labels_come_from_the_peer_and_metrics_are_logged(cross_run):
@@ -60,6 +86,9 @@ def test_two_twins_cross_labels_come_from_the_peer_and_metrics_are_logged(cross_
     assert "head.weight" in load_file(summary["final_model"])
     assert (result.run_dir / "plots" / "mutual.png").is_file()
     assert latest_checkpoint(result.run_dir / "checkpoints").round_num == 2
+    # The driver fetched weights, labels and scalars, never a per-clip float matrix (features, targets)
+    per_clip = [a.shape for a in summary["_fetched"] if a.ndim == 2 and a.shape[0] == 60 and a.dtype.kind == "f"]
+    assert summary["_fetched"] and per_clip == []
 
 
 class _CrashAfter(RunCallback):
@@ -73,6 +102,7 @@ class _CrashAfter(RunCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # ~20-35 s on 2 cores on top of the run above; `pytest -m slow tests/test_mutual_ray.py`
 def test_resume_after_interruption_replays_the_same_epochs(cross_run, tiny_data_root, tmp_path):
     # Prepare: the same spec, killed after epoch 1's checkpoint
     spec = tiny_mutual_spec(tiny_data_root, tmp_path)
