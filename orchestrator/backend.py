@@ -71,6 +71,21 @@ def plan_hosts(spec: ExperimentSpec, num_devices: int, resources: Mapping[str, f
     return max(1, min(hosts, num_devices))
 
 
+def host_settings(spec: ExperimentSpec) -> HostSettings:
+    """What every device host of ``spec`` needs (the same for the Ray and the in-process backend)."""
+    chaos = spec.federation.chaos
+    return HostSettings(
+        seed=spec.seed,
+        model=spec.model,
+        torch_threads=spec.resources.torch_threads,
+        shard_cache_size=spec.resources.shard_cache_size,
+        fail_devices=chaos.fail_devices,
+        hang_devices=chaos.hang_devices,
+        hang_s=chaos.hang_s,
+        chaos_rounds=chaos.rounds,
+    )
+
+
 class RayBackend:
     """Owns the host actors and the evaluator of one experiment.
 
@@ -92,17 +107,7 @@ class RayBackend:
         self.num_devices = num_devices
         self.num_hosts = num_hosts
         self._scheduling = scheduling_strategy
-        chaos = spec.federation.chaos
-        self._settings = HostSettings(
-            seed=spec.seed,
-            model=spec.model,
-            torch_threads=spec.resources.torch_threads,
-            shard_cache_size=spec.resources.shard_cache_size,
-            fail_devices=chaos.fail_devices,
-            hang_devices=chaos.hang_devices,
-            hang_s=chaos.hang_s,
-            chaos_rounds=chaos.rounds,
-        )
+        self._settings = host_settings(spec)
         self.hosts: list[Any] = [self._make_host(h) for h in range(num_hosts)]
         res = spec.resources
         options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,

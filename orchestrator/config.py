@@ -125,6 +125,9 @@ class ResourcesConfig:
     shard_cache_size: int = 64
     max_restarts: int = 2
     max_task_retries: int = 0
+    # "local" runs the same hosts and server node in the driver process without Ray (debugging, studies
+    # of many short runs); it cannot enforce round timeouts. See orchestrator/local_backend.py.
+    backend: Literal["ray", "local"] = "ray"
 
     def __post_init__(self) -> None:
         _check(self.hosts is None or self.hosts >= 1, f"hosts: must be >= 1 or null, got {self.hosts}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,16 @@ def run_experiment(
     run.path.mkdir(parents=True, exist_ok=True)
     if not resume:
         run.save_spec(spec.to_dict())
-    session = connect(spec.ray, address)
+    # The in-process backend needs no Ray (and the federated recipe is the only one that has it).
+    local = spec.resources.backend == "local" and spec.recipe == "federated"
+    session = None if local else connect(spec.ray, address)
     try:
         ctx = RecipeContext(
             spec=spec,
             run=run,
             callbacks=CallbackList(callbacks),
             resume=resume,
-            cluster_resources=session.cluster_resources,
+            cluster_resources=session.cluster_resources if session else {"CPU": float(os.cpu_count() or 1)},
             scheduling_strategy=scheduling_strategy,
         )
         summary = RECIPES[spec.recipe](ctx)
@@ -69,4 +72,5 @@ def run_experiment(
         ctx.callbacks.on_run_end(summary)
         return RunResult(run.path, summary)
     finally:
-        session.close()
+        if session is not None:
+            session.close()

@@ -111,6 +111,10 @@ def test_feddu_round_interpolates_towards_the_server_pass_and_logs_everything():
     assert metrics["skipped"] is False and metrics["reverted"] is False
     # the pass used the round's device settings, plain SGD
     assert server.passes == [{"round_num": 3, "momentum": 0.0, "optimizer_state": None, **TRAIN}]
+    # with device SGD momentum in the round's settings, the pass uses it too (fresh buffer)
+    strategy.configure_fit(4, [0, 1], {**TRAIN, "momentum": 0.5})
+    strategy.aggregate_fit(4, *round_fit(1.0))
+    assert server.passes[-1]["momentum"] == 0.5 and server.passes[-1]["optimizer_state"] is None
 
 
 def test_server_pass_settings_come_from_params_when_given():
@@ -219,8 +223,12 @@ def test_feddum_local_device_momentum_is_configured_per_task():
     assert [t.config["momentum"] for t in tasks] == [0.7, 0.7]
     assert [t.config["optimizer_state"] for t in tasks] == ["local", "local"]
     assert strategy.round_payload(1) == {}
+    # Adam: its moments are the device momentum, persisted locally; beta_d does not apply
+    adam = strategy.configure_fit(1, [3], {**TRAIN, "optimizer": "adam", "momentum": 0.0})
+    assert adam[0].config["optimizer_state"] == "local" and adam[0].config["momentum"] == 0.0
+    shared = make_feddu(FakeServer(), feddum=True, device_momentum_init="global")
     with pytest.raises(ConfigError, match="training.optimizer"):
-        strategy.configure_fit(1, [3], {**TRAIN, "optimizer": "adam"})
+        shared.configure_fit(1, [3], {**TRAIN, "optimizer": "adam"})
 
 
 def test_feddum_global_device_momentum_is_averaged_and_interpolated():

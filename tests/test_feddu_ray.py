@@ -1,14 +1,15 @@
 """FedDU/FedDUM end to end on real Ray: logged server-update fields, device momentum across rounds
-and across a resume, and what the server node receives (weights only)."""
+and across a resume, what the server node receives (weights only), and the in-process backend."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from orchestrator.backend import RayBackend, RayServerAccess
+from orchestrator.backend import RayServerAccess
 from orchestrator.checkpoint import latest_checkpoint
 from orchestrator.experiment import run_experiment
+from orchestrator.local_backend import LocalBackend
 from orchestrator.run_folder import RunFolder
 from pipelines.models import ModelConfig, build_model
 from pipelines.state import state_from_model
@@ -67,19 +68,20 @@ def test_feddum_logs_server_update_and_resumes_exactly_with_device_momentum(
     assert trained and all(set(v["optimizer_state"]) == {f"momentum_buffer/{k}" for k in model_state}
                            for v in trained.values())
 
-    # Execute: crash after round 3 (last checkpoint: round 2), resume; and a resume that drops device state
-    def crash_and_resume(out, drop_device_state):
-        spec = tiny_spec(tiny_data_root, out, **FEDDUM)
+    # Execute: crash after round 3 (last checkpoint: round 2), resume; and a resume that drops device
+    # state (on the in-process backend, which runs the same hosts without actor start-up costs)
+    def crash_and_resume(out, drop_device_state, backend="ray"):
+        spec = tiny_spec(tiny_data_root, out, **FEDDUM, **{"resources.backend": backend})
         folder = RunFolder.create(spec.run.output_dir, spec.name)
         with pytest.raises(KeyboardInterrupt):
             run_experiment(spec, run_dir=folder.path, callbacks=[_CrashAfter(3)])
         with monkeypatch.context() as patch:
             if drop_device_state:
-                patch.setattr(RayBackend, "load_device_states", lambda self, states: None)
+                patch.setattr(LocalBackend, "load_device_states", lambda self, states: None)
             return latest_checkpoint(run_experiment(spec, run_dir=folder.path, resume=True).run_dir / "checkpoints")
 
     resumed = crash_and_resume(tmp_path / "b", drop_device_state=False)
-    forgetful = crash_and_resume(tmp_path / "c", drop_device_state=True)
+    forgetful = crash_and_resume(tmp_path / "c", drop_device_state=True, backend="local")
     # Assert: bit-identical weights after resume; without the device buffers the run diverges
     a = latest_checkpoint(full.run_dir / "checkpoints")
     for key in a.model:
@@ -87,6 +89,11 @@ def test_feddum_logs_server_update_and_resumes_exactly_with_device_momentum(
     assert any(not np.array_equal(a.model[k], forgetful.model[k]) for k in a.model)
     for key, value in a.extra["strategy"].items():
         np.testing.assert_array_equal(value, resumed.extra["strategy"][key])
+    # Assert: the in-process backend (same hosts, server node and loop, no actors) gives the same weights
+    local = run_experiment(tiny_spec(tiny_data_root, tmp_path / "d", **FEDDUM, **{"resources.backend": "local"}))
+    c = latest_checkpoint(local.run_dir / "checkpoints")
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], c.model[key])
 
 
 def test_feddu_needs_a_shared_split(ray_session, tiny_data_root, tmp_path):

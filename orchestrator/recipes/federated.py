@@ -17,6 +17,7 @@ from orchestrator.backend import RayBackend, RoundFailedError, min_successes, pl
 from orchestrator.checkpoint import latest_checkpoint, save_checkpoint
 from orchestrator.config import ExperimentSpec
 from orchestrator.data_prep import ensure_partition
+from orchestrator.local_backend import LocalBackend
 from orchestrator.plots import plot_curves
 from orchestrator.recipes.context import RecipeContext, first_reaching, versions
 from orchestrator.strategies import STRATEGIES, Strategy, StrategyContext
@@ -75,9 +76,13 @@ def run_federated(ctx: RecipeContext) -> dict[str, Any]:
     build_strategy(spec, num_devices, strategy_context(manifest))  # fail on bad params before actors start
     num_hosts = plan_hosts(spec, num_devices, ctx.cluster_resources)
     state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
-    backend = RayBackend(
-        spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy, server_node=needs_server
-    )
+    backend: RayBackend | LocalBackend
+    if spec.resources.backend == "local":
+        backend = LocalBackend(spec, str(partition_dir), num_devices, num_hosts, server_node=needs_server)
+    else:
+        backend = RayBackend(
+            spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy, server_node=needs_server
+        )
     start = 1
     try:
         server = backend.server_access() if needs_server else None
@@ -136,7 +141,7 @@ def run_federated(ctx: RecipeContext) -> dict[str, Any]:
 
 
 def _one_round(
-    ctx: RecipeContext, strategy: Strategy, backend: RayBackend, state: ModelState, round_num: int
+    ctx: RecipeContext, strategy: Strategy, backend: RayBackend | LocalBackend, state: ModelState, round_num: int
 ) -> tuple[ModelState, dict[str, Any]]:
     spec = ctx.spec
     started = time.perf_counter()

@@ -58,12 +58,16 @@ class FedDUParams:
         server_batch_size: B of the server pass; ``null`` = ``training.batch_size``.
         server_lr: eta of the server pass; ``null`` = the round's device learning rate (with its decay).
         server_optimizer: ``sgd`` (the reference's plain SGD) or ``adam``; ``null`` = ``training.optimizer``.
+        server_sgd_momentum: SGD momentum of the server pass (fresh buffer each pass); ``null`` = the
+            momentum the devices train with this round (``training.momentum``, or beta_d under FedDUM).
         js_reference: the distribution D measures against: ``global`` (all device data, P) or ``uniform``.
         fixed_alpha: use this alpha every round instead of the schedule; 1.0 is the naive "always a full
             server pass" baseline.
         feddum: FedDUM: server momentum ``momentum`` on the global update plus device momentum.
         momentum: beta_s, the server (global) momentum of FedDUM in EMA form (the Tune sweep's name).
-        device_momentum: beta_d, SGD momentum of local training under FedDUM (0 = none).
+        device_momentum: beta_d, SGD momentum of local training under FedDUM (0 = no device momentum).
+            With ``training.optimizer: adam`` the device momentum is Adam's moment estimates, kept per
+            device (``local`` only).
         device_momentum_init: where a device's momentum buffer starts each round: ``local`` (its own
             buffer from the last round it trained, kept on its host and checkpointed) or ``global`` (the
             averaged, server-interpolated buffer, as in the reference code's fsgdm path). [RECON]
@@ -78,6 +82,7 @@ class FedDUParams:
     server_batch_size: int | None = None
     server_lr: float | None = None
     server_optimizer: Literal["sgd", "adam"] | None = None
+    server_sgd_momentum: float | None = None
     js_reference: Literal["global", "uniform"] = "global"
     fixed_alpha: float | None = None
     feddum: bool = False
@@ -96,6 +101,8 @@ class FedDUParams:
             (self.server_batch_size is None or self.server_batch_size >= 1, "server_batch_size", "must be >= 1 or null"),
             (self.server_lr is None or self.server_lr > 0, "server_lr", "must be > 0 or null"),
             (self.fixed_alpha is None or 0 <= self.fixed_alpha <= 1, "fixed_alpha", "must be in [0, 1] or null"),
+            (self.server_sgd_momentum is None or 0 <= self.server_sgd_momentum < 1, "server_sgd_momentum",
+             "must be in [0, 1) or null"),
             (0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
             (0 <= self.device_momentum < 1, "device_momentum", "must be in [0, 1)"),
         ]
@@ -175,19 +182,22 @@ class FedDU(FedAvg):
     def configure_fit(
         self, round_num: int, device_ids: Sequence[int], train_config: Mapping[str, Any]
     ) -> list[FitTask]:
-        """Remember the round's training settings (server-pass defaults); add FedDUM device momentum."""
-        self._round_config = dict(train_config)
+        """Add FedDUM device momentum; remember the round's device settings (the server pass's defaults)."""
         config = dict(train_config)
         p = self.params
         if p.feddum and p.device_momentum > 0:
-            if config.get("optimizer", "sgd") != "sgd":
+            if config.get("optimizer", "sgd") == "sgd":
+                config["momentum"] = p.device_momentum
+            elif p.device_momentum_init == "global":
                 raise ConfigError(
-                    f"strategy.params.device_momentum: FedDUM's device momentum is SGD momentum but "
-                    f"training.optimizer is {config.get('optimizer')!r}; set training.optimizer: sgd or "
-                    "strategy.params.device_momentum: 0"
+                    "strategy.params.device_momentum_init: the global FedDUM variant averages SGD momentum "
+                    f"buffers but training.optimizer is {config.get('optimizer')!r}; use training.optimizer: sgd "
+                    "or device_momentum_init: local"
                 )
-            config["momentum"] = p.device_momentum
+            # With Adam, the device momentum is Adam's own moment estimates (beta_d does not apply):
+            # "local" keeps them on the device between its rounds, like SGD buffers.
             config["optimizer_state"] = p.device_momentum_init
+        self._round_config = config
         return super().configure_fit(round_num, device_ids, config)
 
     def round_payload(self, round_num: int) -> dict[str, ModelState]:
@@ -197,7 +207,7 @@ class FedDU(FedAvg):
         return {}
 
     def server_settings(self) -> dict[str, Any]:
-        """E, B, eta and optimizer of this round's server pass (params, else the device settings)."""
+        """E, B, eta, optimizer and momentum of this round's server pass (params, else the device settings)."""
         p, cfg = self.params, self._round_config
 
         def pick(value: Any, key: str) -> Any:
@@ -212,6 +222,7 @@ class FedDU(FedAvg):
             "batch_size": int(pick(p.server_batch_size, "batch_size")),
             "lr": float(pick(p.server_lr, "lr")),
             "optimizer": str(p.server_optimizer or cfg.get("optimizer", "sgd")),
+            "momentum": float(p.server_sgd_momentum if p.server_sgd_momentum is not None else cfg.get("momentum", 0.0)),
         }
 
     # ------------------------------------------------------------------ aggregate
@@ -242,12 +253,10 @@ class FedDU(FedAvg):
         reverted = False
         metrics: dict[str, float] = {}
         if not skipped:
-            momentum = p.device_momentum if self._global_device_momentum else 0.0
-            if momentum > 0 and settings["optimizer"] != "sgd":
+            if v_half and settings["optimizer"] != "sgd":
                 raise ConfigError("strategy.params.server_optimizer: FedDUM's global device momentum needs sgd")
-            result = server.server_pass(
-                w_half, round_num=round_num, momentum=momentum, optimizer_state=v_half or None, **settings
-            )
+            # The global FedDUM variant starts the pass from the averaged device buffer v^{t-1/2}.
+            result = server.server_pass(w_half, round_num=round_num, optimizer_state=v_half or None, **settings)
             candidate = interpolate(w_half, result.state, alpha)
             if p.revert_factor is not None:
                 after = server.evaluate(candidate)
