@@ -149,8 +149,8 @@ def _load_optimizer_state(
             raise KeyError(f"optimizer_state key {key!r} names no trainable parameter of the model")
         param = by_name[name]
         tensor = torch.as_tensor(np.array(value, copy=True))
-        # Adam keeps its step counter as a float scalar tensor on the CPU; everything else follows the parameter.
-        tensor = tensor.to(param.device) if tensor.shape == param.shape else tensor
+        # Adam keeps its step counter as a scalar tensor on the CPU; every other slot follows the parameter.
+        tensor = tensor if slot == "step" else tensor.to(param.device)
         optimizer.state[param][slot] = tensor
 
 
