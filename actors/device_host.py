@@ -22,7 +22,7 @@ import ray
 import torch
 
 from actors.messages import DeviceFailure, FitResult, FitTask, HostFitResult
-from actors.resources import torch_device
+from actors.resources import prepare_torch, torch_device
 from pipelines.clips import ClipArrays
 from pipelines.heterogeneity import label_histogram
 from pipelines.models import ModelConfig, build_model
@@ -72,7 +72,7 @@ class DeviceHost:
     def __init__(self, host_id: int, num_hosts: int, partition_dir: str, settings: HostSettings) -> None:
         if not 0 <= host_id < num_hosts:
             raise ValueError(f"host_id {host_id} outside [0, {num_hosts})")
-        torch.set_num_threads(settings.torch_threads)
+        prepare_torch(settings.torch_threads)
         self.host_id = host_id
         self.num_hosts = num_hosts
         self.partition_dir = partition_dir

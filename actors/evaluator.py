@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ray
-import torch
 
-from actors.resources import torch_device
+from actors.resources import prepare_torch, torch_device
 from pipelines.clips import ClipArrays
 from pipelines.models import ModelConfig, build_model
 from pipelines.partition_manifest import load_partition_manifest, load_shared, load_test
@@ -34,7 +33,7 @@ class Evaluator:
         seed: int = 0,
         torch_threads: int = 1,
     ) -> None:
-        torch.set_num_threads(torch_threads)
+        prepare_torch(torch_threads)
         self.manifest = load_partition_manifest(partition_dir)
         unknown = [s for s in (split, *extra_splits) if s not in _LOADERS]
         if unknown:

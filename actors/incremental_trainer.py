@@ -25,7 +25,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.resources import torch_device
+from actors.resources import prepare_torch, torch_device
 from pipelines.class_incremental import TaskSplit
 from pipelines.clips import ClipArrays
 from pipelines.dataset_io import load_split
@@ -108,7 +108,7 @@ class IncrementalTrainer:
     """
 
     def __init__(self, dataset_dir: str, split: TaskSplit, settings: TrainerSettings, memory_dir: str) -> None:
-        torch.set_num_threads(settings.torch_threads)
+        prepare_torch(settings.torch_threads)
         self.split = split
         self.settings = settings
         self.memory_dir = Path(memory_dir)

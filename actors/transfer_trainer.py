@@ -30,7 +30,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.resources import torch_device
+from actors.resources import prepare_torch, torch_device
 from pipelines.clips import ClipArrays
 from pipelines.dataset_io import load_split
 from pipelines.gradient_mixing import GradientMixer
@@ -103,7 +103,7 @@ class TransferTrainer:
     """
 
     def __init__(self, source_dir: str, target_dir: str, settings: TrainerSettings) -> None:
-        torch.set_num_threads(settings.torch_threads)
+        prepare_torch(settings.torch_threads)
         self.settings = settings
         self.device = torch_device()
         label_map = digit_label_map(settings.background_digits)

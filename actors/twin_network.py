@@ -19,7 +19,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.resources import torch_device
+from actors.resources import prepare_torch, torch_device
 from pipelines.augment import build_augmentation
 from pipelines.cluster_metrics import cluster_metrics
 from pipelines.clustering import normalized_centroids
@@ -89,7 +89,7 @@ class TwinNetwork:
     """
 
     def __init__(self, settings: TwinSettings, source_dir: str, target_dir: str, kept: np.ndarray) -> None:
-        torch.set_num_threads(settings.torch_threads)
+        prepare_torch(settings.torch_threads)
         self.settings = settings
         self.device = torch_device()
         self.source_dir = source_dir

@@ -18,7 +18,6 @@ numbers in ``docs/results/transfer.json``. Run the full study under the shared l
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

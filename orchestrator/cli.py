@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from orchestrator.config_loader import parse_set_option
 from pipelines.errors import FedtwinError
