@@ -217,6 +217,33 @@ def test_feddum_server_momentum_hand_sequence():
     assert metrics["server_momentum_norm"] == pytest.approx(0.75 * np.sqrt(9))  # 9 float entries of 0.75
 
 
+def test_feddum_zero_initialised_momentum_applies_each_update_once_in_total():
+    # beta_s 0.5, m_{-1} = 0: r1 mean 1 from 0: m 0.5, w 0.5. r2 mean 0.5 (Delta 0): m 0.25, w 0.75.
+    # r3 Delta 0: m 0.125, w 0.875 -> the first update's total gain tends to 1 (not 1/(1-beta) = 2).
+    server = FakeServer(accuracy=1.0)
+    strategy = make_feddu(server, feddum=True, momentum=0.5, momentum_init="zero", device_momentum=0.0)
+    w, got = make_state(0.0, 0.0), []
+    for r, mean in enumerate((1.0, None, None), start=1):
+        mean = float(w["w"][0, 0]) if mean is None else mean
+        strategy.configure_fit(r, [0], TRAIN)
+        fit = aggregate_results([FitResult(0, 4, np.array([1, 1, 1, 1]), {}, make_state(mean, mean))], w)
+        w, _ = strategy.aggregate_fit(r, w, fit)
+        got.append(float(w["w"][0, 0]))
+    assert got == pytest.approx([0.5, 0.75, 0.875])
+
+
+def test_feddum_without_momenta_reduces_to_feddu():
+    # beta_s = 0 and beta_d = 0: m_t = Delta_t, so the global state is FedDU's (up to float32 rounding)
+    plain = make_feddu(FakeServer(accuracy=0.3), decay=0.9)
+    dum = make_feddu(FakeServer(accuracy=0.3), decay=0.9, feddum=True, momentum=0.0, device_momentum=0.0)
+    for r in (1, 2, 3):
+        a, _ = run_round(plain, r, w=float(r))
+        b, _ = run_round(dum, r, w=float(r))
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+    assert dum.configure_fit(4, [0], TRAIN)[0].config.get("optimizer_state") is None
+
+
 def test_feddum_local_device_momentum_is_configured_per_task():
     strategy = make_feddu(FakeServer(), feddum=True, device_momentum=0.7)
     tasks = strategy.configure_fit(1, [3, 4], TRAIN)

@@ -65,6 +65,9 @@ class FedDUParams:
             server pass" baseline.
         feddum: FedDUM: server momentum ``momentum`` on the global update plus device momentum.
         momentum: beta_s, the server (global) momentum of FedDUM in EMA form (the Tune sweep's name).
+        momentum_init: ``delta`` starts the EMA at m_0 = Delta_0 (ALGORITHMS.md 1.2, reference code), so
+            the first round's update is applied 1/(1 - beta_s) times in total; ``zero`` starts it at
+            m_{-1} = 0, so every update is applied exactly once in total (spread over rounds). [RECON]
         device_momentum: beta_d, SGD momentum of local training under FedDUM (0 = no device momentum).
             With ``training.optimizer: adam`` the device momentum is Adam's moment estimates, kept per
             device (``local`` only).
@@ -87,6 +90,7 @@ class FedDUParams:
     fixed_alpha: float | None = None
     feddum: bool = False
     momentum: float = 0.9
+    momentum_init: Literal["delta", "zero"] = "delta"
     device_momentum: float = 0.9
     device_momentum_init: Literal["local", "global"] = "local"
 
@@ -300,8 +304,10 @@ class FedDU(FedAvg):
         return self.context.server
 
     def _server_momentum(self, current: ModelState, proposed: ModelState) -> ModelState:
-        """w <- w_old + m_t with m_t = beta_s m_{t-1} + (1 - beta_s) (proposed - w_old), m_0 = Delta_0."""
-        new, self.server_velocity = ema_momentum_step(current, proposed, self.server_velocity, self.params.momentum)
+        """w <- w_old + m_t with m_t = beta_s m_{t-1} + (1 - beta_s) (proposed - w_old)."""
+        new, self.server_velocity = ema_momentum_step(
+            current, proposed, self.server_velocity, self.params.momentum, first=self.params.momentum_init
+        )
         return new
 
     # ------------------------------------------------------------------ state

@@ -36,15 +36,21 @@ def interpolate(base: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]
 
 
 def ema_momentum_step(
-    current: Mapping[str, np.ndarray], proposed: Mapping[str, np.ndarray], velocity: Mapping[str, np.ndarray], beta: float
+    current: Mapping[str, np.ndarray],
+    proposed: Mapping[str, np.ndarray],
+    velocity: Mapping[str, np.ndarray],
+    beta: float,
+    first: str = "delta",
 ) -> tuple[ModelState, ModelState]:
     """One EMA server-momentum step.
 
     Args:
         current: w_old, the global state before the round.
         proposed: the round's new state without momentum (FedDU's output).
-        velocity: m_{t-1} (empty in the first round, when m_0 = Delta_0).
+        velocity: m_{t-1} (empty in the first round).
         beta: beta_s.
+        first: the first round's velocity: ``"delta"`` (m_0 = Delta_0, the reference) or ``"zero"``
+            (m_{-1} = 0, so m_0 = (1 - beta_s) Delta_0).
 
     Returns:
         ``(w_old + m_t, m_t)``; the velocity is float64, integer buffers come from ``proposed``.
@@ -56,7 +62,10 @@ def ema_momentum_step(
             new[key] = np.array(value, copy=True)
             continue
         delta = np.asarray(value, dtype=np.float64) - np.asarray(current[key], dtype=np.float64)
-        m = beta * velocity[key] + (1.0 - beta) * delta if key in velocity else delta
+        if key in velocity:
+            m = beta * velocity[key] + (1.0 - beta) * delta
+        else:
+            m = delta if first == "delta" else (1.0 - beta) * delta
         new_velocity[key] = m
         new[key] = (np.asarray(current[key], dtype=np.float64) + m).astype(value.dtype)
     return new, new_velocity
