@@ -134,6 +134,8 @@ def read_info(root: str | Path) -> LocalClusterInfo:
     """The state a started cluster left in ``root``."""
     path = Path(root) / STATE_FILE
     if not path.is_file():
+        path = path.with_suffix(".stopped.json")  # left by `fedtwin cluster down`
+    if not path.is_file():
         raise LocalClusterError(f"{root}: no {STATE_FILE}; not a folder made by `fedtwin cluster up`")
     return LocalClusterInfo(**json.loads(path.read_text()))
 

@@ -8,6 +8,7 @@ values that the main CLI prints as one line (exit 2). This module prints; the li
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -62,8 +63,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from orchestrator.tune import run_sweep
 
     loaded = load_sweep(args.sweep)
-    result = run_sweep(loaded, address=args.address, output=args.output, resume=args.resume,
-                       verbose=0 if args.quiet else 1)
+    resume_hint = f"fedtwin tune {args.sweep} --resume" + (f" --output {args.output}" if args.output else "")
+    try:
+        result = run_sweep(loaded, address=args.address, output=args.output, resume=args.resume,
+                           verbose=0 if args.quiet else 1)
+    except KeyboardInterrupt:  # a second Ctrl-C; the first one is Tune's clean stop below
+        print(f"fedtwin: sweep interrupted; continue with `{resume_hint}`", file=sys.stderr)
+        return 130
     table = result.table
     print(f"sweep: {result.path} | {len(table.rows)} trials, up to {result.max_concurrent_trials} at once | "
           f"{result.wall_seconds:.0f}s")
@@ -73,8 +79,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"best: {table.metric}={table.best.objective:.4g} with {params}")
         print(f"run it: fedtwin run {result.files['best']}")
     if result.interrupted:
-        print(f"fedtwin: sweep interrupted; continue with `fedtwin tune {args.sweep} --resume`"
-              + (f" --output {args.output}" if args.output else ""), file=sys.stderr)
+        print(f"fedtwin: sweep interrupted; continue with `{resume_hint}`", file=sys.stderr)
         return 130
     return 0
 
@@ -85,6 +90,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if not args.verbose:  # Ray's SDK logs every file it skips while packaging the working dir
+        logging.getLogger("ray").setLevel(logging.WARNING)
     try:
         outcome = submit(command, address=args.address, working_dir=args.working_dir, wait=not args.no_wait,
                          timeout_s=args.timeout, out=sys.stdout, submission_id=args.submission_id)
@@ -96,7 +103,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         return 0
     line = f"job {outcome.job_id}: {outcome.status}"
     if outcome.exit_code:
-        line += f" (exit {outcome.exit_code})" + (f": {outcome.message.splitlines()[0]}" if outcome.message else "")
+        line += f" (exit {outcome.exit_code})"
+        if outcome.status != "FAILED" and outcome.message:  # a FAILED job's own output was just shown
+            line += f": {outcome.message.splitlines()[0]}"
     print(line, file=sys.stderr)
     return outcome.exit_code
 

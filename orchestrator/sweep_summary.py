@@ -165,7 +165,12 @@ def plot_objective(table: SweepTable, dims: Sequence[Dimension], path: Path) -> 
         if dim.is_range:
             xs = [float(r.params[dim.key]) for r in points]
             if dim.kind == "loguniform":
+                from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             labels = [str(v) for v in dim.values]
             xs = [labels.index(str(r.params[dim.key])) if str(r.params[dim.key]) in labels else -1 for r in points]

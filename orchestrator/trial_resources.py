@@ -56,6 +56,9 @@ def trial_footprint(spec: ExperimentSpec, res: SweepResourcesConfig) -> Footprin
     if r.hosts is None:
         raise SweepResourcesError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
     driver = _bundle(res.driver_cpus, res.driver_gpus)
+    if getattr(r, "backend", "ray") == "local":
+        # resources.backend: local runs hosts and server node inside the trial process: one bundle.
+        return Footprint((driver,), 0)
     host = _bundle(r.cpus_per_host, r.gpus_per_host)
     server = _bundle(r.server_cpus, r.server_gpus)
     bundles = [driver] + ([host] * r.hosts if host else []) + ([server] if server else [])

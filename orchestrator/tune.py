@@ -247,7 +247,8 @@ def _new_tuner(sweep: SweepSpec, base: ExperimentSpec, trainable: Any, path: Pat
         name=path.name,
         storage_path=str(path.parent),
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures, fail_fast=sweep.failure.fail_fast),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT clones other trials' checkpoints: keep a few more so none is deleted while being copied.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if sweep.scheduler.name == "pbt" else 2),
         verbose=verbose,
         callbacks=list(callbacks) or None,
     )

@@ -30,6 +30,13 @@ def test_actors_that_reserve_nothing_get_no_bundle():
     assert fp.bundles == ({"CPU": 0.5}, {"CPU": 0.25}, {"CPU": 0.25})
 
 
+def test_in_process_backend_reserves_only_the_driver():
+    if "backend" not in {f for f in ExperimentSpec().resources.__dataclass_fields__}:
+        pytest.skip("this checkout has no resources.backend")
+    fp = trial_footprint(spec(backend="local", cpus_per_host=1.0), SweepResourcesConfig(driver_cpus=2.0))
+    assert fp.bundles == ({"CPU": 2.0},)
+
+
 def test_max_concurrent_is_the_tightest_resource():
     fp = trial_footprint(spec(cpus_per_host=0.5, gpus_per_host=0.25), SweepResourcesConfig(driver_cpus=1.0))
     # per trial: CPU 2.0, GPU 0.5 -> CPU allows 8 // 2 = 4, GPU allows 1 // 0.5 = 2

@@ -6,6 +6,7 @@ side by side on 2 CPUs. Rounds take about a second; most of a trial's time is ac
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -61,9 +62,16 @@ def test_asha_sweep_over_decay_c_momentum_writes_the_summary(ray_session, tiny_d
         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"driver_cpus": 0.5},
     })
+    from ray.tune import Callback
+
+    probe = type("Probe", (ResourceProbe, Callback), {})(tmp_path / "resources.json")
     # Execute
-    result = run_sweep(load_sweep(path), verbose=0)
-    # Assert: both trials ran (ASHA may stop the weaker one at round 1 or 2), table sorted by accuracy
+    result = run_sweep(load_sweep(path), verbose=0, tune_callbacks=[probe])
+    # Assert: the trial's host actor runs inside the trial's placement group (its bundle 1 is taken)
+    seen = json.loads((tmp_path / "resources.json").read_text())
+    host_bundles = [k for k in seen["total"] if k.startswith("CPU_group_1_")]  # bundle 1 = the device host
+    assert host_bundles and any(seen["free"].get(k, 0.0) == 0.0 for k in host_bundles), seen
+    # both trials ran (ASHA may stop the weaker one at round 1 or 2), table sorted by accuracy
     rows = result.table.rows
     assert result.max_concurrent_trials == 2 and not result.interrupted
     assert len(rows) == 2 and {r.status for r in rows} <= {"completed", "stopped early"}
@@ -87,6 +95,24 @@ def test_asha_sweep_over_decay_c_momentum_writes_the_summary(ray_session, tiny_d
     done = next(r for r in rows if r.status == "completed")
     run = Path(done.path) / "run"
     assert (run / "summary.json").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+class ResourceProbe:
+    """A Tune callback that saves the cluster's free resources once, while a trial is running."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def __getattr__(self, name):  # every other Tune hook is a no-op
+        if name.startswith("on_") or name in ("setup",):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        import ray
+
+        if not self.out.exists():
+            self.out.write_text(json.dumps({"total": ray.cluster_resources(), "free": ray.available_resources()}))
 
 
 class InterruptAfterFirstCheckpoint:
@@ -159,3 +185,58 @@ def test_sweep_that_cannot_fit_fails_fast_and_says_what_to_change(ray_session, t
         run_sweep(load_sweep(path), verbose=0)
     assert time.monotonic() - started < 10
     assert not (tmp_path / "sweeps" / "too-big").exists()  # nothing half-made to trip a later --resume
+
+
+@pytest.mark.slow  # ~45 s on 2 cores (2 trials x 6 rounds + a restart per exploit); exploits are not guaranteed
+def test_pbt_clones_a_checkpoint_and_continues_with_the_new_config(ray_session, tiny_data_root, tmp_path):
+    # Prepare: two trials, perturbation every 2 rounds; the lower half copies the upper trial
+    tiny_feddu(tiny_data_root, tmp_path)
+    path = write_sweep(tmp_path, {
+        "name": "pbt",
+        "overrides": {"federation.num_rounds": 6},
+        "search_space": {"strategy.params.C": {"loguniform": [0.25, 4.0]},
+                         "strategy.params.momentum": {"choice": [0.0, 0.9]}},
+        "search": {"algorithm": "random", "num_samples": 2, "seed": 0},
+        "scheduler": {"name": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5},
+        "resources": {"driver_cpus": 0.5},
+    })
+    # Execute
+    result = run_sweep(load_sweep(path), verbose=0)
+    # Assert: some trial restarted from a checkpoint; its run has every round once and the new config
+    assert {r.status for r in result.table.rows} == {"completed"}
+    cloned = []
+    for row in result.table.rows:
+        lines = (Path(row.path) / "progress.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        resumed = [int(float(x.split(",")[header.index("resumed_from_round")])) for x in lines[1:]]
+        if max(resumed) > 0:
+            cloned.append(row)
+    assert cloned, "PBT never exploited (no trial restored from a checkpoint)"
+    for row in cloned:
+        run = Path(row.path) / "run"
+        rounds = [yaml.safe_load(line)["round"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert rounds == [1, 2, 3, 4, 5, 6]
+        spec = ExperimentSpec.from_yaml(run / "spec.yaml")
+        assert spec.strategy.params["C"] == row.params["strategy.params.C"]
+        assert spec.strategy.params["momentum"] == row.params["strategy.params.momentum"]
+    assert list(result.path.glob("pbt_policy_*.txt"))
+
+
+@pytest.mark.slow  # ~40 s on 2 cores (3 trials of 3 rounds); needs the optional optuna extra
+def test_optuna_search_drives_a_sweep(ray_session, tiny_data_root, tmp_path):
+    pytest.importorskip("optuna")
+    tiny_feddu(tiny_data_root, tmp_path)
+    path = write_sweep(tmp_path, {
+        "name": "optuna",
+        "search_space": {"strategy.params.decay": {"uniform": [0.6, 0.95]},
+                         "strategy.params.C": {"loguniform": [0.25, 4.0]},
+                         "strategy.params.momentum": {"choice": [0.0, 0.9]}},
+        "search": {"algorithm": "optuna", "num_samples": 3, "seed": 0},
+        "scheduler": {"name": "fifo"},
+        "resources": {"driver_cpus": 0.5},
+    })
+    result = run_sweep(load_sweep(path), verbose=0)
+    rows = result.table.rows
+    assert len(rows) == 3 and all(r.status == "completed" and r.rounds == 3 for r in rows)
+    assert len({r.params["strategy.params.C"] for r in rows}) == 3  # three distinct Optuna suggestions
+    assert (result.path / "best.yaml").is_file()
