@@ -2,8 +2,9 @@
 
 ``ray stop`` kills every Ray process of the user, including other people's test sessions and
 notebooks on a shared machine. This module starts ``ray start --head --block`` in a new session (its
-own process group) with its own temp dir, its own free ports on 127.0.0.1 and its own token file, and
-stops it by signalling that process group only, after checking that the group still belongs to it.
+own process group) with its own temp dir, its own free ports and its own token file, and stops it by
+signalling that process group only, after checking that the group still belongs to it. The dashboard
+and job server bind 127.0.0.1; Ray's GCS and raylet listen on all interfaces as usual, behind the token.
 
 State lives in ``<root>/cluster.json`` so ``fedtwin cluster down`` finds a cluster that
 ``fedtwin cluster up`` started from another shell.
@@ -79,7 +80,7 @@ def ray_start_command(root: Path, ports: dict[str, int], num_cpus: int, num_gpus
     """The ``ray start --head --block`` command line of a private cluster."""
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin)] if ray_bin.is_file() else [sys.executable, "-m", "ray.scripts.scripts"]
-    cmd += ["start", "--head", "--block", "--temp-dir", str(root), "--node-ip-address", "127.0.0.1",
+    cmd += ["start", "--head", "--block", "--temp-dir", str(root),
             "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats",
             "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     if num_gpus is not None:
