@@ -11,9 +11,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from actors.messages import DeviceFailure, FitResult, HostFitResult
+from actors.messages import DeviceFailure, FitResult, FitTask, HostFitResult
 from orchestrator.strategies.base import AggregatedFit
 from pipelines.state import ModelState, add_scaled, zeros_like
+
+
+def tasks_by_host(tasks: Sequence[FitTask], num_hosts: int) -> dict[int, list[FitTask]]:
+    """Group a round's tasks by their host (sticky ``device_id % num_hosts``), hosts in id order."""
+    by_host: dict[int, list[FitTask]] = {}
+    for task in tasks:
+        by_host.setdefault(task.device_id % num_hosts, []).append(task)
+    return dict(sorted(by_host.items()))
 
 
 class OrderedFold:

@@ -23,7 +23,7 @@ from actors.evaluator import EvaluatorActor
 from actors.messages import DeviceFailure, FitTask, ServerPassResult
 from actors.server_node import ServerNodeActor
 from actors.resources import actor_options
-from orchestrator.aggregate import OrderedFold
+from orchestrator.aggregate import OrderedFold, tasks_by_host
 from orchestrator.config import ExperimentSpec
 from orchestrator.strategies.base import AggregatedFit
 from pipelines.errors import FedtwinError
@@ -153,10 +153,8 @@ class RayBackend:
         """
         state_ref = ray.put(state)  # once per round, never per device
         payload_ref = ray.put(dict(payload)) if payload else None
-        by_host: dict[int, list[FitTask]] = defaultdict(list)
-        for task in tasks:
-            by_host[self.host_of(task.device_id)].append(task)
-        pending = {self.hosts[h].fit.remote(state_ref, ts, payload_ref): h for h, ts in sorted(by_host.items())}
+        by_host = tasks_by_host(tasks, self.num_hosts)
+        pending = {self.hosts[h].fit.remote(state_ref, ts, payload_ref): h for h, ts in by_host.items()}
         fold = OrderedFold(list(by_host))
         deadline = time.monotonic() + timeout_s
         done_hosts = 0

@@ -18,7 +18,7 @@ from actors.device_host import DeviceHost
 from actors.evaluator import Evaluator
 from actors.messages import DeviceFailure, FitTask
 from actors.server_node import ServerNode
-from orchestrator.aggregate import OrderedFold
+from orchestrator.aggregate import OrderedFold, tasks_by_host
 from orchestrator.backend import host_settings
 from orchestrator.config import ExperimentSpec
 from orchestrator.strategies.base import AggregatedFit
@@ -56,11 +56,9 @@ class LocalBackend:
         payload: Mapping[str, ModelState] | None = None,
     ) -> AggregatedFit | list[DeviceFailure]:
         """Run the round's tasks host by host; ``timeout_s`` is not enforced in-process."""
-        by_host: dict[int, list[FitTask]] = defaultdict(list)
-        for task in tasks:
-            by_host[self.host_of(task.device_id)].append(task)
+        by_host = tasks_by_host(tasks, self.num_hosts)
         fold = OrderedFold(list(by_host))
-        for done, (host_id, host_tasks) in enumerate(sorted(by_host.items()), start=1):
+        for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
             fold.add(self.hosts[host_id].fit(state, host_tasks, payload))
             if on_host_done is not None:
                 on_host_done(done, len(by_host))
