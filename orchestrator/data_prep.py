@@ -59,16 +59,28 @@ def ensure_dataset(data: DataConfig) -> Path:
     return ensure_generated(data.root, data.generator, data.seed)
 
 
+def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path:
+    """``data.path`` checked to hold a ``manifest.json``; ``kind``/``make_hint`` name what and how."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise FedtwinError(
+            f"data.path {path}: no manifest.json there; this recipe needs a {kind} ({make_hint}) "
+            "or no data.path to generate moving digits"
+        )
+    return path
+
+
+def dataset_or_generated(data: DataConfig) -> Path:
+    """``data.path`` (a dataset directory with train and test splits) or the generated moving digits."""
+    if data.path is None:
+        return ensure_dataset(data)
+    return existing_dir(data.path, "dataset directory", "`fedtwin data make moving-digits OUT/`")
+
+
 def ensure_partition(data: DataConfig) -> Path:
     """The partition directory the run trains on: ``data.path`` or a generated one."""
     if data.path is not None:
-        path = Path(data.path)
-        if not (path / "manifest.json").is_file():
-            raise FedtwinError(
-                f"data.path {path}: no manifest.json there; create one with `fedtwin data partition` "
-                "or remove data.path to generate moving digits"
-            )
-        return path
+        return existing_dir(data.path, "partition directory", "`fedtwin data partition IN/ OUT/ ...`")
     dataset = ensure_dataset(data)
     root = Path(data.root)
     key = _digest({"dataset": dataset.name, "partition": to_dict(data.partition)})

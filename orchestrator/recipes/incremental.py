@@ -22,8 +22,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from actors.incremental_trainer import IncrementalTrainerActor, TaskOutcome, TrainerSettings
 from actors.resources import actor_options
 from orchestrator.checkpoint import latest_checkpoint, save_checkpoint
-from orchestrator.config import DataConfig, ExperimentSpec
-from orchestrator.data_prep import ensure_generated
+from orchestrator.config import ExperimentSpec
+from orchestrator.data_prep import dataset_or_generated
 from orchestrator.plots import plot_curves
 from orchestrator.recipes.context import RecipeContext, versions
 from orchestrator.recipes.incremental_report import plot_matrix, task_record, write_matrix_csv
@@ -52,19 +52,6 @@ class TaskFailedError(FedtwinError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (TaskFailedError, (self.task, self.reason))
-
-
-def dataset_dir(data: DataConfig) -> Path:
-    """``data.path`` (a dataset directory with train and test splits) or the generated moving digits."""
-    if data.path is None:
-        return ensure_generated(data.root, data.generator, data.seed)
-    path = Path(data.path)
-    if not (path / "manifest.json").is_file():
-        raise FedtwinError(
-            f"data.path {path}: no manifest.json there; the incremental recipe needs a dataset directory "
-            "(`fedtwin data make moving-digits OUT/`) or no data.path to generate one"
-        )
-    return path
 
 
 def task_split(spec: ExperimentSpec, num_classes: int) -> TaskSplit:
@@ -127,7 +114,7 @@ def run_incremental(ctx: RecipeContext) -> dict[str, Any]:
     """Run (or resume) a class-incremental experiment; returns the summary written to ``summary.json``."""
     spec = ctx.spec
     inc = spec.incremental
-    data_dir = dataset_dir(spec.data)
+    data_dir = dataset_or_generated(spec.data)
     split = task_split(spec, load_dataset_manifest(data_dir).num_classes)
     n = split.num_tasks
     options = actor_options(
