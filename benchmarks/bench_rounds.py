@@ -1,7 +1,7 @@
 """Per-round wall time of fedtwin vs the same work in one process without Ray (the compute limit).
 
 Both sides run the same rounds of the same experiment: the same sampled devices, the same local
-training (``pipelines.training.local_train`` with the same per-device seeds), the same FedAvg mean and
+training (``pipelines.model.training.local_train`` with the same per-device seeds), the same FedAvg mean and
 the same test-set evaluation. The compute-limit side keeps every shard in memory, trains the devices
 one after another in this process with ``torch.set_num_threads(<cores>)`` and pays no Ray, no
 serialisation and no shard I/O. Medians are over rounds 2..N (round 1 includes actor start-up and
@@ -21,16 +21,17 @@ import time
 import numpy as np
 import torch
 
-from actors.device_host import device_seed
-from orchestrator.config import ExperimentSpec
-from orchestrator.data_prep import ensure_partition
-from orchestrator.experiment import run_experiment
-from orchestrator.recipes.federated import build_strategy, round_train_config
-from orchestrator.run_folder import RunFolder
-from pipelines.models import build_model
-from pipelines.partition_manifest import load_device_shard, load_partition_manifest, load_test
-from pipelines.state import load_state, state_from_model, weighted_average
-from pipelines.training import evaluate, local_train
+from actors.federated.device_host import device_seed
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.run.data_prep import ensure_partition
+from orchestrator.run.experiment import run_experiment
+from orchestrator.recipes.federated.recipe import build_strategy
+from orchestrator.recipes.federated.round import round_train_config
+from orchestrator.run.run_folder import RunFolder
+from pipelines.model.networks import build_model
+from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
+from pipelines.model.state import load_state, state_from_model, weighted_average
+from pipelines.model.training import evaluate, local_train
 
 
 def compute_limit_rounds(spec: ExperimentSpec, threads: int) -> list[float]:

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.models import ModelConfig, build_model, count_parameters
-from pipelines.moving_digits import MovingDigitsConfig, generate
-from pipelines.partition import PartitionConfig, make_partitioner
-from pipelines.state import load_state, state_from_model, weighted_average
-from pipelines.training import evaluate, local_train
+from pipelines.model.networks import ModelConfig, build_model, count_parameters
+from pipelines.data.moving_digits import MovingDigitsConfig, generate
+from pipelines.data.partition import PartitionConfig, make_partitioner
+from pipelines.model.state import load_state, state_from_model, weighted_average
+from pipelines.model.training import evaluate, local_train
 
 TARGET = 0.85
 

@@ -32,10 +32,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.study_feddu_report import write_markdown, write_plot  # noqa: E402
-from orchestrator.config import ExperimentSpec  # noqa: E402
-from orchestrator.data_prep import ensure_partition  # noqa: E402
-from orchestrator.experiment import run_experiment  # noqa: E402
-from orchestrator.run_folder import RunFolder  # noqa: E402
+from orchestrator.config.spec import ExperimentSpec  # noqa: E402
+from orchestrator.run.data_prep import ensure_partition  # noqa: E402
+from orchestrator.run.experiment import run_experiment  # noqa: E402
+from orchestrator.run.run_folder import RunFolder  # noqa: E402
 
 #: Partition of the device data, per setting family.
 DEVICE_SPLITS: dict[str, dict[str, Any]] = {
@@ -177,7 +177,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, argparse.Nam
     parser.add_argument("--out", default="docs/results", help="folder for feddu.md/.png/.json")
     parser.add_argument("--render-only", action="store_true", help="rebuild table and plot from OUT/feddu.json")
     args = parser.parse_args(argv)
-    from orchestrator.config_loader import parse_set_option
+    from orchestrator.config.loader import parse_set_option
 
     changes: dict[str, Any] = {k: v for k, v in {
         "rounds": args.rounds, "target": args.target, "work_dir": args.work_dir,

@@ -34,11 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.config import ExperimentSpec  # noqa: E402
-from orchestrator.config_loader import parse_set_option  # noqa: E402
-from orchestrator.experiment import run_experiment  # noqa: E402
-from orchestrator.run_folder import RunFolder  # noqa: E402
-from pipelines.atomic_write import write_text_atomic, write_with  # noqa: E402
+from orchestrator.config.spec import ExperimentSpec  # noqa: E402
+from orchestrator.config.loader import parse_set_option  # noqa: E402
+from orchestrator.run.experiment import run_experiment  # noqa: E402
+from orchestrator.run.run_folder import RunFolder  # noqa: E402
+from pipelines.core.atomic_write import write_text_atomic, write_with  # noqa: E402
 
 ARMS = ("finetune", "replay", "replay_kd", "ours", "ours_no_temporal")
 COLUMNS = (  # (summary key, header, format)

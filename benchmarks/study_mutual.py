@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from orchestrator.config import ExperimentSpec
-from orchestrator.config_loader import parse_set_option
-from orchestrator.experiment import run_experiment
-from orchestrator.run_folder import RunFolder
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.config.loader import parse_set_option
+from orchestrator.run.experiment import run_experiment
+from orchestrator.run.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, dict[str, Any]] = {

@@ -3,9 +3,9 @@
 Every arm starts from the same meta-model and the same history bank (pre-trained once per seed) and
 sees the same new-scene sessions, the same transfer batches and the same history batches; the arms
 differ only in the ``transfer.mixing`` / ``transfer.bank.update`` settings of ``configs/transfer.yaml``.
-The study runs the recipe's own :class:`actors.transfer_trainer.TransferTrainer` in this process (no
+The study runs the recipe's own :class:`actors.transfer.trainer.TransferTrainer` in this process (no
 Ray: one trainer at a time is what the recipe runs too), built from specs through
-``orchestrator.recipes.transfer.trainer_settings`` exactly as ``fedtwin run`` builds them.
+``orchestrator.recipes.transfer.recipe.trainer_settings`` exactly as ``fedtwin run`` builds them.
 
 Writes ``docs/results/transfer.md`` (table, mean ± std over seeds, the issue's targets checked) and
 ``docs/results/transfer.png`` (accuracies per session; the similarity trace of SimMix), plus the raw
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.transfer_trainer import TransferTrainer
-from orchestrator.config import ExperimentSpec
-from orchestrator.data_prep import ensure_generated
-from orchestrator.recipes.transfer import target_generator, trainer_settings
-from pipelines.atomic_write import write_json_atomic, write_text_atomic, write_with
+from actors.transfer.trainer import TransferTrainer
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.run.data_prep import ensure_generated
+from orchestrator.recipes.transfer.recipe import target_generator, trainer_settings
+from pipelines.core.atomic_write import write_json_atomic, write_text_atomic, write_with
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "transfer.yaml"

@@ -1,0 +1,260 @@
+"""The class-incremental trainer: one model that learns task after task, with its exemplar memory.
+
+The actor loads the dataset's train and test splits itself (raw clips never pass through the driver),
+relabels them to output indices once (:class:`pipelines.incremental.task_split.TaskSplit`), and keeps the
+model and the memory between tasks. One :meth:`IncrementalTrainer.fit_task` call is one task:
+
+1. from task 1 on, freeze a copy of the model as the teacher and expand the head for the new classes;
+2. train on the task's clips plus the memory replayed to T frames, through ``local_train`` with
+   :class:`pipelines.incremental.objective.IncrementalObjective` as its ``loss_fn``;
+3. add the new classes' exemplars (ranked with the *new* model) and trim old classes to the byte budget;
+   save the memory to Parquet;
+4. score the test clips of every seen class and return the accuracy row, the weights and the metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from actors.placement import prepare_torch, torch_device
+from pipelines.incremental.task_split import TaskSplit
+from pipelines.data.clips import ClipArrays
+from pipelines.data.dataset_io import load_split
+from pipelines.incremental.exemplar_memory import ExemplarMemory
+from pipelines.incremental.exemplar_ranking import confidence_from_logits
+from pipelines.incremental.metrics import task_accuracies
+from pipelines.incremental.objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
+from pipelines.incremental.keyframe_render import render_keyframes
+from pipelines.incremental.keyframes import KeyFrameSelector
+from pipelines.model.networks import ModelConfig, VideoCNN, build_model, expand_head
+from pipelines.model.state import ModelState, load_state, state_from_model
+from pipelines.model.training import local_train, predict
+
+logger = logging.getLogger(__name__)
+
+MEMORY_MODES = ("none", "full", "keyframes")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Everything the trainer needs besides the data (picklable, built by the driver).
+
+    ``model.num_classes`` is ignored: the head starts with the first task's classes and grows.
+    ``memory_mode`` is ``"none"`` (no memory), ``"full"`` (whole clips) or ``"keyframes"``;
+    ``keyframe_view`` trains on key-frame renditions of the new clips too (key-frame memory only).
+    """
+
+    seed: int
+    model: ModelConfig
+    objective: ObjectiveSettings
+    epochs: int
+    first_task_epochs: int
+    batch_size: int
+    lr: float
+    lr_decay: float = 1.0
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    memory_mode: str = "keyframes"
+    memory_budget_bytes: int = 0
+    ranking: str = "confidence"
+    keyframe_delta: float | None = None
+    keyframe_rho: float = 2.0
+    per_class_quota: int | None = None
+    keyframe_view: bool = False
+    balanced_ce: bool = False
+    torch_threads: int = 1
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.memory_mode not in MEMORY_MODES:
+            raise ValueError(f"memory_mode: must be one of {', '.join(MEMORY_MODES)}, got {self.memory_mode!r}")
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one task returns to the driver: weights, the accuracy row and scalar metrics only."""
+
+    task: int
+    state: ModelState
+    accuracy_row: np.ndarray  # (num_tasks,) accuracy on each task's test clips; NaN for unseen tasks
+    test_counts: np.ndarray  # (num_tasks,) test clips per task (0 for unseen tasks)
+    metrics: dict[str, float] = field(default_factory=dict)
+    memory_file: str | None = None
+
+
+def task_seed(seed: int, task: int, stream: int = 0) -> int:
+    """Per-(run, task, stream) seed, so a resumed run replays later tasks exactly."""
+    return int(np.random.SeedSequence([seed, task, stream]).generate_state(1)[0])
+
+
+class IncrementalTrainer:
+    """Plain class behind ``IncrementalTrainerActor``; testable in-process.
+
+    Args:
+        dataset_dir: a dataset directory (``train`` and ``test`` splits, manifest).
+        split: the classes of each task.
+        settings: model, loss and memory settings.
+        memory_dir: where the memory is saved after each task (``task-XXXXX.parquet``).
+    """
+
+    def __init__(self, dataset_dir: str, split: TaskSplit, settings: TrainerSettings, memory_dir: str) -> None:
+        prepare_torch(settings.torch_threads)
+        self.split = split
+        self.settings = settings
+        self.memory_dir = Path(memory_dir)
+        self.train = split.prepare(load_split(dataset_dir, "train"))
+        self.test = split.prepare(load_split(dataset_dir, "test"))
+        self.device = torch_device()
+        self.model: VideoCNN | None = None
+        self.memory = self._new_memory()
+        self.tasks_done = 0
+
+    def _new_memory(self) -> ExemplarMemory | None:
+        s = self.settings
+        if s.memory_mode == "none":
+            return None
+        keyframes = KeyFrameSelector(s.keyframe_delta, s.keyframe_rho) if s.memory_mode == "keyframes" else None
+        return ExemplarMemory(
+            s.memory_budget_bytes, s.per_class_quota, s.ranking, keyframes, full_clips=s.memory_mode == "full"
+        )
+
+    def _build_model(self, num_outputs: int) -> VideoCNN:
+        cfg = replace(self.settings.model, num_classes=num_outputs)
+        return build_model(cfg, seed=self.settings.seed).to(self.device)
+
+    # ------------------------------------------------------------------ one task
+    def fit_task(self, task: int) -> TaskOutcome:
+        """Learn task ``task`` (0-based; tasks must come in order) and return its outcome."""
+        if task != self.tasks_done:
+            raise ValueError(f"fit_task({task}): the trainer has finished {self.tasks_done} tasks; tasks come in order")
+        s = self.settings
+        started = time.perf_counter()
+        teacher = None
+        if task == 0:
+            self.model = self._build_model(self.split.num_outputs(0))
+        else:
+            assert self.model is not None
+            teacher = copy.deepcopy(self.model)
+            expand_head(self.model, self.split.num_outputs(task))
+        new = self.split.task_rows(self.train, self.split.outputs_of_task(task))
+        replay = self.memory.replay() if self.memory is not None and len(self.memory) else None
+        view = self._keyframe_view(new, task)
+        data = ClipArrays.concat([view, replay]) if replay is not None else view
+        result = local_train(
+            self.model,
+            data,
+            epochs=s.first_task_epochs if task == 0 else s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr * s.lr_decay**task,
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+            optimizer=s.optimizer,  # type: ignore[arg-type]
+            loss_fn=IncrementalObjective(s.objective, teacher, self._class_weights(data, task)),
+            generator=torch.Generator().manual_seed(task_seed(s.seed, task)),
+            device=self.device,
+        )
+        train_seconds = time.perf_counter() - started
+        memory_file = self._update_memory(task, new)
+        row, counts = self._evaluate(task)
+        self.tasks_done = task + 1
+        metrics: dict[str, float] = {
+            "train_loss": result.mean_loss,
+            "train_steps": float(result.steps),
+            "train_clips": float(len(data)),
+            "replayed_clips": float(0 if replay is None else len(replay)),
+            **{f"train_{k}": float(v) for k, v in result.metrics.items()},
+            **self.memory_stats(),
+            "train_seconds": train_seconds,
+            "task_seconds": time.perf_counter() - started,
+        }
+        return TaskOutcome(task, state_from_model(self.model), row, counts, metrics, memory_file)
+
+    def _keyframe_view(self, new: ClipArrays, task: int) -> ClipArrays:
+        """With ``keyframe_view`` and a key-frame memory: the clips rendered as key-frame replay shows them.
+
+        Replayed clips repeat frames; untouched new clips never do, so a model trained on both learns
+        "repeated frames = old class" instead of the classes. Training on key-frame renditions of every
+        clip, from the first task on, removes the cue. The threshold is fitted on the first task's clips,
+        as the memory would fit it, and then shared with the memory.
+        """
+        if not self.settings.keyframe_view or self.memory is None or self.settings.memory_mode != "keyframes":
+            return new
+        if task == 0:
+            self.memory.keyframes = KeyFrameSelector(self.settings.keyframe_delta, self.settings.keyframe_rho).fit(
+                new.clips
+            )
+        assert self.memory.keyframes is not None
+        clips, _ = render_keyframes(new.clips, self.memory.keyframes)
+        return ClipArrays(clips, new.labels, new.video_ids)
+
+    def _class_weights(self, data: ClipArrays, task: int) -> torch.Tensor | None:
+        if not self.settings.balanced_ce:
+            return None
+        return balanced_class_weights(data.labels, self.split.num_outputs(task))
+
+    def _update_memory(self, task: int, new: ClipArrays) -> str | None:
+        if self.memory is None:
+            return None
+        assert self.model is not None
+        s = self.settings
+        scores: np.ndarray | None = None
+        if s.ranking == "confidence":
+            logits = predict(self.model, new, batch_size=s.eval_batch_size, device=self.device)
+            scores = confidence_from_logits(logits, new.labels)
+        elif s.ranking == "herding":
+            scores = predict(self.model, new, batch_size=s.eval_batch_size, output="embedding", device=self.device)
+        rng = np.random.default_rng(task_seed(s.seed, task, stream=1))
+        self.memory.add_class(new.clips, new.labels, scores, rng, video_ids=new.video_ids)
+        path = self.memory_dir / f"task-{task + 1:05d}.parquet"
+        self.memory.save(path)
+        return str(path)
+
+    def _evaluate(self, task: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.model is not None
+        seen = self.split.task_rows(self.test, range(self.split.num_outputs(task)))
+        logits = predict(self.model, seen, batch_size=self.settings.eval_batch_size, device=self.device)
+        predictions = logits.argmax(axis=1) if len(seen) else np.zeros(0, dtype=np.int64)
+        task_of = self.split.task_of_output
+        row = task_accuracies(predictions, seen.labels, task_of, self.split.num_tasks)
+        counts = np.bincount(task_of[seen.labels], minlength=self.split.num_tasks).astype(np.int64)
+        return row, counts
+
+    # ------------------------------------------------------------------ state
+    def memory_stats(self) -> dict[str, float]:
+        """Memory size in bytes, stored clips and mean stored frames per clip (zeros without memory)."""
+        if self.memory is None:
+            return {"memory_bytes": 0.0, "memory_clips": 0.0, "mean_keyframes_per_clip": 0.0}
+        return {
+            "memory_bytes": float(self.memory.nbytes),
+            "memory_clips": float(len(self.memory)),
+            "mean_keyframes_per_clip": self.memory.mean_keyframes_per_clip,
+        }
+
+    def restore(self, tasks_done: int, state: ModelState, memory_file: str | None) -> None:
+        """Continue after ``tasks_done`` tasks from a checkpoint's weights and saved memory (resume)."""
+        self.model = self._build_model(self.split.num_outputs(tasks_done - 1))
+        load_state(self.model, state)
+        self.memory = ExemplarMemory.load(memory_file) if memory_file else self._new_memory()
+        self.tasks_done = tasks_done
+
+    def info(self) -> dict[str, Any]:
+        """Where the trainer runs and what it holds (tests and logs)."""
+        return {
+            "torch_device": self.device,
+            "train_clips": len(self.train),
+            "test_clips": len(self.test),
+            "tasks_done": self.tasks_done,
+        }
+
+
+IncrementalTrainerActor = ray.remote(IncrementalTrainer)

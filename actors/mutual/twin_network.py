@@ -1,0 +1,258 @@
+"""One twin of seed 004 / MMT co-training: a network, its EMA mean model, its own view, its data.
+
+``TwinNetwork`` is a plain class (testable in-process); ``TwinNetworkActor`` is its Ray shell. A twin
+loads its data itself from dataset paths: the clean source split for pre-training and the shifted
+target split for adaptation, of which it keeps only the clips (the target labels are never in its
+training data; it holds the target *test* split, labels included, only to score itself). Features,
+peer targets and weights leave the actor as numpy return values, which Ray keeps in the object store,
+so the driver can hand them to the clustering task and the peer as references.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import ray
+import torch
+
+from actors.placement import prepare_torch, torch_device
+from pipelines.mutual.augment import build_augmentation
+from pipelines.mutual.cluster_metrics import cluster_metrics
+from pipelines.mutual.clustering import normalized_centroids
+from pipelines.data.dataset_io import load_split
+from pipelines.mutual.ema import EmaSchedule, init_ema
+from pipelines.mutual.kreciprocal import l2_normalize
+from pipelines.model.networks import ModelConfig, build_model
+from pipelines.mutual.pseudo_labels import Assignment, feature_digest
+from pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
+from pipelines.model.training import evaluate, local_train, predict
+from pipelines.mutual.twin_training import LossSettings, TwinEpochLoss, reset_head
+
+logger = logging.getLogger(__name__)
+
+_HEAD = ("head.weight", "head.bias")
+
+
+@dataclass(frozen=True)
+class TwinSettings:
+    """Everything one twin needs besides its data paths (picklable, built by the driver).
+
+    Attributes:
+        index: 0 or 1; with ``seed`` it fixes the initial weights and every random stream of the twin.
+        seed: the run seed.
+        model: the video CNN; ``dropout`` below overrides its embedding dropout.
+        augment: registered augmentation name of this twin's view; ``augment_params`` its arguments.
+        dropout: dropout on the embedding before the head (the seed's feature dropout).
+        ema_unit: ``"iter"`` (per optimiser step, MMT) or ``"epoch"`` (per cycle, seed 004).
+        ema_momentum: alpha (iter) or lambda (epoch).
+        loss: hard CE or the MMT loss.
+        optimizer, lr, weight_decay, batch_size: adaptation training.
+        pretrain_epochs, pretrain_lr: supervised training on the clean source split.
+        torch_threads: intra-op threads of this actor.
+    """
+
+    index: int
+    seed: int
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: str = "none"
+    augment_params: Mapping[str, Any] = field(default_factory=dict)
+    dropout: float = 0.0
+    ema_unit: Literal["iter", "epoch"] = "iter"
+    ema_momentum: float = 0.999
+    loss: LossSettings = field(default_factory=LossSettings)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    pretrain_epochs: int = 6
+    pretrain_lr: float = 3e-3
+    torch_threads: int = 1
+
+
+def stream_seed(seed: int, index: int, epoch: int, stream: int) -> int:
+    """Seed of one random stream of one twin in one epoch (batch order, view, peer-target view, ...)."""
+    return int(np.random.SeedSequence([seed, 4, index, epoch, stream]).generate_state(1)[0])
+
+
+class TwinNetwork:
+    """A network, its EMA mean model and its own augmentation, trained on pseudo-labels.
+
+    Args:
+        settings: see :class:`TwinSettings`.
+        source_dir: clean labelled dataset (``train`` for pre-training, ``test`` for its accuracy).
+        target_dir: shifted dataset; ``train`` clips are the unlabelled set, ``test`` is for scoring.
+        kept: indices of the target ``train`` clips that passed the quality filter.
+    """
+
+    def __init__(self, settings: TwinSettings, source_dir: str, target_dir: str, kept: np.ndarray) -> None:
+        prepare_torch(settings.torch_threads)
+        self.settings = settings
+        self.device = torch_device()
+        self.source_dir = source_dir
+        target = load_split(target_dir, "train")
+        self.target_clips = np.ascontiguousarray(target.clips[np.asarray(kept, dtype=np.int64)])
+        self.target_test = load_split(target_dir, "test")
+        init_seed = stream_seed(settings.seed, settings.index, 0, 0)
+        self.model = build_model(replace(settings.model, dropout=settings.dropout), seed=init_seed).to(self.device)
+        self.ema = init_ema(self.model)
+        self.schedule = EmaSchedule(settings.ema_unit, settings.ema_momentum)
+        self.augment = build_augmentation(settings.augment, **dict(settings.augment_params))
+        self.optimizer_state: ModelState = {}
+        self.ema_step = 0
+        self.labels = np.full(len(self.target_clips), -1, dtype=np.int64)
+        self.last_embedding = ""
+        self.last_loss = float("nan")
+
+    # ------------------------------------------------------------------ phases
+    def pretrain(self) -> dict[str, float]:
+        """Supervised training on the clean source split; the EMA starts as a copy (``E^(0) = θ``)."""
+        s = self.settings
+        source = load_split(self.source_dir, "train")
+        result = local_train(
+            self.model, source, epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr,
+            optimizer=s.optimizer, generator=self._generator(0, 1), device=self.device,
+        )
+        self.ema = init_ema(self.model)
+        source_acc = evaluate(self.ema, load_split(self.source_dir, "test"), device=self.device).accuracy
+        target = self.evaluate_test()
+        return {
+            "pretrain_loss": result.mean_loss,
+            "source_test_accuracy": float(source_acc),
+            # The source classifier read with the true label order (no matching): "source only".
+            "source_only_target_accuracy": float(evaluate(self.ema, self.target_test, device=self.device).accuracy),
+            **target,
+        }
+
+    def embed(self) -> np.ndarray:
+        """L2-normalised EMA embeddings ``(N, D)`` float32 of the (unaugmented) target clips."""
+        features = l2_normalize(predict(self.ema, (self.target_clips, self._zeros()), output="embedding",
+                                        device=self.device))
+        self.last_embedding = feature_digest(features)
+        return features
+
+    def peer_targets(self, assignment: Assignment, epoch: int) -> dict[str, np.ndarray]:
+        """EMA softmax ``(N, K)`` and features ``(N, D)`` on this twin's own view: the peer's soft targets."""
+        self._apply_heads(assignment)
+        gen = self._generator(epoch, 3)
+        probs, feats = [], []
+        self.ema.eval()
+        with torch.inference_mode():
+            for start in range(0, len(self.target_clips), 256):
+                x = torch.as_tensor(self.target_clips[start : start + 256]).to(self.device).float().mul_(1.0 / 255.0)
+                embedding = self.ema.forward_features(self.augment(x, gen))[1]
+                probs.append(self.ema.classify(embedding).softmax(dim=1).cpu().numpy())
+                feats.append(embedding.cpu().numpy())
+        return {"probs": np.concatenate(probs), "features": np.concatenate(feats)}
+
+    def train_epoch(
+        self, assignment: Assignment, peer_targets: Mapping[str, np.ndarray] | None = None, *, epoch: int
+    ) -> dict[str, Any]:
+        """One pass over the pseudo-labelled clips (outliers skipped), then the per-epoch EMA update."""
+        s = self.settings
+        self._apply_heads(assignment)
+        rows = np.flatnonzero(assignment.labels >= 0)
+        peer = peer_targets or {}
+        loss_fn = TwinEpochLoss(
+            s.loss, self.augment, self._generator(epoch, 2),
+            peer_probs=torch.as_tensor(np.array(peer["probs"])) if "probs" in peer else None,
+            peer_features=torch.as_tensor(np.array(peer["features"])) if "features" in peer else None,
+            on_step=self._ema_iteration,
+        )
+        data = (self.target_clips[rows], (assignment.labels[rows], rows))
+        result = local_train(
+            self.model, data, epochs=1, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
+            weight_decay=s.weight_decay, generator=self._generator(epoch, 1), loss_fn=loss_fn,
+            optimizer_state=self.optimizer_state, device=self.device,
+        )
+        loss_fn.finish()
+        self.schedule.after_epoch(self.ema, self.model)
+        self.optimizer_state = result.optimizer_state
+        self.labels = np.array(assignment.labels, copy=True)
+        self.last_loss = result.mean_loss
+        return {
+            "loss": result.mean_loss, "steps": result.steps, "examples": int(rows.size), **result.metrics,
+            "label_source": assignment.source, "embedding": self.last_embedding,
+        }
+
+    def evaluate_test(self) -> dict[str, float]:
+        """Hungarian accuracy, NMI and ARI of the EMA model's head on the target test split."""
+        logits = predict(self.ema, self.target_test, device=self.device)
+        scores = cluster_metrics(self.target_test.labels, logits.argmax(axis=1))
+        return {"test_acc": scores["acc"], "test_nmi": scores["nmi"], "test_ari": scores["ari"]}
+
+    def fuse_and_finetune(
+        self, peer_ema: Mapping[str, np.ndarray], weights: tuple[float, float], assignment: Assignment,
+        epochs: int,
+    ) -> dict[str, float]:
+        """Seed 004 claim 6: convergence-weighted average of the two EMA backbones, then fine-tuning.
+
+        The head is not averaged (the twins' cluster spaces differ); it restarts from the centroids of
+        the fused model's own features under ``assignment``'s labels. Fine-tuning uses hard CE on this
+        twin's view. Afterwards both this twin's network and its EMA hold the fused, fine-tuned model.
+        """
+        own = state_from_model(self.ema)
+        backbone = [k for k in own if k not in _HEAD]
+        fused = weighted_average([{k: own[k] for k in backbone}, {k: peer_ema[k] for k in backbone}], weights)
+        load_state(self.model, {**state_from_model(self.model), **fused})
+        feats = l2_normalize(predict(self.model, (self.target_clips, self._zeros()), output="embedding",
+                                     device=self.device))
+        reset_head(self.model, normalized_centroids(feats, assignment.labels, assignment.num_clusters))
+        rows = np.flatnonzero(assignment.labels >= 0)
+        loss_fn = TwinEpochLoss(LossSettings(kind="hard"), self.augment, self._generator(10_000, 2))
+        result = local_train(
+            self.model, (self.target_clips[rows], (assignment.labels[rows], rows)), epochs=epochs,
+            batch_size=self.settings.batch_size, lr=self.settings.lr, optimizer=self.settings.optimizer,
+            weight_decay=self.settings.weight_decay, generator=self._generator(10_000, 1), loss_fn=loss_fn,
+        )
+        self.ema = init_ema(self.model)
+        return {"finetune_loss": result.mean_loss, **self.evaluate_test()}
+
+    # ------------------------------------------------------------------ state
+    def ema_state(self) -> ModelState:
+        """The EMA mean model's weights."""
+        return state_from_model(self.ema)
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to resume this twin exactly (for checkpoints)."""
+        return {
+            "model": state_from_model(self.model), "ema": state_from_model(self.ema),
+            "optimizer": dict(self.optimizer_state), "labels": self.labels.copy(),
+            "ema_step": self.ema_step, "last_loss": self.last_loss,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_state` output (heads are resized to the saved number of clusters)."""
+        for net, key in ((self.model, "model"), (self.ema, "ema")):
+            weights = state[key]
+            if tuple(weights["head.weight"].shape) != tuple(net.head.weight.shape):
+                reset_head(net, np.asarray(weights["head.weight"]))
+            load_state(net, weights)
+        self.optimizer_state = {k: np.array(v) for k, v in state["optimizer"].items()}
+        self.labels = np.array(state["labels"], dtype=np.int64)
+        self.ema_step = int(state["ema_step"])
+        self.last_loss = float(state["last_loss"])
+
+    # ------------------------------------------------------------------ helpers
+    def _apply_heads(self, assignment: Assignment) -> None:
+        """Both heads := the assignment's centroids; head optimiser slots survive only if K is unchanged."""
+        if assignment.num_clusters != self.model.head.out_features:
+            self.optimizer_state = {k: v for k, v in self.optimizer_state.items() if k.split("/", 1)[-1] not in _HEAD}
+        reset_head(self.model, assignment.centroids)
+        reset_head(self.ema, assignment.centroids)
+
+    def _ema_iteration(self) -> None:
+        self.schedule.after_iteration(self.ema, self.model, self.ema_step)
+        self.ema_step += 1
+
+    def _generator(self, epoch: int, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(stream_seed(self.settings.seed, self.settings.index, epoch, stream))
+
+    def _zeros(self) -> np.ndarray:
+        return np.zeros(len(self.target_clips), dtype=np.int64)
+
+
+TwinNetworkActor = ray.remote(TwinNetwork)

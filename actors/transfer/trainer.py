@@ -1,0 +1,253 @@
+"""The online-transfer trainer (seed 003): a meta-model adapting to a new scene, session by session.
+
+One actor holds everything that must not travel: the source and new-scene clips (loaded from dataset
+paths), the model, its optimizer state and the history bank. The driver asks for the meta-model
+(:meth:`TransferTrainer.pretrain`), then one session at a time (:meth:`TransferTrainer.run_session`):
+
+1. the model predicts on the session's new-scene clips; a simulated user verifies the predictions from
+   the hidden labels (``pipelines.transfer.verification``) and the kept clips become transfer samples;
+2. ``local_train`` walks the transfer samples for a few epochs; its ``grad_fn`` hook
+   (``pipelines.transfer.transfer_step.PairedMixStep``) pairs each batch with the next history batch and writes
+   the mixed gradient (SimMix, or the fine-tune / replay / A-GEM settings of the same rule);
+3. the transfer samples are offered to the history bank (GSS or reservoir), so they become history.
+
+Back come a metrics line and the per-step similarity trace; weights travel only inside
+:meth:`snapshot` (checkpoints). Every random choice derives from ``(seed, session)``, so resuming from
+a snapshot replays the remaining sessions exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from actors.placement import prepare_torch, torch_device
+from pipelines.data.clips import ClipArrays
+from pipelines.data.dataset_io import load_split
+from pipelines.transfer.gradient_mixing import GradientMixer
+from pipelines.transfer.history_bank import HistoryBank
+from pipelines.model.networks import ModelConfig, build_model
+from pipelines.data.moving_digits import NUM_DIGIT_CLASSES
+from pipelines.model.state import ModelState, load_state, state_from_model
+from pipelines.model.training import evaluate, local_train, predict
+from pipelines.transfer.transfer_step import PairedMixStep, harmonic_mean, head_signatures, similarity_summary
+from pipelines.transfer.verification import verify_probabilities
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Everything the trainer needs besides the data paths (picklable, built by the driver).
+
+    The mappings are keyword arguments of the pipeline pieces they configure, so each setting has one
+    home: ``pretrain`` and ``session`` go to ``local_train``, ``mixer`` to ``GradientMixer``, ``bank`` to
+    ``HistoryBank``.
+    """
+
+    seed: int
+    model: ModelConfig
+    pretrain: Mapping[str, Any]
+    session: Mapping[str, Any]
+    mixer: Mapping[str, Any]
+    bank: Mapping[str, Any]
+    clips_per_session: int
+    history_batch_size: int
+    bank_source_clips: int | None = None
+    update_bank: bool = True
+    conf_threshold: float = 0.5
+    background_digits: tuple[int, ...] | None = None  # None: no "other" class
+    keep_true_negatives: bool = False
+    torch_threads: int = 1
+
+
+def digit_label_map(background_digits: tuple[int, ...] | None) -> np.ndarray:
+    """Class index of each digit: identity, or the other digits in order and ``background_digits`` last.
+
+    >>> digit_label_map((8, 9)).tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]
+    """
+    if background_digits is None:
+        return np.arange(NUM_DIGIT_CLASSES, dtype=np.int64)
+    kept = [d for d in range(NUM_DIGIT_CLASSES) if d not in background_digits]
+    mapping = np.full(NUM_DIGIT_CLASSES, len(kept), dtype=np.int64)
+    mapping[kept] = np.arange(len(kept))
+    return mapping
+
+
+def session_seed(seed: int, session: int, stream: int = 0) -> int:
+    """Seed of one random stream of one session (0 = pre-training)."""
+    return int(np.random.SeedSequence([seed, session, stream]).generate_state(1)[0])
+
+
+def _clip_key(clip: np.ndarray) -> bytes:
+    return hashlib.blake2b(clip.tobytes(), digest_size=16).digest()
+
+
+class TransferTrainer:
+    """Plain class behind ``TransferTrainerActor``; testable in-process.
+
+    Args:
+        source_dir: dataset directory of the clean source domain (train: meta-model and bank; test: forgetting).
+        target_dir: dataset directory of the shifted new scene (train: the session stream; test: new-scene accuracy).
+        settings: see :class:`TrainerSettings`.
+    """
+
+    def __init__(self, source_dir: str, target_dir: str, settings: TrainerSettings) -> None:
+        prepare_torch(settings.torch_threads)
+        self.settings = settings
+        self.device = torch_device()
+        label_map = digit_label_map(settings.background_digits)
+        num_classes = int(label_map.max()) + 1
+        if settings.model.num_classes != num_classes:
+            raise ValueError(f"model.num_classes={settings.model.num_classes} but the label space has {num_classes}")
+        self.background_class = num_classes - 1 if settings.background_digits is not None else None
+
+        def load(path: str, split: str) -> ClipArrays:
+            data = load_split(path, split)
+            return ClipArrays(data.clips, label_map[data.labels], data.video_ids)
+
+        self.source_train, self.source_test = load(source_dir, "train"), load(source_dir, "test")
+        self.stream, self.target_test = load(target_dir, "train"), load(target_dir, "test")
+        self.model = build_model(settings.model, seed=settings.seed).to(self.device)
+        self.mixer = GradientMixer(**settings.mixer)
+        self.bank = HistoryBank(num_classes=num_classes, **settings.bank)
+        self.optimizer_state: ModelState = {}
+        self.meta: dict[str, float] = {}  # the meta-model's accuracies, the reference for forgetting
+        # Bank items that came from the new scene, recognised by content (the bank stores only clips).
+        self._stream_keys = {_clip_key(c) for c in self.stream.clips}
+
+    @property
+    def num_sessions_available(self) -> int:
+        """Whole sessions the stream can feed."""
+        return len(self.stream) // self.settings.clips_per_session
+
+    def pretrain(self) -> dict[str, Any]:
+        """Train the meta-model on the source train split and fill the bank from it; the session-0 record."""
+        started = time.perf_counter()
+        s = self.settings
+        result = local_train(
+            self.model, self.source_train, generator=torch.Generator().manual_seed(session_seed(s.seed, 0)),
+            device=self.device, **s.pretrain,
+        )
+        pool = self.source_train if s.bank_source_clips is None else self.source_train.subset(
+            slice(0, s.bank_source_clips))
+        sigs = head_signatures(self.model, pool.clips, pool.labels, device=self.device)
+        outcome = self.bank.add(pool.clips, pool.labels, sigs, np.random.default_rng(session_seed(s.seed, 0, 2)))
+        scores = self.evaluate()
+        self.meta = {"source_accuracy": scores["source_accuracy"], "new_scene_accuracy": scores["new_scene_accuracy"]}
+        return {
+            "session": 0,
+            "train_loss": result.mean_loss,
+            "train_steps": result.steps,
+            **scores,
+            **self._bank_metrics(outcome),
+            "session_seconds": time.perf_counter() - started,
+        }
+
+    def run_session(self, session: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Verify, train and update the bank for session ``session`` (1-based).
+
+        Returns:
+            The session's metrics line and its per-step trace rows (``StepTrace.as_dict``).
+        """
+        s = self.settings
+        if not 1 <= session <= self.num_sessions_available:
+            raise ValueError(
+                f"session {session} is outside 1..{self.num_sessions_available}: the stream holds "
+                f"{len(self.stream)} clips for {s.clips_per_session} per session"
+            )
+        started = time.perf_counter()
+        clips = self.stream.subset(slice((session - 1) * s.clips_per_session, session * s.clips_per_session))
+        probs = predict(self.model, clips, output="probs", device=self.device)
+        verdict = verify_probabilities(
+            probs, clips.labels, conf_threshold=s.conf_threshold, background_class=self.background_class,
+            keep_true_negatives=s.keep_true_negatives,
+        )
+        keep = verdict.keep
+        transfer_clips, transfer_labels = clips.clips[keep], verdict.labels[keep]
+
+        history = None
+        if len(self.bank) > 0:
+            history = self.bank.cycle_batches(s.history_batch_size, np.random.default_rng(session_seed(s.seed, session, 1)))
+        step = PairedMixStep(self.mixer, history)
+        train: dict[str, Any] = {"train_steps": 0}
+        if keep.any():
+            result = local_train(
+                self.model, (transfer_clips, transfer_labels), grad_fn=step, optimizer_state=self.optimizer_state,
+                generator=torch.Generator().manual_seed(session_seed(s.seed, session)), device=self.device, **s.session,
+            )
+            self.optimizer_state = result.optimizer_state
+            train = {"train_steps": result.steps, "train_loss": result.mean_loss,
+                     "history_loss": result.metrics.get("loss_history", math.nan)}
+        outcome = None
+        if s.update_bank and keep.any():
+            sigs = head_signatures(self.model, transfer_clips, transfer_labels, device=self.device)
+            outcome = self.bank.add(transfer_clips, transfer_labels, sigs,
+                                    np.random.default_rng(session_seed(s.seed, session, 2)))
+        record = {
+            "session": session,
+            "stream_accuracy": float(np.mean(probs.argmax(axis=1) == clips.labels)),
+            "transfer_samples": int(keep.sum()),
+            **{f"verified_{k}": v for k, v in verdict.counts().items()},
+            **train,
+            **similarity_summary(step.trace),
+            **self.evaluate(),
+            **self._bank_metrics(outcome),
+            "session_seconds": time.perf_counter() - started,
+        }
+        return record, [t.as_dict() for t in step.trace]
+
+    def evaluate(self) -> dict[str, float]:
+        """New-scene and source accuracy, their harmonic mean, and forgetting since the meta-model."""
+        new = evaluate(self.model, self.target_test, device=self.device)
+        src = evaluate(self.model, self.source_test, device=self.device)
+        out = {
+            "new_scene_accuracy": new.accuracy,
+            "new_scene_loss": new.loss,
+            "source_accuracy": src.accuracy,
+            "source_loss": src.loss,
+            "harmonic_mean": harmonic_mean(new.accuracy, src.accuracy),
+        }
+        if self.meta:
+            out["forgetting"] = self.meta["source_accuracy"] - src.accuracy
+        return out
+
+    def _bank_metrics(self, outcome: Any) -> dict[str, Any]:
+        from_stream = sum(_clip_key(c) in self._stream_keys for c in self.bank.clips) if len(self.bank) else 0
+        out: dict[str, Any] = {
+            "bank_size": len(self.bank),
+            "bank_per_class": [int(c) for c in self.bank.composition()],
+            "bank_new_scene_items": int(from_stream),
+        }
+        if outcome is not None:
+            out.update(bank_added=outcome.added, bank_replaced=outcome.replaced, bank_rejected=outcome.rejected)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Weights plus everything else a resumed run needs (nested dicts of arrays and scalars)."""
+        return {
+            "model": state_from_model(self.model),
+            "optimizer": dict(self.optimizer_state),
+            "bank": self.bank.state_dict(),
+            "meta": dict(self.meta),
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`snapshot` (e.g. loaded from a checkpoint)."""
+        load_state(self.model, snapshot["model"])
+        self.optimizer_state = dict(snapshot.get("optimizer", {}))
+        self.bank.load_state_dict(snapshot["bank"])
+        self.meta = {k: float(v) for k, v in snapshot.get("meta", {}).items()}
+
+
+TransferTrainerActor = ray.remote(TransferTrainer)

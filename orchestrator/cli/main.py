@@ -1,0 +1,97 @@
+"""The ``fedtwin`` command line. The only module that prints; user errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from orchestrator.config.loader import parse_set_option
+from pipelines.core.errors import FedtwinError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (exit 2), like our other user errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands."""
+    from orchestrator.cli.data import add_data_commands
+    from orchestrator.cli.scaleout import add_scaleout_commands
+
+    parser = _Parser(prog="fedtwin", description="Federated and twin co-training of video models on Ray.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run one experiment from a YAML config")
+    run.add_argument("config", nargs="?", help="experiment YAML (optional with --resume)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="dotted override, e.g. --set strategy.params.C=2 (repeatable)")
+    run.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else embedded local Ray)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    run.add_argument("--output", metavar="DIR", help="parent folder for the run folder (run.output_dir)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.set_defaults(func=_cmd_run)
+
+    add_data_commands(sub)
+    add_scaleout_commands(sub)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.config.spec import ExperimentSpec
+    from orchestrator.run.experiment import run_experiment
+    from orchestrator.run.progress import ProgressPrinter
+    from orchestrator.run.run_folder import RunFolder
+
+    overrides = dict(parse_set_option(s) for s in args.overrides)
+    if args.output:
+        overrides["run.output_dir"] = args.output
+    if args.resume:
+        folder = RunFolder.open_existing(args.resume)
+        spec = ExperimentSpec.from_dict(folder.load_spec()).with_overrides(overrides)
+    elif args.config:
+        spec = ExperimentSpec.from_yaml(args.config, overrides)
+    else:
+        raise FedtwinError("run: give a CONFIG file, or --resume RUN_DIR")
+    callbacks = [] if args.quiet else [ProgressPrinter(sys.stderr)]
+    result = run_experiment(
+        spec, address=args.address, run_dir=args.resume, resume=bool(args.resume), callbacks=callbacks
+    )
+    summary = result.summary
+    acc = summary.get("final_test_accuracy")
+    line = f"done: {result.run_dir}"
+    if acc is not None:
+        line += f" | final test accuracy {acc:.4f}"
+    if summary.get("wall_seconds") is not None:
+        line += f" | {summary['wall_seconds']:.0f}s"
+    print(line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedtwin`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FedtwinError as err:
+        print(f"fedtwin: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        hint = ""
+        run_dir = getattr(args, "resume", None)
+        if run_dir:
+            hint = f"; continue with `fedtwin run --resume {run_dir}`"
+        print(f"fedtwin: interrupted{hint or '; resume a run with `fedtwin run --resume RUN_DIR`'}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The in-process transport: the same device hosts and server node, called directly (no Ray).
+
+``resources.backend: local`` runs a whole experiment in the driver process with the very classes the
+Ray actors wrap (``DeviceHost``, ``Evaluator``, ``ServerNode``), the same host-ordered folding and the
+same strategies, so results match the Ray backend bit for bit on CPU. It exists for debugging and for
+studies of many short runs, where actor start-up would dominate (``benchmarks/study_feddu.py``).
+What it cannot do: enforce ``federation.round_timeout_s`` (a hung device hangs the run) or use more
+than this process's ``resources.torch_threads`` threads; device failures are still values.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from actors.federated.device_host import DeviceHost
+from actors.federated.evaluator import Evaluator
+from pipelines.federated.messages import DeviceFailure, FitTask
+from actors.federated.server_node import ServerNode
+from pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from orchestrator.recipes.federated.ray_backend import host_settings
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.federated.strategies.base import AggregatedFit
+from orchestrator.recipes.federated.strategies.context import ServerAccess
+from pipelines.model.state import ModelState
+
+
+class LocalBackend:
+    """Same interface as :class:`orchestrator.recipes.federated.ray_backend.RayBackend`, without processes."""
+
+    def __init__(
+        self, spec: ExperimentSpec, partition_dir: str, num_devices: int, num_hosts: int, server_node: bool = False
+    ) -> None:
+        settings = host_settings(spec)
+        self.num_hosts = num_hosts
+        self.hosts = [DeviceHost(h, num_hosts, partition_dir, settings) for h in range(num_hosts)]
+        threads = spec.resources.torch_threads
+        self.has_server_node = server_node
+        self.evaluator: Evaluator = (
+            ServerNode(partition_dir, spec.model, seed=spec.seed, torch_threads=threads)
+            if server_node
+            else Evaluator(partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=threads)
+        )
+
+    def host_of(self, device_id: int) -> int:
+        """Sticky assignment of devices to hosts (as on Ray)."""
+        return device_id % self.num_hosts
+
+    def fit(
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
+    ) -> AggregatedFit | list[DeviceFailure]:
+        """Run the round's tasks host by host; ``timeout_s`` is not enforced in-process."""
+        by_host = tasks_by_host(tasks, self.num_hosts)
+        fold = OrderedFold(list(by_host))
+        for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
+            fold.add(self.hosts[host_id].fit(state, host_tasks, payload))
+            if on_host_done is not None:
+                on_host_done(done, len(by_host))
+        try:
+            return fold.finish(state)
+        except ValueError:
+            return list(fold.failures)
+
+    def evaluate(self, state: ModelState) -> dict[str, float]:
+        """Accuracy and loss on the test split."""
+        return self.evaluator.evaluate(state, split="test")
+
+    def server_access(self) -> ServerAccess:
+        """The server node itself: its ``evaluate`` defaults to D0 and it has ``server_pass``."""
+        if not isinstance(self.evaluator, ServerNode):
+            raise RuntimeError("this backend was started without a server node (server_node=False)")
+        return self.evaluator
+
+    def device_states(self) -> dict[int, dict[str, Any]]:
+        """Every device's local state (for checkpoints)."""
+        out: dict[int, dict[str, Any]] = {}
+        for host in self.hosts:
+            out.update(host.device_states())
+        return out
+
+    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
+        """Give each host the saved local states of its devices."""
+        by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
+        for device_id, local in states.items():
+            by_host[self.host_of(int(device_id))][int(device_id)] = local
+        for host_id, part in by_host.items():
+            self.hosts[host_id].load_device_states(part)
+
+    def shutdown(self) -> None:
+        """Nothing to stop."""

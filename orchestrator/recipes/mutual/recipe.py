@@ -1,0 +1,254 @@
+"""Recipe ``mutual``: twin co-training with mutual pseudo-labels (seed 004, MMT as an option).
+
+1. Data: clean source clips (``data.generator``) and a shifted target domain (``twin.target``); the
+   quality filter (``twin.q_min``) picks the unlabelled target clips, in a Ray task.
+2. Two ``TwinNetworkActor`` s (or one, for the self-training baseline) load the data themselves and
+   pre-train on the source, each from its own seed.
+3. Every epoch: the twins' EMA models embed the target clips; a clustering task turns those feature
+   references into pseudo-labels (``cross`` or ``shared``) and scores them against the hidden labels;
+   for MMT each twin computes soft targets for its peer; the twins train one pass on their labels.
+   The driver passes object references from call to call and reads only small reports.
+4. After the last epoch: a final clustering, then the final model: the lower-loss EMA model
+   (``select``) or a convergence-weighted fusion fine-tuned on the last pseudo-labels (``fuse``).
+
+Checkpoints hold both twins (weights, EMA, optimiser moments, labels, EMA step) and the clustering's
+fixed K / eps; every random stream derives from ``(seed, twin, epoch)``, so a resumed run replays the
+remaining epochs exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import ray
+from safetensors.numpy import save_file
+
+from actors.mutual.clustering_task import (
+    ClusterRequest, cluster_epoch_task, load_hidden_labels_task, select_quality_task,
+)
+from actors.placement import actor_options
+from actors.mutual.twin_network import TwinNetworkActor
+from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from orchestrator.config.loader import ConfigError
+from orchestrator.run.plots import plot_curves
+from orchestrator.run.context import RecipeContext, versions
+from orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
+from pipelines.core.atomic_write import write_with
+from pipelines.mutual.twin_training import convergence_weights, select_final
+
+logger = logging.getLogger(__name__)
+
+PANELS = (
+    ("pseudo-labels vs hidden labels", ("pseudo_nmi", "pseudo_acc", "twin_agreement")),
+    ("target test (Hungarian acc)", ("test_acc_a", "test_acc_b")),
+    ("training loss", ("loss_a", "loss_b")),
+)
+
+
+class _Twins:
+    """The twin actors and the driver-side bookkeeping of one run (references, K, eps)."""
+
+    def __init__(self, ctx: RecipeContext, source_dir: str, target_dir: str, kept_ref: Any) -> None:
+        spec, tw = ctx.spec, ctx.spec.twin
+        self.ctx = ctx
+        self.timeout = tw.timeout_s
+        res = spec.resources
+        # With a GPU in the cluster (and no Tune placement group deciding), the twins share it.
+        gpus = res.gpus_per_host or (1.0 / tw.networks if ctx.cluster_resources.get("GPU", 0) >= 1
+                                     and ctx.scheduling_strategy is None else 0.0)
+        options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
+                                scheduling_strategy=ctx.scheduling_strategy)
+        # A restarted twin would come back without its weights, so twins are not restarted (max_restarts=0).
+        self.actors = [TwinNetworkActor.options(**options).remote(twin_settings(spec, j), source_dir, target_dir, kept_ref)
+                       for j in range(tw.networks)]
+        self.task_options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
+        if ctx.scheduling_strategy is not None:
+            self.task_options["scheduling_strategy"] = ctx.scheduling_strategy
+        self.previous: list[Any] = [None, None]
+        self.num_clusters: int | None = None
+        self.eps: float | None = None
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+    def get(self, refs: Any) -> Any:
+        return ray.get(refs, timeout=self.timeout)
+
+    def cluster(self, epoch: int, hidden_ref: Any) -> tuple[list[Any], dict[str, Any]]:
+        """Embed with the EMA models and cluster; returns assignment refs and the (small) report."""
+        tw = self.ctx.spec.twin
+        feats = [a.embed.remote() for a in self.actors]
+        mode = "self" if tw.networks == 1 else tw.label_mode
+        request = ClusterRequest(mode, cluster_settings(tw), seed=self.ctx.spec.seed * 100_003 + epoch,
+                                 num_clusters=self.num_clusters, eps=self.eps)
+        a_ref, b_ref, report_ref = cluster_epoch_task.options(**self.task_options).remote(
+            feats[0], feats[1] if len(feats) > 1 else None, request, self.previous[0], self.previous[1], hidden_ref)
+        report = self.get(report_ref)
+        self.num_clusters, self.eps = int(report["num_clusters"]), report["eps"]
+        assignments = [a_ref, b_ref][: len(self.actors)]
+        return assignments, report
+
+    def train(self, epoch: int, assignments: list[Any]) -> list[dict[str, Any]]:
+        """One epoch on the assignments; MMT first asks each twin for its peer's soft targets."""
+        tw = self.ctx.spec.twin
+        peers: list[Any] = [None] * len(self.actors)
+        if tw.loss == "mmt" and len(self.actors) == 2:
+            targets = [a.peer_targets.remote(asg, epoch) for a, asg in zip(self.actors, assignments, strict=True)]
+            peers = [targets[1], targets[0]]
+        results = self.get([a.train_epoch.remote(asg, peer, epoch=epoch)
+                            for a, asg, peer in zip(self.actors, assignments, peers, strict=True)])
+        self.previous = list(assignments) + [None] * (2 - len(assignments))
+        return results
+
+    def evaluate(self) -> list[dict[str, float]]:
+        return self.get([a.evaluate_test.remote() for a in self.actors])
+
+    def states(self) -> list[dict[str, Any]]:
+        return self.get([a.get_state.remote() for a in self.actors])
+
+    def restore(self, extra: dict[str, Any]) -> None:
+        states = [extra["twins"][str(j)] for j in range(len(self.actors))]
+        self.get([a.set_state.remote(s) for a, s in zip(self.actors, states, strict=True)])
+        self.previous = [ray.put(np.asarray(s["labels"])) for s in states] + [None] * (2 - len(states))
+        self.num_clusters = extra["clustering"].get("num_clusters")
+        self.eps = extra["clustering"].get("eps")
+
+
+def _suffixed(values: dict[str, Any], suffix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {f"{k}_{suffix}": v for k, v in values.items() if k not in skip}
+
+
+def _pretrain(ctx: RecipeContext, twins: _Twins, quality: dict[str, float]) -> None:
+    results = twins.get([a.pretrain.remote() for a in twins.actors])
+    record: dict[str, Any] = {"epoch": 0, "phase": "pretrain", **{f"quality_{k}": v for k, v in quality.items()}}
+    for name, result in zip("ab", results, strict=False):
+        record.update(_suffixed(result, name))
+    record["test_accuracy"] = float(np.mean([r["test_acc"] for r in results]))
+    ctx.run.append_metrics(record)
+    _checkpoint(ctx, twins, 0)
+
+
+def _checkpoint(ctx: RecipeContext, twins: _Twins, epoch: int) -> None:
+    states = twins.states()
+    extra = {"twins": {str(j): s for j, s in enumerate(states)},
+             "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps}}
+    path = save_checkpoint(ctx.run.checkpoints, epoch, states[0]["ema"], extra, {"recipe": "mutual"},
+                           keep=ctx.spec.run.keep_checkpoints)
+    if epoch > 0:  # epoch 0 (pre-training) is a restart point, not a reported step
+        ctx.callbacks.on_checkpoint(epoch, path)
+
+
+def _epoch(ctx: RecipeContext, twins: _Twins, epoch: int, hidden_ref: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    assignments, report = twins.cluster(epoch, hidden_ref)
+    trained = time.perf_counter()
+    results = twins.train(epoch, assignments)
+    train_seconds = time.perf_counter() - trained
+    tests = twins.evaluate()
+    record: dict[str, Any] = {"epoch": epoch, "phase": "adapt", **report}
+    for name, result, test in zip("ab", results, tests, strict=False):
+        record.update(_suffixed(result, name, skip=("examples",)))
+        record.update(_suffixed(test, name))
+    record["test_accuracy"] = float(np.mean([t["test_acc"] for t in tests]))
+    record["train_seconds"] = train_seconds
+    record["epoch_seconds"] = time.perf_counter() - started
+    return record
+
+
+def _finish(ctx: RecipeContext, twins: _Twins, hidden_ref: Any) -> dict[str, Any]:
+    """Final clustering of the trained EMA models, then select or fuse; saves ``final_model.safetensors``."""
+    tw = ctx.spec.twin
+    assignments, report = twins.cluster(tw.epochs + 1, hidden_ref)
+    losses = [float(s["last_loss"]) for s in twins.states()]
+    out: dict[str, Any] = {f"final_{k}": v for k, v in report.items() if k.startswith(("pseudo_", "twin_"))}
+    if tw.final == "fuse":
+        weights = convergence_weights(losses)
+        peer_ref = twins.actors[1].ema_state.remote()
+        final = twins.get(twins.actors[0].fuse_and_finetune.remote(
+            peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs))
+        chosen, out["fusion_weights"] = 0, [float(w) for w in weights]
+    else:
+        chosen = select_final(losses)
+        final = twins.get(twins.actors[chosen].evaluate_test.remote())
+    state = twins.get(twins.actors[chosen].ema_state.remote())
+    path = ctx.run.path / "final_model.safetensors"
+    write_with(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
+    out.update({"final_losses": losses, "selected_twin": "ab"[chosen], "final_target_acc": final["test_acc"],
+                "final_target_nmi": final["test_nmi"], "final_target_ari": final["test_ari"],
+                "final_model": str(path)})
+    return out
+
+
+def run_mutual(ctx: RecipeContext) -> dict[str, Any]:
+    """Run (or resume) twin co-training; returns the summary written to ``summary.json``."""
+    spec, tw = ctx.spec, ctx.spec.twin
+    source_dir, target_dir = prepare_domains(spec)
+    options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
+    if ctx.scheduling_strategy is not None:
+        options["scheduling_strategy"] = ctx.scheduling_strategy
+    kept_ref, quality_ref = select_quality_task.options(**options).remote(str(target_dir), tw.q_min)
+    quality = ray.get(quality_ref, timeout=tw.timeout_s)
+    if quality["kept"] < 2:
+        raise ConfigError(f"twin.q_min={tw.q_min} keeps {quality['kept']:.0f} of {quality['clips']:.0f} target clips "
+                          f"(scores {quality['score_min']:.3f}..{quality['score_max']:.3f}); lower it")
+    hidden_ref = load_hidden_labels_task.options(**options).remote(str(target_dir), kept_ref)
+    twins = _Twins(ctx, str(source_dir), str(target_dir), kept_ref)
+    try:
+        ckpt = latest_checkpoint(ctx.run.checkpoints) if ctx.resume else None
+        if ckpt is not None:
+            twins.restore(ckpt.extra)
+            ctx.run.truncate_metrics(ckpt.round_num, key="epoch")
+            logger.info("resuming after epoch %d", ckpt.round_num)
+        start = ckpt.round_num + 1 if ckpt is not None else 1
+        ctx.callbacks.on_run_start({"recipe": "mutual", "run_dir": str(ctx.run.path), "total_steps": tw.epochs,
+                                    "start_step": start, "unit": "epoch", "twins": tw.networks})
+        if ckpt is None:
+            ctx.run.truncate_metrics(-1, key="epoch")
+            _pretrain(ctx, twins, quality)
+        for epoch in range(start, tw.epochs + 1):
+            record = _epoch(ctx, twins, epoch, hidden_ref)
+            ctx.run.append_metrics(record)
+            ctx.callbacks.on_round_end(epoch, record)
+            if epoch % spec.run.checkpoint_every == 0 or epoch == tw.epochs:
+                _checkpoint(ctx, twins, epoch)
+        final = _finish(ctx, twins, hidden_ref)
+    finally:
+        twins.shutdown()
+    records = ctx.run.read_metrics()
+    plot_curves([r for r in records if r.get("phase") == "adapt"], ctx.run.plots / "mutual.png", x="epoch",
+                panels=PANELS, title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})")
+    return _summary(ctx, records, final, quality, str(source_dir), str(target_dir))
+
+
+def _summary(ctx: RecipeContext, records: list[dict[str, Any]], final: dict[str, Any],
+             quality: dict[str, float], source_dir: str, target_dir: str) -> dict[str, Any]:
+    tw = ctx.spec.twin
+    pre = next((r for r in records if r.get("phase") == "pretrain"), {})
+    adapt = [r for r in records if r.get("phase") == "adapt"]
+    first = adapt[0] if adapt else {}
+    return {
+        "recipe": "mutual",
+        "name": ctx.spec.name,
+        "networks": tw.networks,
+        "label_mode": tw.label_mode if tw.networks == 2 else "self",
+        "loss": tw.loss,
+        "ema": {"unit": tw.ema_unit, "momentum": tw.ema_momentum},
+        "epochs": tw.epochs,
+        "final": tw.final,
+        **final,
+        "initial_pseudo_nmi": first.get("pseudo_nmi"),
+        "initial_pseudo_acc": first.get("pseudo_acc"),
+        "initial_target_acc": pre.get("test_accuracy"),
+        "source_test_accuracy": [pre.get(f"source_test_accuracy_{n}") for n in "ab"[: tw.networks]],
+        "source_only_target_accuracy": [pre.get(f"source_only_target_accuracy_{n}") for n in "ab"[: tw.networks]],
+        "quality": quality,
+        "median_epoch_seconds": float(np.median([r["epoch_seconds"] for r in adapt])) if adapt else None,
+        "wall_seconds": time.time() - ctx.started,
+        "source": source_dir,
+        "target": target_dir,
+        "versions": versions(),
+    }

@@ -1,0 +1,76 @@
+"""``run_experiment(spec)``: the single entry point shared by ``fedtwin run``, Tune trials and jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.run.callbacks import CallbackList, RunCallback
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.run.ray_session import connect
+from orchestrator.recipes import RECIPES, RecipeContext
+from orchestrator.run.run_folder import RunFolder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the run lives and what it achieved."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    address: str | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[RunCallback] = (),
+    scheduling_strategy: Any = None,
+) -> RunResult:
+    """Run ``spec`` to completion.
+
+    Args:
+        spec: the validated experiment.
+        address: a Ray cluster to attach to (default: ``spec.ray.address``, ``RAY_ADDRESS``, else embedded).
+        run_dir: use this folder instead of creating ``<run.output_dir>/<name>-<timestamp>``.
+        resume: continue from the newest checkpoint in ``run_dir``.
+        callbacks: observers of the run (progress bar, Tune reporting, tests).
+        scheduling_strategy: Ray scheduling strategy for the run's actors (a Tune trial's placement group).
+
+    Returns:
+        The run folder and the summary also written to ``summary.json``.
+    """
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir to resume")
+    run = RunFolder(run_dir) if run_dir is not None else RunFolder.create(spec.run.output_dir, spec.name)
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        run.save_spec(spec.to_dict())
+    # The in-process backend needs no Ray (and the federated recipe is the only one that has it).
+    local = spec.resources.backend == "local" and spec.recipe == "federated"
+    session = None if local else connect(spec.ray, address)
+    try:
+        ctx = RecipeContext(
+            spec=spec,
+            run=run,
+            callbacks=CallbackList(callbacks),
+            resume=resume,
+            cluster_resources=session.cluster_resources if session else {"CPU": float(os.cpu_count() or 1)},
+            scheduling_strategy=scheduling_strategy,
+        )
+        summary = RECIPES[spec.recipe](ctx)
+        summary = {"run_dir": str(run.path), **summary}
+        run.write_summary(summary)
+        ctx.callbacks.on_run_end(summary)
+        return RunResult(run.path, summary)
+    finally:
+        if session is not None:
+            session.close()

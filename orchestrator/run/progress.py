@@ -1,0 +1,64 @@
+"""A live progress line per round, for humans: a redrawn bar on a terminal, one line per round in logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from orchestrator.run.callbacks import RunCallback
+
+
+class ProgressPrinter(RunCallback):
+    """Prints ``round k/N [#####-----] devices ok/failed | 3.1s | acc 0.812 | eta 40s``."""
+
+    def __init__(self, stream: TextIO | None = None, unit: str = "round", width: int = 20) -> None:
+        self.stream = stream or sys.stderr
+        self.unit = unit
+        self.width = width
+        self.total = 0
+        self._start = time.monotonic()
+        self._first_step = 1
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def on_run_start(self, info: Mapping[str, Any]) -> None:
+        self.total = int(info.get("total_steps", 0))
+        self._first_step = int(info.get("start_step", 1))
+        self._start = time.monotonic()
+        self.unit = str(info.get("unit", self.unit))
+        resumed = f", resuming after {self.unit} {self._first_step - 1}" if self._first_step > 1 else ""
+        self._write(f"fedtwin: {info.get('recipe', 'run')} -> {info.get('run_dir', '?')}{resumed}\n")
+
+    def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+        done = step - self._first_step + 1
+        elapsed = time.monotonic() - self._start
+        remaining = self.total - step
+        eta = elapsed / max(done, 1) * remaining
+        filled = int(self.width * step / max(self.total, 1))
+        bar = "#" * filled + "-" * (self.width - filled)
+        parts = [f"{self.unit} {step}/{self.total} [{bar}]"]
+        if "devices_ok" in metrics:
+            parts.append(f"devices {metrics['devices_ok']}/{metrics['devices_ok'] + metrics.get('devices_failed', 0)} ok")
+        if "round_seconds" in metrics:
+            parts.append(f"{metrics['round_seconds']:.1f}s")
+        for key, label in (("test_accuracy", "acc"), ("accuracy", "acc"), ("test_loss", "loss")):
+            if metrics.get(key) is not None:
+                parts.append(f"{label} {metrics[key]:.3f}")
+                if label == "acc":
+                    break
+        parts.append(f"eta {eta:.0f}s")
+        line = " | ".join(parts)
+        self._write(("\r" + line.ljust(100)) if self._tty else line + "\n")
+
+    def on_checkpoint(self, step: int, path: Any) -> None:
+        if not self._tty:
+            self._write(f"  checkpoint {path}\n")
+
+    def on_run_end(self, summary: Mapping[str, Any]) -> None:
+        if self._tty:
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

@@ -1,0 +1,61 @@
+"""Connecting to Ray: an embedded local instance by default, or an existing cluster.
+
+``address`` (or ``RAY_ADDRESS``) attaches to a running cluster (``auto``, ``ray://...`` or
+``host:port``). Without one, a private local Ray starts inside this process with the dashboard off
+(or on 127.0.0.1 when asked). When Ray is already initialised (tests, Tune trials, Ray jobs) it is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+from orchestrator.config.spec import RayConfig
+from pipelines.core.errors import FedtwinError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """What we connected to, and whether we own (and must shut down) it."""
+
+    owned: bool
+    address: str | None
+    cluster_resources: dict[str, float]
+
+    def close(self) -> None:
+        """Shut Ray down only if this session started it."""
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(cfg: RayConfig, address: str | None = None) -> RaySession:
+    """Initialise or reuse Ray according to ``cfg`` (``address`` beats ``cfg.address`` beats ``RAY_ADDRESS``)."""
+    if ray.is_initialized():
+        return RaySession(False, None, dict(ray.cluster_resources()))
+    address = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise FedtwinError(
+                f"ray address {address!r}: cannot connect ({str(err).splitlines()[0]}); start a cluster with "
+                "`ray start --head` or drop --address/RAY_ADDRESS to use embedded Ray"
+            ) from None
+        return RaySession(False, address, dict(ray.cluster_resources()))
+    kwargs: dict[str, object] = {
+        "num_cpus": cfg.num_cpus or os.cpu_count() or 1,
+        "include_dashboard": cfg.dashboard,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
+    if cfg.dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    if cfg.object_store_mb:
+        kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
+    ray.init(**kwargs)
+    return RaySession(True, None, dict(ray.cluster_resources()))

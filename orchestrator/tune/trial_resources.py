@@ -1,0 +1,112 @@
+"""What one Tune trial reserves, whether that fits the cluster, and how many trials run at once.
+
+A trial is a whole federated driver: the trial process itself, one device-host actor per
+``resources.hosts`` and the evaluator/server actor. Its placement group holds one bundle for each
+(DESIGN.md "Scaling out"), so a trial starts only when its whole footprint is free and two half-started
+trials can never deadlock each other. GPUs are shared by fraction (``resources.gpus_per_host: 0.25``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.tune.sweep_config import SweepResourcesConfig
+from pipelines.core.errors import FedtwinError
+
+Bundle = dict[str, float]
+
+
+class SweepResourcesError(FedtwinError):
+    """One trial's footprint cannot be placed on the cluster (the sweep would wait forever)."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The placement-group bundles of one trial: driver first, then hosts, then the server."""
+
+    bundles: tuple[Bundle, ...]
+    hosts: int
+
+    @property
+    def total(self) -> Bundle:
+        """Sum over bundles."""
+        out: Bundle = {}
+        for bundle in self.bundles:
+            for key, value in bundle.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def describe(self) -> str:
+        """``driver {CPU: 1} + 2 hosts x {CPU: 0.5} + server {GPU: 0.25}``."""
+        driver, rest = self.bundles[0], self.bundles[1:]
+        parts = [f"driver {_fmt(driver)}"]
+        if self.hosts and rest and len(rest) >= self.hosts:
+            parts.append(f"{self.hosts} hosts x {_fmt(rest[0])}")
+            rest = rest[self.hosts:]
+        parts += [f"server {_fmt(b)}" for b in rest]
+        return " + ".join(parts)
+
+
+def trial_footprint(spec: ExperimentSpec, res: SweepResourcesConfig) -> Footprint:
+    """Bundles for one trial of ``spec``; actors that reserve nothing get no bundle (Ray rejects empty ones)."""
+    r = spec.resources
+    if r.hosts is None:
+        raise SweepResourcesError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
+    driver = _bundle(res.driver_cpus, res.driver_gpus)
+    if getattr(r, "backend", "ray") == "local":
+        # resources.backend: local runs hosts and server node inside the trial process: one bundle.
+        return Footprint((driver,), 0)
+    host = _bundle(r.cpus_per_host, r.gpus_per_host)
+    server = _bundle(r.server_cpus, r.server_gpus)
+    bundles = [driver] + ([host] * r.hosts if host else []) + ([server] if server else [])
+    return Footprint(tuple(bundles), r.hosts if host else 0)
+
+
+def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> None:
+    """Raise :class:`SweepResourcesError`, saying what to change, when no trial could ever start."""
+    cluster: Bundle = {}
+    for node in nodes:
+        for key, value in node.items():
+            cluster[key] = cluster.get(key, 0.0) + float(value)
+    need = footprint.total
+    short = {k: v for k, v in need.items() if v > cluster.get(k, 0.0) + 1e-9}
+    if short:
+        have = ", ".join(f"{k} {cluster.get(k, 0.0):g}" for k in sorted(short))
+        raise SweepResourcesError(
+            f"one trial needs {_fmt(need)} ({footprint.describe()}) but the cluster has only {have}; lower "
+            "resources.hosts / resources.cpus_per_host / resources.gpus_per_host (sweep overrides) or "
+            "resources.driver_cpus in the sweep file, or add nodes (on an autoscaling cluster set "
+            "resources.check_fit: false)"
+        )
+    for bundle in footprint.bundles:
+        if not any(all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in bundle.items()) for node in nodes):
+            raise SweepResourcesError(
+                f"no single node can hold the bundle {_fmt(bundle)} of one trial ({footprint.describe()}); "
+                "use smaller per-host shares (resources.cpus_per_host / gpus_per_host) or bigger nodes"
+            )
+
+
+def max_concurrent(footprint: Footprint, cluster: Mapping[str, float]) -> int:
+    """How many trials fit side by side in ``cluster`` (at least 1)."""
+    fits = [
+        math.floor(float(cluster.get(key, 0.0)) / value + 1e-9)
+        for key, value in footprint.total.items()
+        if value > 0
+    ]
+    return max(1, min(fits)) if fits else 1
+
+
+def _bundle(cpus: float, gpus: float) -> Bundle:
+    out: Bundle = {}
+    if cpus > 0:
+        out["CPU"] = float(cpus)
+    if gpus > 0:
+        out["GPU"] = float(gpus)
+    return out
+
+
+def _fmt(bundle: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items())) + "}"

@@ -1,0 +1,26 @@
+"""Seeds derived from a run's seed and a path of integers: the one place randomness is keyed.
+
+Every random stream of a run (a device's round, a server pass, a twin's epoch, a task's shuffling) is
+``derive_seed(run_seed, *path)``, so results do not depend on which process or host ran the work and a
+resumed run replays the same streams. Library code never seeds global generators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def derive_seed(*path: int) -> int:
+    """A 32-bit seed for the integer ``path`` (e.g. ``(seed, round_num, device_id)``)."""
+    return int(np.random.SeedSequence([int(p) for p in path]).generate_state(1)[0])
+
+
+def torch_generator(*path: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``derive_seed(*path)``."""
+    return torch.Generator().manual_seed(derive_seed(*path))
+
+
+def numpy_rng(*path: int) -> np.random.Generator:
+    """A numpy ``Generator`` seeded with ``derive_seed(*path)``."""
+    return np.random.default_rng(derive_seed(*path))

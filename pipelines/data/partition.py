@@ -1,0 +1,233 @@
+"""``fedtwin data partition``: split a dataset's train split into per-device shards plus a server split.
+
+Steps (all seeded from ``PartitionConfig.seed``): carve the server-held ``shared`` split out of the
+train split (optionally restricted to K classes chosen by the seed, as in the FedDU papers),
+assign the remaining rows to devices with a partitioner from ``PARTITIONERS``, then write the shards
+(packed, one row group per device), ``shared.parquet``, ``test.parquet`` and ``manifest.json``
+atomically. Layout and loaders: :mod:`pipelines.data.partition_manifest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines.core.atomic_write import atomic_directory, check_output_dir, write_json_atomic
+from pipelines.data.clips import ClipArrays
+from pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, clips_to_table, load_split, write_clips
+from pipelines.core.errors import DatasetError
+from pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
+from pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
+from pipelines.data.partition_manifest import (
+    DeviceEntry,
+    PartitionManifest,
+    SplitEntry,
+    load_device_shard,
+    load_partition_manifest,
+    load_shared,
+    load_test,
+)
+from pipelines.data.partitioners import PARTITIONERS, DirichletPartitioner, IIDPartitioner, Partitioner, ShardPartitioner
+
+__all__ = [
+    "PARTITIONERS",
+    "DeviceEntry",
+    "DirichletPartitioner",
+    "IIDPartitioner",
+    "PartitionConfig",
+    "PartitionManifest",
+    "ShardPartitioner",
+    "SplitEntry",
+    "carve_shared",
+    "load_device_shard",
+    "load_partition_manifest",
+    "load_shared",
+    "load_test",
+    "make_partitioner",
+    "partition_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """How to split a dataset over devices.
+
+    ``alpha`` and ``min_size`` apply to ``dirichlet``, ``labels_per_device`` to ``shards``. Range
+    errors are ``ValueError("field: ...")`` (the config loader and the CLI prefix the field).
+    """
+
+    devices: int = 50
+    scheme: str = "dirichlet"  # a key of PARTITIONERS: iid | dirichlet | shards
+    alpha: float = 0.5
+    labels_per_device: int = 2
+    min_size: int = 1
+    shared_fraction: float = 0.0  # share of the train split held by the server as `shared`
+    shared_classes: int | None = None  # restrict `shared` to this many classes (chosen by seed)
+    seed: int = 0
+    devices_per_file: int = 256  # devices packed per Parquet file (one row group each)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.devices >= 1, "devices", "must be >= 1"),
+            (self.scheme in PARTITIONERS, "scheme", f"must be one of {', '.join(PARTITIONERS)}"),
+            (self.alpha > 0, "alpha", "must be > 0"),
+            (self.labels_per_device >= 1, "labels_per_device", "must be >= 1"),
+            (self.min_size >= 1, "min_size", "must be >= 1"),
+            (0 <= self.shared_fraction < 1, "shared_fraction", "must be in [0, 1)"),
+            (self.shared_classes is None or self.shared_classes >= 1, "shared_classes", "must be >= 1"),
+            (self.seed >= 0, "seed", "must be >= 0"),
+            (self.devices_per_file >= 1, "devices_per_file", "must be >= 1"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ValueError(f"{name}: {rule}, got {getattr(self, name)!r}")
+
+
+def make_partitioner(cfg: PartitionConfig) -> Partitioner:
+    """The partitioner named by ``cfg.scheme``, built with the parameters it declares."""
+    cls = PARTITIONERS[cfg.scheme]
+    # Partitioners name their parameters exactly like the PartitionConfig fields they use.
+    partitioner: Partitioner = cls(**{name: getattr(cfg, name) for name in inspect.signature(cls).parameters})
+    return partitioner
+
+
+def carve_shared(
+    labels: np.ndarray, fraction: float, num_classes_kept: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    """Choose the server's ``shared`` rows.
+
+    ``round(fraction * n)`` rows (at least 1 when ``fraction > 0``) are drawn uniformly, only from
+    ``num_classes_kept`` classes picked at random when given.
+
+    Returns:
+        (shared row indices, remaining row indices, the kept classes or None); both index arrays sorted.
+    """
+    n = len(labels)
+    num_shared = int(round(fraction * n))
+    if fraction > 0:
+        num_shared = max(1, num_shared)
+    classes: tuple[int, ...] | None = None
+    pool = np.arange(n)
+    if num_classes_kept is not None:
+        present = np.unique(labels)
+        if num_classes_kept > len(present):
+            raise ValueError(
+                f"shared_classes: {num_classes_kept} exceeds the {len(present)} classes in the train split"
+            )
+        classes = tuple(int(c) for c in np.sort(rng.choice(present, num_classes_kept, replace=False)))
+        pool = np.flatnonzero(np.isin(labels, classes))
+    if num_shared > len(pool):
+        raise ValueError(
+            f"shared_fraction: {fraction} needs {num_shared} rows but the {len(classes or [])} shared classes "
+            f"hold {len(pool)}; lower shared_fraction or raise shared_classes"
+        )
+    shared = np.sort(rng.choice(pool, num_shared, replace=False))
+    rest = np.setdiff1d(np.arange(n), shared, assume_unique=True)
+    return shared, rest, classes
+
+
+def partition_dataset(
+    in_dir: str | Path, out_dir: str | Path, cfg: PartitionConfig, *, overwrite: bool = False
+) -> PartitionManifest:
+    """Partition dataset ``in_dir`` (its ``train`` and ``test`` splits) into ``out_dir``.
+
+    Raises:
+        DatasetError: unreadable input, an infeasible configuration (named option, value and fix),
+            or ``out_dir`` already exists without ``overwrite``.
+    """
+    src = load_dataset_manifest(in_dir)
+    out = Path(out_dir)
+    check_output_dir(out, overwrite, what="partition directory")  # fail before the work, not after
+    train = load_split(in_dir, "train")
+    test = load_split(in_dir, "test")
+    seeds = np.random.SeedSequence(cfg.seed).spawn(2)
+    try:
+        shared_idx, device_idx, shared_classes = carve_shared(
+            train.labels, cfg.shared_fraction, cfg.shared_classes, np.random.default_rng(seeds[0])
+        )
+        device = make_partitioner(cfg).assign(train.labels[device_idx], cfg.devices, np.random.default_rng(seeds[1]))
+    except ValueError as err:
+        raise DatasetError(
+            f"cannot partition {src.split_path('train')} ({len(train)} rows) with {cfg.scheme}: {err}"
+        ) from None
+
+    k = src.num_classes
+    hists = np.bincount(device * k + train.labels[device_idx], minlength=cfg.devices * k).reshape(cfg.devices, k)
+    global_hist = hists.sum(axis=0)
+    global_p = distribution(global_hist)
+    shared_hist = label_histogram(train.labels[shared_idx], k)
+    shared_js = float(js_divergence(distribution(shared_hist), global_p)) if len(shared_idx) else None
+
+    order = device_idx[np.argsort(device, kind="stable")]  # source rows grouped by device, in id order
+    sizes = hists.sum(axis=1)
+    with atomic_directory(out, overwrite, what="partition directory") as tmp:
+        paths, offsets = _write_device_files(tmp, train, order, sizes, cfg.devices_per_file)
+        write_clips(tmp / "shared.parquet", train.subset(shared_idx))
+        shutil.copyfile(src.split_path("test"), tmp / "test.parquet")
+        manifest = PartitionManifest(
+            directory=out,
+            clip_shape=src.clip_shape,
+            num_classes=k,
+            class_names=src.class_names,
+            scheme=cfg.scheme,
+            params=make_partitioner(cfg).get_params(),
+            seed=cfg.seed,
+            device_paths=tuple(paths),
+            row_offsets=offsets,
+            num_examples=sizes.astype(np.int64),
+            label_histograms=hists.astype(np.int64),
+            js=np.asarray(js_divergence(distribution(hists), global_p), dtype=np.float64).reshape(cfg.devices),
+            global_label_histogram=global_hist.astype(np.int64),
+            shared=SplitEntry(
+                "shared.parquet", len(shared_idx), tuple(int(v) for v in shared_hist), shared_js, shared_classes
+            ),
+            test=SplitEntry("test.parquet", len(test), tuple(int(v) for v in label_histogram(test.labels, k))),
+            source=_source_info(in_dir, src),
+            config=dataclasses.asdict(cfg),
+        )
+        write_json_atomic(tmp / MANIFEST_NAME, manifest.to_json())
+    log.info("partitioned %s into %d devices at %s", in_dir, cfg.devices, out)
+    return load_partition_manifest(out)  # exactly what hosts will read (JS rounded as stored)
+
+
+def _write_device_files(
+    tmp: Path, train: ClipArrays, order: np.ndarray, sizes: np.ndarray, per_file: int
+) -> tuple[list[str], np.ndarray]:
+    """Write devices' rows (``order``, grouped by device) into packed files, one row group per device."""
+    (tmp / "devices").mkdir()
+    num_devices = len(sizes)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    offsets = np.empty(num_devices, dtype=np.int64)
+    paths: list[str] = []
+    for first in range(0, num_devices, per_file):
+        last = min(num_devices, first + per_file)
+        rel = f"devices/part-{first // per_file:05d}.parquet"
+        rows = order[starts[first] : ends[last - 1]]
+        table = clips_to_table(train.subset(rows))
+        with pq.ParquetWriter(tmp / rel, table.schema, **PARQUET_WRITE_OPTIONS) as writer:
+            for dev in range(first, last):
+                offsets[dev] = starts[dev] - starts[first]
+                writer.write_table(table.slice(offsets[dev], sizes[dev]), row_group_size=max(1, int(sizes[dev])))
+        paths.extend([rel] * (last - first))
+    return paths, offsets
+
+
+def _source_info(in_dir: str | Path, src: DatasetManifest) -> dict[str, object]:
+    return {
+        "path": str(in_dir),
+        "clip_shape": list(src.clip_shape),
+        "num_classes": src.num_classes,
+        "class_names": list(src.class_names),
+        "splits": {name: s.num_examples for name, s in src.splits.items()},
+        "info": src.info,
+    }

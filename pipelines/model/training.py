@@ -1,0 +1,316 @@
+"""The one training loop of fedtwin, plus evaluation and prediction.
+
+Every recipe trains through :func:`local_train`: a device's local epochs, the FedDU server pass, a
+twin network's epoch on pseudo-labels, an incremental task with distillation. What differs between them
+is the loss, which comes in through a hook:
+
+- ``loss_fn(model, x, y) -> (loss, metrics)`` returns a scalar loss the loop back-propagates
+  (default: cross-entropy on integer labels); ``y`` is whatever the data carries per sample: integer
+  labels, soft targets, or a tuple of tensors;
+- ``grad_fn(model, x, y) -> (loss_value, metrics)`` instead fills ``param.grad`` itself, for steps whose
+  gradient is not the gradient of one loss (e.g. :class:`pipelines.transfer.gradient_mixing.GradientMixer`).
+
+Randomness comes only from the ``generator`` argument: it orders the batches and seeds a forked torch
+RNG for anything stochastic inside the model (dropout), so the caller's global RNG is left alone and two
+calls with equally seeded generators give identical weights.
+
+Optimizer state (SGD momentum buffers, Adam moments) can outlive a call: ``optimizer_state`` goes in
+and ``TrainResult.optimizer_state`` comes out as a ``ModelState``-like dict of numpy arrays keyed
+``"<slot>/<parameter name>"`` (``"momentum_buffer/head.weight"``), so device momentum (FedDUM) can be
+stored, averaged with ``pipelines.model.state.weighted_average`` and sent back like weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as nnf
+
+from pipelines.model.state import ModelState
+
+logger = logging.getLogger(__name__)
+
+Targets = torch.Tensor | tuple[torch.Tensor, ...]
+LossFn = Callable[[nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Mapping[str, float]]]
+GradFn = Callable[[nn.Module, torch.Tensor, Any], tuple[float, Mapping[str, float]]]
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ClipData(Protocol):
+    """What the loop needs from ``pipelines.data.clips.ClipArrays``: uint8 clips and integer labels."""
+
+    clips: np.ndarray
+    labels: np.ndarray
+
+
+Data = ClipData | tuple[Any, Any]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one :func:`local_train` call.
+
+    Attributes:
+        num_examples: distinct examples in the data (the FedAvg weight), not examples x epochs.
+        steps: optimizer steps taken.
+        mean_loss: loss averaged over all examples seen (batch losses weighted by batch size).
+        final_loss: loss of the last batch.
+        metrics: the hook's metrics averaged like ``mean_loss``.
+        optimizer_state: optimizer slots as numpy, keyed ``"<slot>/<parameter name>"``.
+    """
+
+    num_examples: int
+    steps: int
+    mean_loss: float
+    final_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    optimizer_state: ModelState = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy and mean cross-entropy of a model on labelled data."""
+
+    accuracy: float
+    loss: float
+    num_examples: int
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """The default ``loss_fn``: cross-entropy on integer labels, reporting the batch accuracy too."""
+    logits = model(x)
+    loss = nnf.cross_entropy(logits, y)
+    accuracy = (logits.detach().argmax(dim=1) == y).float().mean().item()
+    return loss, {"accuracy": accuracy}
+
+
+def _tensor(value: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        # Object-store arrays are read-only views; torch warns on sharing them, and a copy is cheap here.
+        value = value.copy()
+    return torch.as_tensor(value).to(device)
+
+
+class _Batches:
+    """Clips and per-sample targets held on one device; float conversion happens per batch.
+
+    uint8 clips stay uint8 until a batch is drawn (4x less memory than float32 for a whole shard).
+    """
+
+    def __init__(self, data: Data, device: torch.device) -> None:
+        if hasattr(data, "clips") and hasattr(data, "labels"):
+            clips, targets = data.clips, data.labels
+        elif isinstance(data, tuple) and len(data) == 2:
+            clips, targets = data
+        else:
+            raise TypeError(f"data must be ClipArrays or an (x, y) pair, got {type(data).__name__}")
+        self.x = _tensor(clips, device)
+        if isinstance(targets, tuple):
+            self.y: Targets = tuple(_tensor(t, device) for t in targets)
+        else:
+            self.y = _tensor(targets, device)
+        self.n = int(self.x.shape[0])
+        lengths = [int(t.shape[0]) for t in (self.y if isinstance(self.y, tuple) else (self.y,))]
+        if any(length != self.n for length in lengths):
+            raise ValueError(f"data has {self.n} clips but targets of lengths {lengths}")
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, Targets]:
+        x = self.x[idx]
+        # Same scaling as ClipArrays.to_float (multiply by the float32 1/255), so both paths agree bit for bit.
+        x = x.float().mul_(1.0 / 255.0) if x.dtype == torch.uint8 else x.float()
+        y = tuple(t[idx] for t in self.y) if isinstance(self.y, tuple) else self.y[idx]
+        return x, y
+
+
+def _make_optimizer(
+    params: list[nn.Parameter], name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer={name!r} is unknown; use one of {OPTIMIZERS}")
+
+
+def _load_optimizer_state(
+    optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]], state: Mapping[str, np.ndarray]
+) -> None:
+    by_name = dict(named)
+    for key, value in state.items():
+        slot, _, name = key.partition("/")
+        if name not in by_name:
+            raise KeyError(f"optimizer_state key {key!r} names no trainable parameter of the model")
+        param = by_name[name]
+        tensor = torch.as_tensor(np.array(value, copy=True))
+        # Adam keeps its step counter as a scalar tensor on the CPU; every other slot follows the parameter.
+        tensor = tensor if slot == "step" else tensor.to(param.device)
+        optimizer.state[param][slot] = tensor
+
+
+def _dump_optimizer_state(optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> ModelState:
+    out: ModelState = {}
+    for name, param in named:
+        for slot, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, torch.Tensor):
+                out[f"{slot}/{name}"] = value.detach().cpu().numpy().copy()
+    return out
+
+
+def local_train(
+    model: nn.Module,
+    data: Data,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    optimizer: Literal["sgd", "adam"] = "sgd",
+    loss_fn: LossFn | None = None,
+    grad_fn: GradFn | None = None,
+    optimizer_state: Mapping[str, np.ndarray] | None = None,
+    max_steps: int | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainResult:
+    """Train ``model`` in place for ``epochs`` passes over ``data`` in shuffled mini-batches.
+
+    Args:
+        model: the module to train; it is moved to ``device`` and left there in train mode.
+        data: ``ClipArrays`` (uint8 clips are scaled to ``[0, 1]`` per batch) or an ``(x, y)`` pair of
+            tensors/arrays; ``y`` may be integer labels, soft targets or a tuple of per-sample tensors.
+        epochs: passes over the data (>= 1).
+        batch_size: examples per step; the last batch of an epoch may be smaller.
+        lr: learning rate.
+        generator: the only source of randomness (batch order, dropout).
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 penalty passed to the optimizer.
+        optimizer: ``"sgd"`` or ``"adam"``; a fresh optimizer per call, seeded by ``optimizer_state``.
+        loss_fn: ``(model, x, y) -> (loss, metrics)``; defaults to :func:`cross_entropy_loss`.
+        grad_fn: ``(model, x, y) -> (loss_value, metrics)`` that writes ``param.grad`` itself; exclusive
+            with ``loss_fn``.
+        optimizer_state: slots from a previous ``TrainResult.optimizer_state`` to start from.
+        max_steps: stop after this many optimizer steps even if epochs remain.
+        device: where to train (``"cpu"`` or e.g. ``"cuda"``).
+
+    Returns:
+        A :class:`TrainResult`; ``mean_loss`` is NaN when no step was taken.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0 or (max_steps is not None and max_steps < 0):
+        raise ValueError(f"local_train needs epochs>=1, batch_size>=1, lr>0, max_steps>=0; got "
+                         f"epochs={epochs}, batch_size={batch_size}, lr={lr}, max_steps={max_steps}")
+    if loss_fn is not None and grad_fn is not None:
+        raise ValueError("local_train takes loss_fn or grad_fn, not both")
+    device = torch.device(device)
+    model.to(device).train()
+    batches = _Batches(data, device)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = _make_optimizer([p for _, p in named], optimizer, lr, momentum, weight_decay)
+    if optimizer_state:
+        _load_optimizer_state(opt, named, optimizer_state)
+    compute = loss_fn or cross_entropy_loss
+
+    steps, seen, loss_sum, final_loss = 0, 0, 0.0, math.nan
+    metric_sums: dict[str, float] = {}
+    # Dropout and other in-model randomness draw from the global RNG; fork it and seed the fork from
+    # the generator so results depend on the generator alone and the caller's stream is untouched.
+    inner_seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(inner_seed)
+        for _ in range(epochs):
+            order = torch.randperm(batches.n, generator=generator).to(device)
+            for start in range(0, batches.n, batch_size):
+                if max_steps is not None and steps >= max_steps:
+                    break
+                x, y = batches.take(order[start : start + batch_size])
+                opt.zero_grad(set_to_none=True)
+                if grad_fn is not None:
+                    loss_value, metrics = grad_fn(model, x, y)
+                    loss_value = float(loss_value)
+                else:
+                    loss, metrics = compute(model, x, y)
+                    loss.backward()
+                    loss_value = loss.item()
+                opt.step()
+                count = int(x.shape[0])
+                steps, seen, final_loss = steps + 1, seen + count, loss_value
+                loss_sum += loss_value * count
+                for key, value in metrics.items():
+                    metric_sums[key] = metric_sums.get(key, 0.0) + float(value) * count
+    mean = loss_sum / seen if seen else math.nan
+    return TrainResult(
+        num_examples=batches.n,
+        steps=steps,
+        mean_loss=mean,
+        final_loss=final_loss,
+        metrics={k: v / seen for k, v in metric_sums.items()},
+        optimizer_state=_dump_optimizer_state(opt, named),
+    )
+
+
+def predict(
+    model: nn.Module,
+    data: Data | Any,
+    *,
+    batch_size: int = 64,
+    output: Literal["logits", "probs", "embedding"] = "logits",
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Run ``model`` in eval mode without gradients and return float32 numpy ``(N, K)`` or ``(N, D)``.
+
+    Args:
+        model: a video model; ``output="embedding"`` needs ``forward_features``.
+        data: ``ClipArrays``, an ``(x, y)`` pair, or bare clips (tensor/array ``(N, T, C, H, W)``).
+        batch_size: clips per forward pass.
+        output: ``"logits"``, softmax ``"probs"`` or the pooled ``"embedding"``.
+        device: where to run.
+    """
+    if output not in ("logits", "probs", "embedding"):
+        raise ValueError(f"predict output={output!r} is unknown; use logits, probs or embedding")
+    if not (hasattr(data, "clips") or isinstance(data, tuple)):
+        data = (data, torch.zeros(len(data), dtype=torch.long))
+    device = torch.device(device)
+    batches = _Batches(data, device)
+    was_training = model.training
+    model.to(device).eval()
+    chunks = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, batches.n, batch_size):
+                x, _ = batches.take(torch.arange(start, min(start + batch_size, batches.n), device=device))
+                if output == "embedding":
+                    out = model.forward_features(x)[1]  # type: ignore[operator]
+                else:
+                    out = model(x)
+                    out = out.softmax(dim=1) if output == "probs" else out
+                chunks.append(out.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def evaluate(
+    model: nn.Module, data: Data, *, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> EvalResult:
+    """Accuracy and mean cross-entropy of ``model`` on labelled ``data`` (eval mode, no gradients)."""
+    logits = torch.from_numpy(predict(model, data, batch_size=batch_size, device=device))
+    labels = _Batches(data, torch.device("cpu")).y
+    if isinstance(labels, tuple) or labels.dim() != 1:
+        raise ValueError("evaluate needs integer labels, one per clip")
+    n = int(labels.shape[0])
+    if n == 0:
+        return EvalResult(accuracy=math.nan, loss=math.nan, num_examples=0)
+    labels = labels.long()
+    loss = nnf.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return EvalResult(accuracy=accuracy, loss=loss, num_examples=n)
