@@ -13,41 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.run.footprint import Bundle, Footprint, bundle, describe_bundle
 from orchestrator.tune.sweep_config import SweepResourcesConfig
 from pipelines.core.errors import FedtwinError
 
-Bundle = dict[str, float]
 
 
 class SweepResourcesError(FedtwinError):
     """One trial's footprint cannot be placed on the cluster (the sweep would wait forever)."""
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """The placement-group bundles of one trial: driver first, then hosts, then the server."""
-
-    bundles: tuple[Bundle, ...]
-    hosts: int
-
-    @property
-    def total(self) -> Bundle:
-        """Sum over bundles."""
-        out: Bundle = {}
-        for bundle in self.bundles:
-            for key, value in bundle.items():
-                out[key] = out.get(key, 0.0) + value
-        return out
-
-    def describe(self) -> str:
-        """``driver {CPU: 1} + 2 hosts x {CPU: 0.5} + server {GPU: 0.25}``."""
-        driver, rest = self.bundles[0], self.bundles[1:]
-        parts = [f"driver {_fmt(driver)}"]
-        if self.hosts and rest and len(rest) >= self.hosts:
-            parts.append(f"{self.hosts} hosts x {_fmt(rest[0])}")
-            rest = rest[self.hosts:]
-        parts += [f"server {_fmt(b)}" for b in rest]
-        return " + ".join(parts)
 
 
 def trial_footprint(spec: ExperimentSpec, res: SweepResourcesConfig) -> Footprint:
@@ -55,12 +28,12 @@ def trial_footprint(spec: ExperimentSpec, res: SweepResourcesConfig) -> Footprin
     r = spec.resources
     if r.hosts is None:
         raise SweepResourcesError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
-    driver = _bundle(res.driver_cpus, res.driver_gpus)
+    driver = bundle(res.driver_cpus, res.driver_gpus)
     if getattr(r, "backend", "ray") == "local":
         # resources.backend: local runs hosts and server node inside the trial process: one bundle.
         return Footprint((driver,), 0)
-    host = _bundle(r.cpus_per_host, r.gpus_per_host)
-    server = _bundle(r.server_cpus, r.server_gpus)
+    host = bundle(r.cpus_per_host, r.gpus_per_host)
+    server = bundle(r.server_cpus, r.server_gpus)
     bundles = [driver] + ([host] * r.hosts if host else []) + ([server] if server else [])
     return Footprint(tuple(bundles), r.hosts if host else 0)
 
@@ -76,7 +49,7 @@ def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> Non
     if short:
         have = ", ".join(f"{k} {cluster.get(k, 0.0):g}" for k in sorted(short))
         raise SweepResourcesError(
-            f"one trial needs {_fmt(need)} ({footprint.describe()}) but the cluster has only {have}; lower "
+            f"one trial needs {describe_bundle(need)} ({footprint.describe()}) but the cluster has only {have}; lower "
             "resources.hosts / resources.cpus_per_host / resources.gpus_per_host (sweep overrides) or "
             "resources.driver_cpus in the sweep file, or add nodes (on an autoscaling cluster set "
             "resources.check_fit: false)"
@@ -84,7 +57,7 @@ def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> Non
     for bundle in footprint.bundles:
         if not any(all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in bundle.items()) for node in nodes):
             raise SweepResourcesError(
-                f"no single node can hold the bundle {_fmt(bundle)} of one trial ({footprint.describe()}); "
+                f"no single node can hold the bundle {describe_bundle(bundle)} of one trial ({footprint.describe()}); "
                 "use smaller per-host shares (resources.cpus_per_host / gpus_per_host) or bigger nodes"
             )
 
@@ -97,16 +70,3 @@ def max_concurrent(footprint: Footprint, cluster: Mapping[str, float]) -> int:
         if value > 0
     ]
     return max(1, min(fits)) if fits else 1
-
-
-def _bundle(cpus: float, gpus: float) -> Bundle:
-    out: Bundle = {}
-    if cpus > 0:
-        out["CPU"] = float(cpus)
-    if gpus > 0:
-        out["GPU"] = float(gpus)
-    return out
-
-
-def _fmt(bundle: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items())) + "}"

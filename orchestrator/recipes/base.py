@@ -1,0 +1,130 @@
+"""The recipe contract: what a training recipe implements so that one loop can run, resume and tune it.
+
+A recipe is a class with a few declarations and a handful of methods. The loop
+(:func:`orchestrator.run.loop.run_recipe`) owns everything generic: resume and metrics truncation,
+callbacks, checkpoint cadence, progress, the common summary fields and the shutdown. A recipe owns its
+actors and its science::
+
+    class MyRecipe(Recipe):
+        name = "my_recipe"
+        unit = "round"                              # what one step is called in metrics and progress
+        sections = {"my_recipe": MyRecipeConfig}    # top-level YAML sections this recipe owns
+
+        def setup(self): ...                        # data, actors (self.ctx has the run folder, Ray facts)
+        @property
+        def total_steps(self): ...                  # valid after setup()
+        def step(self, n): ...                      # one unit of work -> metrics record (a dict)
+        def checkpoint_state(self): ...             # -> CheckpointState(model, extra, meta)
+        def restore(self, ckpt): ...                # inverse of checkpoint_state
+        def summary(self, records): ...             # recipe-specific summary fields (and plots)
+        def close(self): ...                        # always called; stop actors
+
+Recipes are found by name (built-ins, the ``fedtwin.recipes`` entry-point group) or by import path
+(``recipe: "my_pkg.recipes:MyRecipe"``); see ``docs/extending.md``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.run.footprint import Bundle, Footprint, bundle
+
+if TYPE_CHECKING:
+    from orchestrator.run.checkpoint import Checkpoint
+    from orchestrator.run.context import RecipeContext
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """What a recipe saves at a checkpoint.
+
+    Attributes:
+        model: the model weights (a dict of numpy arrays), saved with safetensors.
+        extra: nested dicts of numpy arrays and JSON scalars (strategy state, device state, ...).
+        meta: JSON-safe facts about the checkpoint (file names, dataset paths).
+    """
+
+    model: Mapping[str, np.ndarray]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Recipe(ABC):
+    """Base class of every recipe. ``__init__`` only stores; work starts in :meth:`setup`.
+
+    Class attributes:
+        name: the registry name (``recipe:`` in YAML).
+        unit: what one step is called (``round``, ``epoch``, ``task``, ``session``); it is also the step
+            key of every ``metrics.jsonl`` record.
+        sections: the top-level YAML sections this recipe owns, mapped to their frozen dataclasses. A spec
+            holds the common sections plus these, and no other recipe's.
+        warmup: True when the recipe has a step 0 (e.g. pre-training) that runs once before step 1, is
+            written to the metrics and checkpointed, but is not reported to callbacks.
+    """
+
+    name: ClassVar[str]
+    unit: ClassVar[str] = "step"
+    sections: ClassVar[Mapping[str, type]] = {}
+    warmup: ClassVar[bool] = False
+
+    def __init__(self, spec: ExperimentSpec, ctx: RecipeContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+
+    # ------------------------------------------------------------------ declarations
+    @classmethod
+    def validate(cls, spec: ExperimentSpec) -> None:
+        """Checks across sections, run when a spec is loaded (raise ``ConfigError`` naming the field)."""
+
+    @classmethod
+    def footprint(cls, spec: ExperimentSpec, driver: Bundle) -> Footprint:
+        """The placement-group bundles one Tune trial of ``spec`` must reserve: the driver, then actors.
+
+        The default reserves one trainer actor of ``resources.cpus_per_host`` / ``gpus_per_host``.
+        """
+        res = spec.resources
+        actor = bundle(res.cpus_per_host, res.gpus_per_host)
+        return Footprint((driver, *([actor] if actor else [])), hosts=0)
+
+    # ------------------------------------------------------------------ lifecycle
+    @abstractmethod
+    def setup(self) -> None:
+        """Prepare data and start actors. Called once, before :meth:`restore` or the first step."""
+
+    @property
+    @abstractmethod
+    def total_steps(self) -> int:
+        """How many steps the run has (valid after :meth:`setup`)."""
+
+    def run_info(self) -> dict[str, Any]:
+        """Extra facts for ``on_run_start`` callbacks and the progress banner (hosts, devices, ...)."""
+        return {}
+
+    @abstractmethod
+    def step(self, n: int) -> dict[str, Any]:
+        """Run step ``n`` (0 only for warm-up recipes) and return its metrics record."""
+
+    def should_checkpoint(self, n: int) -> bool:
+        """Whether to checkpoint after step ``n``: every ``run.checkpoint_every`` steps and the last one."""
+        return n % self.spec.run.checkpoint_every == 0 or n == self.total_steps
+
+    @abstractmethod
+    def checkpoint_state(self) -> CheckpointState:
+        """Everything needed to continue after the current step exactly."""
+
+    @abstractmethod
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Load what :meth:`checkpoint_state` saved (called after :meth:`setup`, before the next step)."""
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Recipe-specific summary fields from all metric records (also the place to draw plots)."""
+        return {}
+
+    def close(self) -> None:
+        """Stop actors and release resources; always called, also after an error."""
