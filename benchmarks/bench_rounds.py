@@ -18,16 +18,15 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
-from actors.federated.device_host import device_seed
 from orchestrator.config.spec import ExperimentSpec
 from orchestrator.run.data_prep import ensure_partition
 from orchestrator.run.experiment import run_experiment
 from orchestrator.recipes.federated.recipe import build_strategy
-from orchestrator.recipes.federated.round import round_train_config
+from orchestrator.recipes.federated.round import round_settings
 from orchestrator.run.run_folder import RunFolder
+from pipelines.core.seeding import sampling_rng, torch_generator
 from pipelines.model.networks import build_model
 from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
 from pipelines.model.state import load_state, state_from_model, weighted_average
@@ -47,15 +46,13 @@ def compute_limit_rounds(spec: ExperimentSpec, threads: int) -> list[float]:
     times = []
     for round_num in range(1, spec.federation.num_rounds + 1):
         started = time.perf_counter()
-        devices = strategy.sample_devices(round_num, np.random.default_rng([spec.seed, round_num]))
-        cfg = round_train_config(spec, round_num)
+        devices = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
+        settings = round_settings(spec, round_num)
         states, sizes = [], []
         for d in devices:
             load_state(model, state)
-            gen = torch.Generator().manual_seed(device_seed(spec.seed, round_num, d))
-            local_train(model, shards[d], epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                        momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], optimizer=cfg["optimizer"],
-                        max_steps=cfg["max_steps"], generator=gen)
+            # the device hosts' per-(run, round, device) stream
+            local_train(model, shards[d], settings, generator=torch_generator(spec.seed, round_num, d))
             states.append(state_from_model(model))
             sizes.append(len(shards[d]))
         state = weighted_average(states, sizes)

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.core.seeding import sampling_rng, torch_generator
 from pipelines.model.networks import ModelConfig, build_model, count_parameters
 from pipelines.data.moving_digits import MovingDigitsConfig, generate
 from pipelines.data.partition import PartitionConfig, make_partitioner
 from pipelines.model.state import load_state, state_from_model, weighted_average
-from pipelines.model.training import evaluate, local_train
+from pipelines.model.training import TrainSettings, evaluate, local_train
 
 TARGET = 0.85
 
@@ -97,11 +98,6 @@ def _device_rows(labels: np.ndarray, recipe: Recipe, seed: int) -> list[np.ndarr
     return [np.flatnonzero(device == d) for d in range(cfg.devices)]
 
 
-def _stream_seed(*key: int) -> int:
-    """An independent torch seed per (seed, round, device), like the device hosts' per-device streams."""
-    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
-
-
 def run_federated(recipe: Recipe, seed: int) -> dict[str, Any]:
     """One FedAvg run; returns accuracy per round and the time spent training and evaluating."""
     t0 = time.process_time()
@@ -114,16 +110,17 @@ def run_federated(recipe: Recipe, seed: int) -> dict[str, Any]:
     global_state = state_from_model(model)
     accuracies: list[float] = []
     train_s = eval_s = 0.0
+    settings = TrainSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                             weight_decay=recipe.weight_decay, optimizer=recipe.optimizer)  # type: ignore[arg-type]
     for round_num in range(1, recipe.rounds + 1):
         t0 = time.process_time()
-        picked = np.random.default_rng([seed, round_num]).choice(recipe.devices, recipe.devices_per_round, replace=False)
+        picked = sampling_rng(seed, round_num).choice(recipe.devices, recipe.devices_per_round, replace=False)
         states, weights = [], []
         for device_id in sorted(picked.tolist()):
             load_state(model, global_state)
+            # an independent stream per (seed, round, device), like the device hosts' per-device streams
             result = local_train(
-                model, shards[device_id], epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-                momentum=recipe.momentum, weight_decay=recipe.weight_decay, optimizer=recipe.optimizer,  # type: ignore[arg-type]
-                generator=torch.Generator().manual_seed(_stream_seed(seed, round_num, device_id)),
+                model, shards[device_id], settings, generator=torch_generator(seed, round_num, device_id)
             )
             states.append(state_from_model(model))
             weights.append(result.num_examples)
@@ -146,8 +143,9 @@ def run_centralised(recipe: Recipe, seed: int, epochs: int) -> list[tuple[int, f
     gen = torch.Generator().manual_seed(seed)
     out, start = [], time.process_time()
     for epoch in range(1, epochs + 1):
-        local_train(model, train, epochs=1, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-                    optimizer=recipe.optimizer, generator=gen)  # type: ignore[arg-type]
+        local_train(model, train, TrainSettings(epochs=1, batch_size=recipe.batch_size, lr=recipe.lr,
+                                                momentum=recipe.momentum, optimizer=recipe.optimizer),  # type: ignore[arg-type]
+                    generator=gen)
         out.append((epoch, evaluate(model, test).accuracy, time.process_time() - start))
     return out
 
@@ -159,10 +157,10 @@ def measure_speed(recipe: Recipe, clips: int = 512) -> dict[str, float]:
     train = generate(data, "train", 0)
     out: dict[str, float] = {}
     for batch in (recipe.batch_size, 2 * recipe.batch_size):
-        kwargs = dict(epochs=1, batch_size=batch, lr=recipe.lr, optimizer=recipe.optimizer)
-        local_train(model, train.subset(slice(0, 64)), generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up
+        settings = TrainSettings(epochs=1, batch_size=batch, lr=recipe.lr, optimizer=recipe.optimizer)  # type: ignore[arg-type]
+        local_train(model, train.subset(slice(0, 64)), settings, generator=torch.Generator().manual_seed(0))  # warm-up
         start = time.process_time()
-        local_train(model, train, generator=torch.Generator().manual_seed(0), **kwargs)  # type: ignore[arg-type]
+        local_train(model, train, settings, generator=torch.Generator().manual_seed(0))
         out[f"train_ms_per_clip_b{batch}"] = 1000 * (time.process_time() - start) / len(train)
     evaluate(model, train.subset(slice(0, 64)))
     start = time.process_time()

@@ -1,17 +1,18 @@
-"""Reproduction study of FedDU/FedDUM (issue 3, ALGORITHMS.md section 1.4) on moving digits.
+"""Reproduction study of FedDU/FedDUM on moving digits.
 
 Four settings: non-IID devices (``shards`` with 2 labels per device, or ``dirichlet`` with alpha 0.1)
 times server data of about 5% of the device data that is either IID over all classes or skewed to
 half of the classes. Four arms per setting: FedAvg, the naive "always a full server pass"
 (FedDU with ``fixed_alpha: 1``), FedDU and FedDUM, each with default parameters, plus a supplementary
-FedDU with C = 3 (as in ALGORITHMS.md 1.4); 3 seeds, the same rounds, devices and local training. Every run is a real ``run_experiment`` (device hosts, the server
-node, the strategy classes, ``local_train``) on one shared local Ray instance.
+FedDU with C = 3; 3 seeds, the same rounds, devices and local training. Every run is a real
+``run_experiment`` (device hosts, the server node, the strategy classes, ``local_train``), by default
+with ``resources.backend: local`` in two worker processes (``--backend ray``: one shared Ray instance).
 
 Outputs ``docs/results/feddu.md`` (table), ``docs/results/feddu.png`` (accuracy and alpha_t per
 round) and ``docs/results/feddu.json`` (raw per-round curves; ``--render-only`` rebuilds the table
 and plot from it).
 
-    flock /work/notes/study.lock python benchmarks/study_feddu.py            # full study
+    python benchmarks/study_feddu.py            # full study (on an otherwise idle machine)
     python benchmarks/study_feddu.py --rounds 4 --seeds 0 --settings shards/skewed --out /tmp/s   # smoke
 """
 
@@ -44,13 +45,13 @@ DEVICE_SPLITS: dict[str, dict[str, Any]] = {
 }
 #: Server data: IID over all 10 classes, or restricted to 5 classes (as in the FedDU papers).
 SERVER_SPLITS: dict[str, dict[str, Any]] = {"iid": {"shared_classes": None}, "skewed": {"shared_classes": 5}}
-#: The arms, as strategy sections; defaults everywhere else (ALGORITHMS.md section 1).
+#: The arms, as strategy sections; defaults everywhere else (docs/feddu.md).
 ARMS: dict[str, dict[str, Any]] = {
     "FedAvg": {"name": "fedavg", "params": {}},
     "naive full pass": {"name": "feddu", "params": {"fixed_alpha": 1.0}},
     "FedDU": {"name": "feddu", "params": {}},
     "FedDUM": {"name": "feddu", "params": {"feddum": True}},
-    # Supplementary, not one of the issue's arms: ALGORITHMS.md 1.4 also reports C = 3.
+    # Supplementary, not one of the arms the study's targets compare: a larger C raises small alphas.
     "FedDU C=3": {"name": "feddu", "params": {"C": 3.0}},
 }
 

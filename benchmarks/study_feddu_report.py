@@ -72,7 +72,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The issue's targets in each skewed-server setting, one line each with the numbers."""
+    """The study's targets in each skewed-server setting, one line each with the numbers."""
     lines = []
     by = {(r["setting"], r["arm"]): r for r in rows}
     for setting in sorted({r["setting"] for r in rows if r["setting"].endswith("/skewed")}):
@@ -134,14 +134,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> str:
         f"Final accuracy = mean test accuracy of the last {FINAL_WINDOW} rounds. \"—\" = target never reached; "
         "such runs count as rounds + 1 in medians and speed-ups (marked `*`, a bound).",
         "",
-        "## Issue targets (skewed server data)",
+        "## Study targets (skewed server data)",
         "",
         *check_targets(rows),
         "",
         f"Wall time of the whole study: {results['wall_seconds'] / 60:.1f} min on {results.get('cpus')} cores "
         f"(load average at the end: {', '.join(f'{x:.1f}' for x in results.get('load_average_end', []))}).",
         "",
-        "`FedDU C=3` is a supplementary arm (ALGORITHMS.md 1.4 reports C = 3 too); the issue's targets use "
+        "`FedDU C=3` is a supplementary arm (a larger C raises small alphas); the study's targets use "
         "FedDU with defaults. Discussion of these numbers: `docs/feddu.md`, section \"Study results\".",
         "",
     ])

@@ -1,11 +1,12 @@
-"""Study of recipe ``mutual`` (issue 4): does twin co-training beat single-network self-training?
+"""Study of recipe ``mutual``: does twin co-training beat single-network self-training?
 
 Arms, each run through ``run_experiment`` on one embedded 2-CPU Ray, same data, same pre-training
 per seed, same number of adaptation epochs and steps per network:
 
 - ``baseline``: one network, k-means pseudo-labels from its own features, hard CE, no mean model;
-- ``p004_l0.5``: the seed: two twins, cross labels, hard CE, EMA per epoch with lambda = 0.5;
-- ``p004_l0.9``: the same with lambda = 0.9;
+- ``cross_l0.5``: cross pseudo-labelling: two twins, each labelled by a clustering of its peer's EMA
+  features, hard CE, EMA per epoch with lambda = 0.5;
+- ``cross_l0.9``: the same with lambda = 0.9;
 - ``mmt``: MMT defaults: shared labels, soft CE + soft triplet (lambda_id 0.5, lambda_tri 0.8),
   label smoothing 0.1, EMA per iteration with alpha = 0.999.
 
@@ -14,9 +15,9 @@ the pseudo-labels of the final clustering (after the last epoch) against the hid
 the initial clustering (epoch 1, pre-trained features). Writes ``docs/results/mutual.md``,
 ``docs/results/mutual.png`` and ``docs/results/mutual.json``.
 
-Run the full study only under the shared lock::
+Run the full study on an otherwise idle machine (the report includes wall times)::
 
-    flock /work/notes/study.lock python benchmarks/study_mutual.py
+    python benchmarks/study_mutual.py
     python benchmarks/study_mutual.py --seeds 0 --set twin.epochs=2 --out /tmp/smoke   # smoke test
 """
 
@@ -40,8 +41,8 @@ from orchestrator.run.run_folder import RunFolder
 ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"twin.networks": 1, "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.0},
-    "p004_l0.5": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.5},
-    "p004_l0.9": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.9},
+    "cross_l0.5": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.5},
+    "cross_l0.9": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.9},
     "mmt": {"twin.label_mode": "shared", "twin.loss": "mmt", "twin.ema_unit": "iter", "twin.ema_momentum": 0.999,
             "twin.lambda_id": 0.5, "twin.lambda_tri": 0.8, "twin.label_smoothing": 0.1, "twin.use_triplet": True},
 }
@@ -117,7 +118,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="twin co-training study (issue 4)")
+    parser = argparse.ArgumentParser(description="twin co-training study")
     parser.add_argument("--config", default=str(ROOT / "configs" / "mutual.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -148,7 +149,7 @@ def main() -> None:
     (out / "mutual.json").write_text(json.dumps({"wall_seconds": wall, "rows": rows}, indent=1))
     spec_text = yaml.safe_dump(base.to_dict()["twin"], sort_keys=False)
     (out / "mutual.md").write_text(
-        f"# Study: twin co-training (recipe `mutual`, issue 4)\n\n"
+        f"# Study: twin co-training (recipe `mutual`)\n\n"
         f"Produced by `benchmarks/study_mutual.py` ({len(args.seeds)} seeds x {len(args.arms)} arms, "
         f"wall time {wall / 60:.1f} min on 2 CPU cores, one embedded Ray). Mean ± std over seeds.\n\n"
         f"{table(rows)}\n\n![study](mutual.png)\n\n## Per seed\n\n{per_seed(rows)}\n\n"

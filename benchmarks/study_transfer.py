@@ -1,4 +1,4 @@
-"""Study: online transfer arms of seed 003 (fine-tune, replay, A-GEM, SimMix, SimMix + bank update).
+"""Study: online transfer arms (fine-tune, replay, A-GEM, SimMix, SimMix + bank update).
 
 Every arm starts from the same meta-model and the same history bank (pre-trained once per seed) and
 sees the same new-scene sessions, the same transfer batches and the same history batches; the arms
@@ -7,11 +7,12 @@ The study runs the recipe's own :class:`actors.transfer.trainer.TransferTrainer`
 Ray: one trainer at a time is what the recipe runs too), built from specs through
 ``orchestrator.recipes.transfer.recipe.trainer_settings`` exactly as ``fedtwin run`` builds them.
 
-Writes ``docs/results/transfer.md`` (table, mean ± std over seeds, the issue's targets checked) and
+Writes ``docs/results/transfer.md`` (table, mean ± std over seeds, the study's targets checked) and
 ``docs/results/transfer.png`` (accuracies per session; the similarity trace of SimMix), plus the raw
-numbers in ``docs/results/transfer.json``. Run the full study under the shared lock::
+numbers in ``docs/results/transfer.json``. Run the full study on an otherwise idle machine (the
+report includes wall times)::
 
-    flock /work/notes/study.lock python benchmarks/study_transfer.py
+    python benchmarks/study_transfer.py
     python benchmarks/study_transfer.py --smoke --out /tmp/study   # seconds, for development
 """
 
@@ -89,7 +90,7 @@ def aggregate(results: dict[int, dict[str, Any]]) -> dict[str, dict[str, tuple[f
 
 
 def check_targets(table: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
-    """The issue's Done-when targets, each stated with the measured numbers."""
+    """The study's targets, each stated with the measured numbers."""
     ft = table["fine-tune"]
     best_hm = max(table, key=lambda arm: table[arm]["harmonic_mean"][0])
     lines = []
@@ -119,7 +120,7 @@ def write_report(out: Path, results: dict[int, dict[str, Any]], seconds: float, 
     meta_src = np.mean([r["meta"]["source_accuracy"] for r in results.values()])
     meta_new = np.mean([r["meta"]["new_scene_accuracy"] for r in results.values()])
     text = "\n".join([
-        "# Online transfer study (seed 003)",
+        "# Online transfer study",
         "",
         f"`python benchmarks/study_transfer.py` — seeds {sorted(results)}, wall time {seconds:.0f} s on this "
         f"machine ({torch.get_num_threads()} torch thread).",
@@ -138,7 +139,7 @@ def write_report(out: Path, results: dict[int, dict[str, Any]], seconds: float, 
         "",
         *rows,
         "",
-        "Targets of the issue (means of the seeds):",
+        "Targets of the study (means of the seeds):",
         "",
         *check_targets(table),
         "",

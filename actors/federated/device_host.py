@@ -1,9 +1,9 @@
 """Device hosts: one process serving many virtual edge devices.
 
-A device is a small object (its shard path and its local state). A host owns the devices with
-``device_id % num_hosts == host_id`` (sticky, so device state such as momentum buffers stays put), opens
-shards lazily through a bounded LRU cache, trains its selected devices one after another and returns
-one pre-summed ``HostFitResult``. Raw clips never leave this process: results carry weights, counts,
+A device is a small object (its shard path and its local state). A host owns the devices
+:func:`pipelines.federated.hosts.devices_of` gives it (sticky, so device state such as momentum buffers
+stays put), opens shards lazily through a bounded LRU cache, trains its selected devices one after
+another and returns one pre-summed ``HostFitResult``. Raw clips never leave this process: results carry weights, counts,
 label histograms and scalar metrics only.
 """
 
@@ -17,16 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import ray
-import torch
-
-from pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
-from actors.placement import prepare_torch, torch_device
+from actors.trainer_base import TorchActor
+from pipelines.core.seeding import torch_generator
 from pipelines.data.clips import ClipArrays
 from pipelines.data.heterogeneity import label_histogram
-from pipelines.model.networks import ModelConfig, build_model
 from pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
+from pipelines.federated.hosts import devices_of
+from pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
+from pipelines.model.networks import ModelConfig
 from pipelines.model.state import ModelState, load_state, state_from_model
 from pipelines.model.training import local_train
 
@@ -57,22 +55,13 @@ class HostSettings:
     chaos_rounds: tuple[int, ...] = ()
 
 
-#: Values of ``FitTask.config["optimizer_state"]``: where a device's optimizer buffers start each round.
-OPTIMIZER_STATE_MODES = ("fresh", "local", "global")
-
-
-def device_seed(seed: int, round_num: int, device_id: int) -> int:
-    """Per-(run, round, device) seed: training is reproducible whatever host runs the device."""
-    return int(np.random.SeedSequence([seed, round_num, device_id]).generate_state(1)[0])
-
-
-class DeviceHost:
-    """Plain class behind ``DeviceHostActor``; testable in-process."""
+class DeviceHost(TorchActor):
+    """Plain class behind ``actors.federated.ray_actors.DeviceHostActor``; testable in-process."""
 
     def __init__(self, host_id: int, num_hosts: int, partition_dir: str, settings: HostSettings) -> None:
         if not 0 <= host_id < num_hosts:
             raise ValueError(f"host_id {host_id} outside [0, {num_hosts})")
-        prepare_torch(settings.torch_threads)
+        super().__init__(settings.torch_threads)
         self.host_id = host_id
         self.num_hosts = num_hosts
         self.partition_dir = partition_dir
@@ -81,10 +70,9 @@ class DeviceHost:
         self.num_classes = self.manifest.num_classes
         self.devices = {
             d: EdgeDevice(d, int(self.manifest.num_examples[d]))
-            for d in range(host_id, self.manifest.num_devices, num_hosts)
+            for d in devices_of(host_id, num_hosts, self.manifest.num_devices)
         }
-        self.device = torch_device()
-        self.model = build_model(settings.model, seed=settings.seed).to(self.device)
+        self.model = self.new_model(settings.model, settings.seed)
         self._cache: OrderedDict[int, ClipArrays] = OrderedDict()
 
     # ------------------------------------------------------------------ data
@@ -126,32 +114,20 @@ class DeviceHost:
         started = time.perf_counter()
         data = self.shard(task.device_id)
         load_state(self.model, state)
-        cfg = task.config
-        generator = torch.Generator().manual_seed(device_seed(self.settings.seed, task.round_num, task.device_id))
-        # Where the optimizer's buffers start (FitTask.config["optimizer_state"]): "fresh" (default) each
-        # round, "local" = this device's own buffers from the last round it trained (FedDUM, persisted here
-        # and checkpointed via device_states), "global" = the strategy's broadcast buffer (FedDUM variant).
-        start_mode = str(cfg.get("optimizer_state", "fresh"))
-        if start_mode not in OPTIMIZER_STATE_MODES:
-            raise ValueError(f"FitTask.config optimizer_state={start_mode!r}; use one of {OPTIMIZER_STATE_MODES}")
+        settings = task.settings
+        start_mode = settings.optimizer_start
+        # Where the optimizer's buffers start: "fresh" each round, "local" = this device's own buffers
+        # from the last round it trained (FedDUM, persisted here and checkpointed via device_states),
+        # "global" = the strategy's broadcast buffer (FedDUM's global variant).
         start_state = {
             "fresh": None,
             "local": device.local_state.get("optimizer_state"),
             "global": payload.get("optimizer_state"),
         }[start_mode]
+        # One stream per (run, round, device): training is reproducible whatever host runs the device.
+        generator = torch_generator(self.settings.seed, task.round_num, task.device_id)
         train = local_train(
-            self.model,
-            data,
-            epochs=int(cfg["epochs"]),
-            batch_size=int(cfg["batch_size"]),
-            lr=float(cfg["lr"]),
-            momentum=float(cfg.get("momentum", 0.0)),
-            weight_decay=float(cfg.get("weight_decay", 0.0)),
-            optimizer=str(cfg.get("optimizer", "sgd")),
-            max_steps=None if cfg.get("max_steps") is None else int(cfg["max_steps"]),
-            optimizer_state=start_state,
-            generator=generator,
-            device=self.device,
+            self.model, data, settings, optimizer_state=start_state, generator=generator, device=self.device
         )
         if start_mode == "local":
             device.local_state["optimizer_state"] = train.optimizer_state
@@ -202,6 +178,3 @@ class DeviceHost:
     def ping(self) -> int:
         """Liveness probe: returns the host id."""
         return self.host_id
-
-
-DeviceHostActor = ray.remote(DeviceHost)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import ray
-
-from actors.placement import prepare_torch, torch_device
+from actors.trainer_base import TorchActor
 from pipelines.data.clips import ClipArrays
-from pipelines.model.networks import ModelConfig, build_model
+from pipelines.model.networks import ModelConfig
 from pipelines.data.partition_manifest import load_partition_manifest, load_shared, load_test
 from pipelines.model.state import ModelState, load_state
 from pipelines.model.training import evaluate
@@ -20,7 +18,7 @@ from pipelines.model.training import evaluate
 _LOADERS = {"test": load_test, "shared": load_shared}
 
 
-class Evaluator:
+class Evaluator(TorchActor):
     """Holds splits of a partition (``split``, default ``test``, plus ``extra_splits``) and scores states."""
 
     def __init__(
@@ -33,7 +31,7 @@ class Evaluator:
         seed: int = 0,
         torch_threads: int = 1,
     ) -> None:
-        prepare_torch(torch_threads)
+        super().__init__(torch_threads)
         self.manifest = load_partition_manifest(partition_dir)
         unknown = [s for s in (split, *extra_splits) if s not in _LOADERS]
         if unknown:
@@ -41,8 +39,7 @@ class Evaluator:
         self.split = split
         self.splits: dict[str, ClipArrays] = {s: _LOADERS[s](self.manifest) for s in dict.fromkeys((split, *extra_splits))}
         self.data = self.splits[split]
-        self.device = torch_device()
-        self.model = build_model(model, seed=seed).to(self.device)
+        self.model = self.new_model(model, seed)
 
     def evaluate(self, state: ModelState, batch_size: int = 256, split: str | None = None) -> dict[str, float]:
         """Accuracy and mean cross-entropy of ``state`` on ``split`` (default: the primary split)."""
@@ -52,6 +49,3 @@ class Evaluator:
         load_state(self.model, state)
         result = evaluate(self.model, self.splits[name], batch_size=batch_size, device=self.device)
         return {"accuracy": float(result.accuracy), "loss": float(result.loss), "num_examples": float(result.num_examples)}
-
-
-EvaluatorActor = ray.remote(Evaluator)

@@ -12,23 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import ray
-import torch
 
 from actors.federated.evaluator import Evaluator
+from pipelines.core.seeding import torch_generator
 from pipelines.federated.messages import ServerPassResult
 from pipelines.model.networks import ModelConfig
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState, load_state, state_from_model
 from pipelines.model.training import local_train
 
-
-def server_pass_seed(seed: int, round_num: int) -> int:
-    """Seed of the server pass of one round; its own stream, distinct from every device's."""
-    return int(np.random.SeedSequence([seed, round_num, 0, 1]).generate_state(1)[0])
+#: Seed path of a round's server pass after ``(seed, round_num)``: its own stream, distinct from every
+#: device's ``(seed, round_num, device_id)``.
+_SERVER_PASS_STREAM = (0, 1)
 
 
 class ServerNode(Evaluator):
-    """Plain class behind ``ServerNodeActor``: evaluation on D0 (and test) plus SGD passes over D0."""
+    """Plain class behind ``actors.federated.ray_actors.ServerNodeActor``: evaluation on D0 (and test)
+    plus SGD passes over D0."""
 
     def __init__(
         self,
@@ -57,42 +57,23 @@ class ServerNode(Evaluator):
     def server_pass(
         self,
         state: ModelState,
+        settings: TrainSettings,
         *,
         round_num: int,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        optimizer: str = "sgd",
-        momentum: float = 0.0,
         optimizer_state: Mapping[str, np.ndarray] | None = None,
     ) -> ServerPassResult:
-        """Train ``state`` on D0 for ``epochs`` (tau0 = ceil(n0/B)*E steps) with the one training loop.
+        """Train ``state`` on D0 with the one training loop (tau0 = ceil(n0/B)*E steps).
 
         Args:
             state: the starting weights (FedAvg's w^{t-1/2}).
+            settings: E, B, eta, optimizer and SGD momentum of the pass (FedDU builds them from its
+                params and the round's device settings).
             round_num: seeds the batch order (reproducible, independent of devices).
-            epochs: E.
-            batch_size: B.
-            lr: eta.
-            optimizer: ``"sgd"`` (the reference) or ``"adam"``.
-            momentum: SGD momentum (FedDUM's global device-momentum variant); 0 is plain SGD.
             optimizer_state: momentum buffers to start from (keyed ``"momentum_buffer/<param>"``).
         """
         load_state(self.model, state)
-        generator = torch.Generator().manual_seed(server_pass_seed(self.seed, round_num))
+        generator = torch_generator(self.seed, round_num, *_SERVER_PASS_STREAM)
         result = local_train(
-            self.model,
-            self.data,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            momentum=momentum,
-            optimizer=optimizer,  # type: ignore[arg-type]
-            optimizer_state=optimizer_state,
-            generator=generator,
-            device=self.device,
+            self.model, self.data, settings, optimizer_state=optimizer_state, generator=generator, device=self.device
         )
         return ServerPassResult(state_from_model(self.model), result.steps, float(result.mean_loss), result.optimizer_state)
-
-
-ServerNodeActor = ray.remote(ServerNode)

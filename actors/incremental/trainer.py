@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
-from actors.placement import prepare_torch, torch_device
+from actors.trainer_base import TorchActor
+from pipelines.core.seeding import numpy_rng, torch_generator
 from pipelines.incremental.task_split import TaskSplit
 from pipelines.data.clips import ClipArrays
 from pipelines.data.dataset_io import load_split
@@ -35,7 +35,8 @@ from pipelines.incremental.metrics import task_accuracies
 from pipelines.incremental.objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
 from pipelines.incremental.keyframe_render import render_keyframes
 from pipelines.incremental.keyframes import KeyFrameSelector
-from pipelines.model.networks import ModelConfig, VideoCNN, build_model, expand_head
+from pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN, expand_head
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState, load_state, state_from_model
 from pipelines.model.training import local_train, predict
 
@@ -92,13 +93,12 @@ class TaskOutcome:
     memory_file: str | None = None
 
 
-def task_seed(seed: int, task: int, stream: int = 0) -> int:
-    """Per-(run, task, stream) seed, so a resumed run replays later tasks exactly."""
-    return int(np.random.SeedSequence([seed, task, stream]).generate_state(1)[0])
+#: Random streams of one task, seeded ``(seed, task, stream)`` so a resumed run replays later tasks exactly.
+_TRAIN_STREAM, _MEMORY_STREAM = 0, 1
 
 
-class IncrementalTrainer:
-    """Plain class behind ``IncrementalTrainerActor``; testable in-process.
+class IncrementalTrainer(TorchActor):
+    """Plain class behind ``actors.incremental.ray_actors.IncrementalTrainerActor``; testable in-process.
 
     Args:
         dataset_dir: a dataset directory (``train`` and ``test`` splits, manifest).
@@ -108,13 +108,12 @@ class IncrementalTrainer:
     """
 
     def __init__(self, dataset_dir: str, split: TaskSplit, settings: TrainerSettings, memory_dir: str) -> None:
-        prepare_torch(settings.torch_threads)
+        super().__init__(settings.torch_threads)
         self.split = split
         self.settings = settings
         self.memory_dir = Path(memory_dir)
         self.train = split.prepare(load_split(dataset_dir, "train"))
         self.test = split.prepare(load_split(dataset_dir, "test"))
-        self.device = torch_device()
         self.model: VideoCNN | None = None
         self.memory = self._new_memory()
         self.tasks_done = 0
@@ -128,9 +127,13 @@ class IncrementalTrainer:
             s.memory_budget_bytes, s.per_class_quota, s.ranking, keyframes, full_clips=s.memory_mode == "full"
         )
 
+    def _model_needs(self) -> tuple[str, ...]:
+        """Feature taps the objective reads; feature distillation also reads ``model.stages``."""
+        return (*FEATURE_API, "stages") if self.settings.objective.distillation == "features" else FEATURE_API
+
     def _build_model(self, num_outputs: int) -> VideoCNN:
-        cfg = replace(self.settings.model, num_classes=num_outputs)
-        return build_model(cfg, seed=self.settings.seed).to(self.device)
+        return self.new_model(replace(self.settings.model, num_classes=num_outputs), self.settings.seed,
+                              needs=self._model_needs())
 
     # ------------------------------------------------------------------ one task
     def fit_task(self, task: int) -> TaskOutcome:
@@ -153,14 +156,9 @@ class IncrementalTrainer:
         result = local_train(
             self.model,
             data,
-            epochs=s.first_task_epochs if task == 0 else s.epochs,
-            batch_size=s.batch_size,
-            lr=s.lr * s.lr_decay**task,
-            momentum=s.momentum,
-            weight_decay=s.weight_decay,
-            optimizer=s.optimizer,  # type: ignore[arg-type]
+            self.task_settings(task),
             loss_fn=IncrementalObjective(s.objective, teacher, self._class_weights(data, task)),
-            generator=torch.Generator().manual_seed(task_seed(s.seed, task)),
+            generator=torch_generator(s.seed, task, _TRAIN_STREAM),
             device=self.device,
         )
         train_seconds = time.perf_counter() - started
@@ -178,6 +176,18 @@ class IncrementalTrainer:
             "task_seconds": time.perf_counter() - started,
         }
         return TaskOutcome(task, state_from_model(self.model), row, counts, metrics, memory_file)
+
+    def task_settings(self, task: int) -> TrainSettings:
+        """Training settings of task ``task``: its epochs and the decayed learning rate."""
+        s = self.settings
+        return TrainSettings(
+            epochs=s.first_task_epochs if task == 0 else s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr * s.lr_decay**task,
+            optimizer=s.optimizer,  # type: ignore[arg-type]
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+        )
 
     def _keyframe_view(self, new: ClipArrays, task: int) -> ClipArrays:
         """With ``keyframe_view`` and a key-frame memory: the clips rendered as key-frame replay shows them.
@@ -213,7 +223,7 @@ class IncrementalTrainer:
             scores = confidence_from_logits(logits, new.labels)
         elif s.ranking == "herding":
             scores = predict(self.model, new, batch_size=s.eval_batch_size, output="embedding", device=self.device)
-        rng = np.random.default_rng(task_seed(s.seed, task, stream=1))
+        rng = numpy_rng(s.seed, task, _MEMORY_STREAM)
         self.memory.add_class(new.clips, new.labels, scores, rng, video_ids=new.video_ids)
         path = self.memory_dir / f"task-{task + 1:05d}.parquet"
         self.memory.save(path)
@@ -255,6 +265,3 @@ class IncrementalTrainer:
             "test_clips": len(self.test),
             "tasks_done": self.tasks_done,
         }
-
-
-IncrementalTrainerActor = ray.remote(IncrementalTrainer)

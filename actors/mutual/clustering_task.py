@@ -1,4 +1,5 @@
-"""Ray tasks around the twins: the target quality filter, the hidden labels, and each epoch's clustering.
+"""The work of the Ray tasks around the twins: the target quality filter, the hidden labels, and each
+epoch's clustering (their Ray shells are in ``actors.mutual.ray_actors``).
 
 The driver passes the twins' feature ``ObjectRef`` s straight into :func:`cluster_epoch`; Ray resolves
 them inside the task, so feature matrices go from the twins' object store entries to the task and
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 
 from pipelines.mutual.cluster_metrics import agreement, cluster_metrics
 from pipelines.mutual.clip_quality import QualityFilter
@@ -46,7 +46,7 @@ class ClusterRequest:
 
 
 def select_quality_clips(target_dir: str, q_min: float) -> tuple[np.ndarray, dict[str, float]]:
-    """Seed 004's first step: indices of target ``train`` clips whose quality score exceeds ``q_min``.
+    """The first step of mutual co-training: indices of target ``train`` clips whose quality score exceeds ``q_min``.
 
     Scores are relative to the collection (sharpness is normalised by a high quantile of its frames).
     Returns the kept indices (possibly none: the caller reports that) and summary statistics.
@@ -118,8 +118,3 @@ def _own_feature_agreement(
     own = [cluster_once(f, request.settings, num_clusters=k, eps=request.eps, seed=request.seed + 7)[0]
            for f in features]
     return agreement(own[0], own[1])
-
-
-select_quality_task = ray.remote(num_returns=2)(select_quality_clips)
-load_hidden_labels_task = ray.remote(load_hidden_labels)
-cluster_epoch_task = ray.remote(num_returns=3)(cluster_epoch)

@@ -1,6 +1,8 @@
-"""One twin of seed 004 / MMT co-training: a network, its EMA mean model, its own view, its data.
+"""One twin of mutual co-training (mutual pseudo-labels, or MMT): a network, its EMA mean model, its
+own view, its data.
 
-``TwinNetwork`` is a plain class (testable in-process); ``TwinNetworkActor`` is its Ray shell. A twin
+``TwinNetwork`` is a plain class (testable in-process); ``actors.mutual.ray_actors.TwinNetworkActor`` is
+its Ray shell. A twin
 loads its data itself from dataset paths: the clean source split for pre-training and the shifted
 target split for adaptation, of which it keeps only the clips (the target labels are never in its
 training data; it holds the target *test* split, labels included, only to score itself). Features,
@@ -16,17 +18,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-import ray
 import torch
 
-from actors.placement import prepare_torch, torch_device
+from actors.trainer_base import TorchActor
+from pipelines.core.seeding import derive_seed, torch_generator
 from pipelines.mutual.augment import build_augmentation
 from pipelines.mutual.cluster_metrics import cluster_metrics
 from pipelines.mutual.clustering import normalized_centroids
 from pipelines.data.dataset_io import load_split
 from pipelines.mutual.ema import EmaSchedule, init_ema
 from pipelines.mutual.kreciprocal import l2_normalize
-from pipelines.model.networks import ModelConfig, build_model
+from pipelines.model.networks import FEATURE_API, ModelConfig
+from pipelines.model.settings import TrainSettings
 from pipelines.mutual.pseudo_labels import Assignment, feature_digest
 from pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
 from pipelines.model.training import evaluate, local_train, predict
@@ -47,7 +50,8 @@ class TwinSettings:
         model: the video CNN; ``dropout`` below overrides its embedding dropout.
         augment: registered augmentation name of this twin's view; ``augment_params`` its arguments.
         dropout: dropout on the embedding before the head (the seed's feature dropout).
-        ema_unit: ``"iter"`` (per optimiser step, MMT) or ``"epoch"`` (per cycle, seed 004).
+        ema_unit: ``"iter"`` (per optimiser step, MMT) or ``"epoch"`` (once per epoch, the mutual
+            pseudo-label scheme).
         ema_momentum: alpha (iter) or lambda (epoch).
         loss: hard CE or the MMT loss.
         optimizer, lr, weight_decay, batch_size: adaptation training.
@@ -73,12 +77,12 @@ class TwinSettings:
     torch_threads: int = 1
 
 
-def stream_seed(seed: int, index: int, epoch: int, stream: int) -> int:
-    """Seed of one random stream of one twin in one epoch (batch order, view, peer-target view, ...)."""
-    return int(np.random.SeedSequence([seed, 4, index, epoch, stream]).generate_state(1)[0])
+#: Second element of every twin seed path ``(seed, TWIN_STREAMS, index, epoch, stream)``: it keeps twin
+#: streams apart from other paths of the same run seed. Part of every twin seed: changing it changes runs.
+TWIN_STREAMS = 4
 
 
-class TwinNetwork:
+class TwinNetwork(TorchActor):
     """A network, its EMA mean model and its own augmentation, trained on pseudo-labels.
 
     Args:
@@ -89,15 +93,14 @@ class TwinNetwork:
     """
 
     def __init__(self, settings: TwinSettings, source_dir: str, target_dir: str, kept: np.ndarray) -> None:
-        prepare_torch(settings.torch_threads)
+        super().__init__(settings.torch_threads)
         self.settings = settings
-        self.device = torch_device()
         self.source_dir = source_dir
         target = load_split(target_dir, "train")
         self.target_clips = np.ascontiguousarray(target.clips[np.asarray(kept, dtype=np.int64)])
         self.target_test = load_split(target_dir, "test")
-        init_seed = stream_seed(settings.seed, settings.index, 0, 0)
-        self.model = build_model(replace(settings.model, dropout=settings.dropout), seed=init_seed).to(self.device)
+        init_seed = derive_seed(settings.seed, TWIN_STREAMS, settings.index, 0, 0)
+        self.model = self.new_model(replace(settings.model, dropout=settings.dropout), init_seed, needs=FEATURE_API)
         self.ema = init_ema(self.model)
         self.schedule = EmaSchedule(settings.ema_unit, settings.ema_momentum)
         self.augment = build_augmentation(settings.augment, **dict(settings.augment_params))
@@ -112,10 +115,9 @@ class TwinNetwork:
         """Supervised training on the clean source split; the EMA starts as a copy (``E^(0) = θ``)."""
         s = self.settings
         source = load_split(self.source_dir, "train")
-        result = local_train(
-            self.model, source, epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr,
-            optimizer=s.optimizer, generator=self._generator(0, 1), device=self.device,
-        )
+        pretrain = TrainSettings(epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr,
+                                 optimizer=s.optimizer)
+        result = local_train(self.model, source, pretrain, generator=self._generator(0, 1), device=self.device)
         self.ema = init_ema(self.model)
         source_acc = evaluate(self.ema, load_split(self.source_dir, "test"), device=self.device).accuracy
         target = self.evaluate_test()
@@ -164,8 +166,7 @@ class TwinNetwork:
         )
         data = (self.target_clips[rows], (assignment.labels[rows], rows))
         result = local_train(
-            self.model, data, epochs=1, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
-            weight_decay=s.weight_decay, generator=self._generator(epoch, 1), loss_fn=loss_fn,
+            self.model, data, self._adaptation(epochs=1), generator=self._generator(epoch, 1), loss_fn=loss_fn,
             optimizer_state=self.optimizer_state, device=self.device,
         )
         loss_fn.finish()
@@ -188,7 +189,7 @@ class TwinNetwork:
         self, peer_ema: Mapping[str, np.ndarray], weights: tuple[float, float], assignment: Assignment,
         epochs: int,
     ) -> dict[str, float]:
-        """Seed 004 claim 6: convergence-weighted average of the two EMA backbones, then fine-tuning.
+        """Convergence-weighted average of the two EMA backbones, then fine-tuning (the ``fuse`` ending).
 
         The head is not averaged (the twins' cluster spaces differ); it restarts from the centroids of
         the fused model's own features under ``assignment``'s labels. Fine-tuning uses hard CE on this
@@ -204,9 +205,8 @@ class TwinNetwork:
         rows = np.flatnonzero(assignment.labels >= 0)
         loss_fn = TwinEpochLoss(LossSettings(kind="hard"), self.augment, self._generator(10_000, 2))
         result = local_train(
-            self.model, (self.target_clips[rows], (assignment.labels[rows], rows)), epochs=epochs,
-            batch_size=self.settings.batch_size, lr=self.settings.lr, optimizer=self.settings.optimizer,
-            weight_decay=self.settings.weight_decay, generator=self._generator(10_000, 1), loss_fn=loss_fn,
+            self.model, (self.target_clips[rows], (assignment.labels[rows], rows)), self._adaptation(epochs),
+            generator=self._generator(10_000, 1), loss_fn=loss_fn,
         )
         self.ema = init_ema(self.model)
         return {"finetune_loss": result.mean_loss, **self.evaluate_test()}
@@ -248,11 +248,15 @@ class TwinNetwork:
         self.schedule.after_iteration(self.ema, self.model, self.ema_step)
         self.ema_step += 1
 
+    def _adaptation(self, epochs: int) -> TrainSettings:
+        """Training settings of adaptation on pseudo-labels (and of the fused model's fine-tuning)."""
+        s = self.settings
+        return TrainSettings(epochs=epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
+                             weight_decay=s.weight_decay)
+
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(stream_seed(self.settings.seed, self.settings.index, epoch, stream))
+        """One random stream of this twin in one epoch (batch order, view, peer-target view, ...)."""
+        return torch_generator(self.settings.seed, TWIN_STREAMS, self.settings.index, epoch, stream)
 
     def _zeros(self) -> np.ndarray:
         return np.zeros(len(self.target_clips), dtype=np.int64)
-
-
-TwinNetworkActor = ray.remote(TwinNetwork)

@@ -1,4 +1,4 @@
-"""The online-transfer trainer (seed 003): a meta-model adapting to a new scene, session by session.
+"""The online-transfer trainer: a meta-model adapting to a new scene, session by session.
 
 One actor holds everything that must not travel: the source and new-scene clips (loaded from dataset
 paths), the model, its optimizer state and the history bank. The driver asks for the meta-model
@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
-import torch
 
-from actors.placement import prepare_torch, torch_device
+from actors.trainer_base import TorchActor
+from pipelines.core.seeding import numpy_rng, torch_generator
 from pipelines.data.clips import ClipArrays
 from pipelines.data.dataset_io import load_split
 from pipelines.transfer.gradient_mixing import GradientMixer
 from pipelines.transfer.history_bank import HistoryBank
-from pipelines.model.networks import ModelConfig, build_model
+from pipelines.model.networks import FEATURE_API, ModelConfig
 from pipelines.data.moving_digits import NUM_DIGIT_CLASSES
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState, load_state, state_from_model
 from pipelines.model.training import evaluate, local_train, predict
 from pipelines.transfer.transfer_step import PairedMixStep, harmonic_mean, head_signatures, similarity_summary
@@ -49,15 +49,15 @@ logger = logging.getLogger(__name__)
 class TrainerSettings:
     """Everything the trainer needs besides the data paths (picklable, built by the driver).
 
-    The mappings are keyword arguments of the pipeline pieces they configure, so each setting has one
-    home: ``pretrain`` and ``session`` go to ``local_train``, ``mixer`` to ``GradientMixer``, ``bank`` to
-    ``HistoryBank``.
+    ``pretrain`` and ``session`` are the ``local_train`` settings of the meta-model and of each session
+    (a mapping of ``TrainSettings`` fields is converted on construction); ``mixer`` and ``bank`` are the
+    keyword arguments of ``GradientMixer`` and ``HistoryBank``, so each setting has one home.
     """
 
     seed: int
     model: ModelConfig
-    pretrain: Mapping[str, Any]
-    session: Mapping[str, Any]
+    pretrain: TrainSettings
+    session: TrainSettings
     mixer: Mapping[str, Any]
     bank: Mapping[str, Any]
     clips_per_session: int
@@ -68,6 +68,12 @@ class TrainerSettings:
     background_digits: tuple[int, ...] | None = None  # None: no "other" class
     keep_true_negatives: bool = False
     torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain", "session"):
+            value = getattr(self, name)
+            if not isinstance(value, TrainSettings):
+                object.__setattr__(self, name, TrainSettings(**value))
 
 
 def digit_label_map(background_digits: tuple[int, ...] | None) -> np.ndarray:
@@ -84,17 +90,17 @@ def digit_label_map(background_digits: tuple[int, ...] | None) -> np.ndarray:
     return mapping
 
 
-def session_seed(seed: int, session: int, stream: int = 0) -> int:
-    """Seed of one random stream of one session (0 = pre-training)."""
-    return int(np.random.SeedSequence([seed, session, stream]).generate_state(1)[0])
+#: Random streams of one session (session 0 = pre-training), seeded ``(seed, session, stream)`` so a
+#: resumed run replays the remaining sessions exactly.
+_TRAIN_STREAM, _HISTORY_STREAM, _BANK_STREAM = 0, 1, 2
 
 
 def _clip_key(clip: np.ndarray) -> bytes:
     return hashlib.blake2b(clip.tobytes(), digest_size=16).digest()
 
 
-class TransferTrainer:
-    """Plain class behind ``TransferTrainerActor``; testable in-process.
+class TransferTrainer(TorchActor):
+    """Plain class behind ``actors.transfer.ray_actors.TransferTrainerActor``; testable in-process.
 
     Args:
         source_dir: dataset directory of the clean source domain (train: meta-model and bank; test: forgetting).
@@ -103,9 +109,8 @@ class TransferTrainer:
     """
 
     def __init__(self, source_dir: str, target_dir: str, settings: TrainerSettings) -> None:
-        prepare_torch(settings.torch_threads)
+        super().__init__(settings.torch_threads)
         self.settings = settings
-        self.device = torch_device()
         label_map = digit_label_map(settings.background_digits)
         num_classes = int(label_map.max()) + 1
         if settings.model.num_classes != num_classes:
@@ -118,7 +123,7 @@ class TransferTrainer:
 
         self.source_train, self.source_test = load(source_dir, "train"), load(source_dir, "test")
         self.stream, self.target_test = load(target_dir, "train"), load(target_dir, "test")
-        self.model = build_model(settings.model, seed=settings.seed).to(self.device)
+        self.model = self.new_model(settings.model, settings.seed, needs=FEATURE_API)
         self.mixer = GradientMixer(**settings.mixer)
         self.bank = HistoryBank(num_classes=num_classes, **settings.bank)
         self.optimizer_state: ModelState = {}
@@ -136,13 +141,13 @@ class TransferTrainer:
         started = time.perf_counter()
         s = self.settings
         result = local_train(
-            self.model, self.source_train, generator=torch.Generator().manual_seed(session_seed(s.seed, 0)),
-            device=self.device, **s.pretrain,
+            self.model, self.source_train, s.pretrain, generator=torch_generator(s.seed, 0, _TRAIN_STREAM),
+            device=self.device,
         )
         pool = self.source_train if s.bank_source_clips is None else self.source_train.subset(
             slice(0, s.bank_source_clips))
         sigs = head_signatures(self.model, pool.clips, pool.labels, device=self.device)
-        outcome = self.bank.add(pool.clips, pool.labels, sigs, np.random.default_rng(session_seed(s.seed, 0, 2)))
+        outcome = self.bank.add(pool.clips, pool.labels, sigs, numpy_rng(s.seed, 0, _BANK_STREAM))
         scores = self.evaluate()
         self.meta = {"source_accuracy": scores["source_accuracy"], "new_scene_accuracy": scores["new_scene_accuracy"]}
         return {
@@ -178,13 +183,14 @@ class TransferTrainer:
 
         history = None
         if len(self.bank) > 0:
-            history = self.bank.cycle_batches(s.history_batch_size, np.random.default_rng(session_seed(s.seed, session, 1)))
+            history = self.bank.cycle_batches(s.history_batch_size, numpy_rng(s.seed, session, _HISTORY_STREAM))
         step = PairedMixStep(self.mixer, history)
         train: dict[str, Any] = {"train_steps": 0}
         if keep.any():
             result = local_train(
-                self.model, (transfer_clips, transfer_labels), grad_fn=step, optimizer_state=self.optimizer_state,
-                generator=torch.Generator().manual_seed(session_seed(s.seed, session)), device=self.device, **s.session,
+                self.model, (transfer_clips, transfer_labels), s.session, grad_fn=step,
+                optimizer_state=self.optimizer_state, generator=torch_generator(s.seed, session, _TRAIN_STREAM),
+                device=self.device,
             )
             self.optimizer_state = result.optimizer_state
             train = {"train_steps": result.steps, "train_loss": result.mean_loss,
@@ -193,7 +199,7 @@ class TransferTrainer:
         if s.update_bank and keep.any():
             sigs = head_signatures(self.model, transfer_clips, transfer_labels, device=self.device)
             outcome = self.bank.add(transfer_clips, transfer_labels, sigs,
-                                    np.random.default_rng(session_seed(s.seed, session, 2)))
+                                    numpy_rng(s.seed, session, _BANK_STREAM))
         record = {
             "session": session,
             "stream_accuracy": float(np.mean(probs.argmax(axis=1) == clips.labels)),
@@ -248,6 +254,3 @@ class TransferTrainer:
         self.optimizer_state = dict(snapshot.get("optimizer", {}))
         self.bank.load_state_dict(snapshot["bank"])
         self.meta = {k: float(v) for k, v in snapshot.get("meta", {}).items()}
-
-
-TransferTrainerActor = ray.remote(TransferTrainer)

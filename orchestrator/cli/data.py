@@ -1,4 +1,5 @@
-"""``fedtwin data ...`` subcommands: make a moving-digits dataset, partition a dataset over devices.
+"""``fedtwin data ...`` subcommands: make a moving-digits dataset, import real videos, draw a contact
+sheet, partition a dataset over devices.
 
 The main CLI calls :func:`add_data_commands` on its subparsers and runs ``args.func(args)``; user
 errors are raised as ``FedtwinError`` (``DatasetError``), which the main CLI turns into one stderr
@@ -8,6 +9,8 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,9 +23,11 @@ from pipelines.data.partition import PARTITIONERS, PartitionConfig, partition_da
 
 
 def add_data_commands(subparsers: Any) -> None:
-    """Register ``data make moving-digits`` and ``data partition`` on the main CLI's subparsers."""
-    data = subparsers.add_parser("data", help="make and partition datasets")
-    data_sub = data.add_subparsers(dest="data_command", metavar="{make,partition}", required=True)
+    """Register ``data make moving-digits``, ``data import-videos``, ``data show`` and ``data partition``."""
+    data = subparsers.add_parser("data", help="make, import, show and partition datasets")
+    data_sub = data.add_subparsers(
+        dest="data_command", metavar="{make,import-videos,show,partition}", required=True
+    )
 
     make = data_sub.add_parser("make", help="generate a dataset")
     make_sub = make.add_subparsers(dest="generator", metavar="{moving-digits}", required=True)
@@ -54,6 +59,8 @@ def add_data_commands(subparsers: Any) -> None:
     md.add_argument("--shift-noise", type=float, default=ShiftConfig.noise_std, help="extra noise std (with --shift)")
     md.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     md.set_defaults(func=_make_moving_digits)
+    _add_import_videos(data_sub)
+    _add_show(data_sub)
 
     part = data_sub.add_parser(
         "partition",
@@ -63,7 +70,8 @@ def add_data_commands(subparsers: Any) -> None:
     part.add_argument("in_dir", metavar="IN", help="dataset directory (from `fedtwin data make`)")
     part.add_argument("out", metavar="OUT", help="partition directory to create")
     part.add_argument("--devices", type=int, required=True)
-    part.add_argument("--scheme", choices=sorted(PARTITIONERS), default=PartitionConfig.scheme)
+    part.add_argument("--scheme", default=PartitionConfig.scheme,
+                      help=f"{', '.join(sorted(PARTITIONERS))}, an entry point of fedtwin.partitioners or pkg.module:Class")
     part.add_argument("--alpha", type=float, default=PartitionConfig.alpha, help="Dirichlet concentration")
     part.add_argument("--labels-per-device", type=int, default=PartitionConfig.labels_per_device, help="shards scheme")
     part.add_argument(
@@ -164,4 +172,158 @@ def _partition(args: argparse.Namespace) -> int:
     shared_js = f", JS {m.shared.js:.3f}" if m.shared.js is not None else ""
     classes = f", classes {list(m.shared.classes)}" if m.shared.classes is not None else ""
     print(f"  shared: {m.shared.num_examples} examples{classes}{shared_js}; test: {m.test.num_examples} examples")
+    return 0
+
+
+def _add_import_videos(data_sub: Any) -> None:
+    # Defaults come from ImportConfig; importing it is cheap (numpy only), PyAV is imported on use.
+    from pipelines.data.video_decode import SAMPLINGS, SHORT_POLICIES, ImportConfig
+
+    iv = data_sub.add_parser(
+        "import-videos",
+        help="decode real video files into a dataset (needs PyAV: pip install 'fedtwin[video]')",
+        description=(
+            "Decode videos from SRC/<label>/*.(mp4|webm|avi|mkv|mov) or from an index file into clips, "
+            "written as dataset OUT/ (train and test splits, the same format as `data make`). Unreadable, "
+            "truncated or video-less files are skipped and listed in OUT/manifest.json (info.skipped)."
+        ),
+    )
+    iv.add_argument("src", metavar="SRC", nargs="?", help="folder with one subfolder of videos per class")
+    iv.add_argument("out", metavar="OUT", help="dataset directory to create")
+    iv.add_argument(
+        "--index",
+        metavar="FILE",
+        help="CSV or JSONL with columns path, label and optional split (train/test), group; "
+        "paths relative to SRC if given, else to FILE's folder",
+    )
+    iv.add_argument("--frames", type=int, default=ImportConfig.frames, help="frames per clip (T)")
+    iv.add_argument("--stride", type=int, default=ImportConfig.stride, help="take every S-th frame")
+    iv.add_argument("--clips-per-video", type=int, default=ImportConfig.clips_per_video, help="clips per video (K)")
+    iv.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default=ImportConfig.sampling,
+        help="clip starts: evenly spaced, or uniform random (with --seed)",
+    )
+    iv.add_argument("--seed", type=int, default=ImportConfig.seed, help="uniform sampling and the train/test split")
+    iv.add_argument("--size", default="32x32", help="output frame HxW (shorter side resized, centre-cropped)")
+    iv.add_argument("--channels", type=int, choices=(1, 3), default=ImportConfig.channels, help="1 grey, 3 RGB")
+    iv.add_argument("--fps", type=float, default=None, help="resample videos to this frame rate first (by timestamp)")
+    iv.add_argument(
+        "--short-videos",
+        choices=SHORT_POLICIES,
+        default=ImportConfig.short_videos,
+        help="videos shorter than one clip: pad by repeating the last frame (one clip), or skip",
+    )
+    iv.add_argument(
+        "--test-fraction",
+        type=float,
+        default=ImportConfig.test_fraction,
+        help="share of each class's videos held out as test (ignored when the index has a split column)",
+    )
+    iv.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="decoding processes (default min(cpus, 4); 0 = in this process)",
+    )
+    iv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    iv.add_argument("--quiet", action="store_true", help="no progress line")
+    iv.set_defaults(func=_import_videos)
+
+
+def _add_show(data_sub: Any) -> None:
+    show = data_sub.add_parser(
+        "show",
+        help="draw a contact sheet PNG: a few clips per class, frames left to right",
+        description="Draw a contact sheet of dataset DIR: PER_CLASS clips of every class, one row per clip.",
+    )
+    show.add_argument("dataset", metavar="DIR", help="dataset directory")
+    show.add_argument("--out", metavar="PNG", help="output file (default DIR/contact_sheet_<split>.png)")
+    show.add_argument("--per-class", type=int, default=2, help="clips per class")
+    show.add_argument("--split", default="train")
+    show.set_defaults(func=_show)
+
+
+class _ImportProgress:
+    """One progress line on stderr (rewritten in place on a terminal, every 10 s otherwise)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        if p.skip is not None:
+            clear = "\r\033[K" if self.tty and not self.quiet else ""
+            print(f"{clear}fedtwin: skipped {p.skip.path}: {p.skip.reason}", file=sys.stderr)
+        now = time.monotonic()
+        last = p.done == p.total
+        if self.quiet or not (last or now - self.last >= (0.2 if self.tty else 10.0)):
+            return
+        self.last = now
+        rate = p.done / p.seconds if p.seconds > 0 else 0.0
+        line = f"import-videos: {p.done}/{p.total} videos, {p.clips} clips, {p.skipped} skipped, {rate:.1f} videos/s"
+        end = "\n" if last or not self.tty else ""
+        print(f"\r{line}" if self.tty else line, end=end, file=sys.stderr, flush=True)
+
+
+_IMPORT_OPTIONS = {"short_videos": "--short-videos", "clips_per_video": "--clips-per-video"}
+
+
+def _import_videos(args: argparse.Namespace) -> int:
+    from pipelines.data.video_decode import ImportConfig, parse_size, require_av
+    from pipelines.data.video_import import import_videos
+    from pipelines.data.video_sources import discover_folders, read_index
+
+    try:
+        size = parse_size(args.size)
+    except ValueError as err:
+        raise DatasetError(f"--{err}") from None
+    cfg = _build(
+        ImportConfig,
+        _IMPORT_OPTIONS,
+        frames=args.frames,
+        stride=args.stride,
+        clips_per_video=args.clips_per_video,
+        sampling=args.sampling,
+        size=size,
+        channels=args.channels,
+        fps=args.fps,
+        short_videos=args.short_videos,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        workers=args.workers,
+    )
+    require_av()
+    if args.index:
+        sources, where = read_index(args.index, base=args.src), args.index
+    elif args.src:
+        sources, where = discover_folders(args.src), args.src
+    else:
+        raise DatasetError("import-videos: give SRC (a folder of class folders) or --index FILE")
+    result = import_videos(
+        sources, args.out, cfg, source=str(where), overwrite=args.overwrite, progress=_ImportProgress(args.quiet)
+    )
+    m = result.manifest
+    counts = ", ".join(f"{name} {s.num_examples}" for name, s in m.splits.items())
+    print(
+        f"wrote {m.directory}: {counts} clips of {list(m.clip_shape)} (T, C, H, W), {m.num_classes} classes, "
+        f"from {result.imported} of {result.videos} videos ({len(result.skipped)} skipped, {result.padded} padded) "
+        f"in {result.seconds:.1f}s"
+    )
+    if result.skipped:
+        print(f"  skipped videos and their reasons: {m.directory}/manifest.json, info.skipped")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.data.contact_sheet import write_contact_sheet
+
+    out = args.out or str(Path(args.dataset) / f"contact_sheet_{args.split}.png")
+    sheet = write_contact_sheet(args.dataset, out, split=args.split, per_class=args.per_class)
+    shown = sum(sheet.clips_per_class)
+    print(f"wrote {sheet.path}: {shown} clips of {len(sheet.clips_per_class)} classes, {sheet.width}x{sheet.height} px")
     return 0

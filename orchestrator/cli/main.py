@@ -6,9 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config.loader import parse_set_option
+from orchestrator.config.loader import ConfigError, parse_set_options
 from pipelines.core.errors import FedtwinError
+
+if TYPE_CHECKING:
+    from orchestrator.config.spec import ExperimentSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,17 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.scaleout import add_scaleout_commands
 
     parser = _Parser(prog="fedtwin", description="Federated and twin co-training of video models on Ray.")
+    parser.add_argument("--version", action="version", version=f"fedtwin {version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("config", nargs="?", help="experiment YAML (optional with --resume)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="dotted override, e.g. --set strategy.params.C=2 (repeatable)")
+    run.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="dotted overrides, e.g. --set strategy.params.C=2 training.lr=0.01 (repeatable; "
+                          "values are YAML)")
     run.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else embedded local Ray)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     run.add_argument("--output", metavar="DIR", help="parent folder for the run folder (run.output_dir)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved spec (bases, overrides and defaults applied) as YAML and exit")
     run.set_defaults(func=_cmd_run)
 
     add_data_commands(sub)
@@ -42,22 +50,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def version() -> str:
+    """The installed ``fedtwin`` version (package metadata; ``orchestrator.__version__`` in a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("fedtwin")
+    except PackageNotFoundError:
+        import orchestrator
+
+        return str(getattr(orchestrator, "__version__", "unknown"))
+
+
+def _overrides(texts: Sequence[str]) -> dict[str, Any]:
+    for text in texts:
+        if "=" not in text and text.endswith((".yaml", ".yml")):
+            # `--set` takes every following word, so a CONFIG written after it lands here
+            raise ConfigError(f"--set {text!r}: expected KEY=VALUE; put CONFIG before --set, or end the list with --")
+    return parse_set_options(texts)
+
+
+def _resolve_spec(args: argparse.Namespace) -> ExperimentSpec:
+    """The spec of ``fedtwin run``: from CONFIG, or from the run folder's ``spec.yaml`` with --resume."""
+    from orchestrator.config.files import read_mapping
     from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.run.experiment import run_experiment
-    from orchestrator.run.progress import ProgressPrinter
     from orchestrator.run.run_folder import RunFolder
 
-    overrides = dict(parse_set_option(s) for s in args.overrides)
+    overrides = _overrides(args.overrides)
     if args.output:
         overrides["run.output_dir"] = args.output
     if args.resume:
         folder = RunFolder.open_existing(args.resume)
-        spec = ExperimentSpec.from_dict(folder.load_spec()).with_overrides(overrides)
-    elif args.config:
-        spec = ExperimentSpec.from_yaml(args.config, overrides)
-    else:
-        raise FedtwinError("run: give a CONFIG file, or --resume RUN_DIR")
+        spec_file = folder.path / "spec.yaml"
+        data = read_mapping(spec_file, what="run spec")
+        try:
+            return ExperimentSpec.from_stored(data).with_overrides(overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{spec_file}: {err}") from None
+    if args.config:
+        return ExperimentSpec.from_yaml(args.config, overrides)
+    raise FedtwinError("run: give a CONFIG file, or --resume RUN_DIR")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spec = _resolve_spec(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(spec.to_dict(), sort_keys=False), end="")
+        return 0
+
+    from orchestrator.run.experiment import run_experiment
+    from orchestrator.run.progress import ProgressPrinter
+
     callbacks = [] if args.quiet else [ProgressPrinter(sys.stderr)]
     result = run_experiment(
         spec, address=args.address, run_dir=args.resume, resume=bool(args.resume), callbacks=callbacks

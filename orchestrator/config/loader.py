@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -33,10 +33,10 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            close = _closest(str(key), fields)
+            close = closest(str(key), fields)
             hint = f" (did you mean '{close}'?)" if close else ""
             raise ConfigError(f"{dotted}: unknown key{hint}; allowed: {', '.join(sorted(fields))}")
-        kwargs[key] = _coerce(hints[key], value, dotted)
+        kwargs[key] = coerce(hints[key], value, dotted)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -76,7 +76,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 def parse_set_option(text: str) -> tuple[str, Any]:
     """Parse a CLI ``--set key=value``; the value is read as YAML (numbers, bools, lists, null)."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
+    if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set federation.num_rounds=10")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -85,7 +85,20 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
+def parse_set_options(texts: Iterable[str]) -> dict[str, Any]:
+    """Parse several ``KEY=VALUE`` strings (``--set a=1 b=2 --set c=3``) into dotted overrides, in order.
+
+    A key given twice keeps its last value, like repeated ``--set`` flags always did.
+    """
+    return dict(parse_set_option(text) for text in texts)
+
+
+def coerce(hint: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``hint`` and convert it (nested dataclasses, tuples, floats).
+
+    Raises:
+        ConfigError: naming ``path`` when the value does not fit.
+    """
     origin = get_origin(hint)
     if hint is Any:
         return value
@@ -96,7 +109,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(arg, value, path)
+                return coerce(arg, value, path)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {_name(hint)}")
@@ -112,7 +125,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
         args = get_args(hint)
         item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping, typing.Mapping) or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
@@ -140,7 +153,8 @@ def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _closest(key: str, fields: Mapping[str, Any]) -> str | None:
+def closest(key: str, fields: Iterable[str]) -> str | None:
+    """The allowed name most like ``key`` (for "did you mean" hints), or None."""
     import difflib
 
     match = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.75)

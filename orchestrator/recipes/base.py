@@ -11,8 +11,8 @@ actors and its science::
         sections = {"my_recipe": MyRecipeConfig}    # top-level YAML sections this recipe owns
 
         def setup(self): ...                        # data, actors (self.ctx has the run folder, Ray facts)
-        @property
-        def total_steps(self): ...                  # valid after setup()
+        @classmethod
+        def steps(cls, spec): ...                   # how many steps a run of spec has
         def step(self, n): ...                      # one unit of work -> metrics record (a dict)
         def checkpoint_state(self): ...             # -> CheckpointState(model, extra, meta)
         def restore(self, ckpt): ...                # inverse of checkpoint_state
@@ -83,6 +83,16 @@ class Recipe(ABC):
         """Checks across sections, run when a spec is loaded (raise ``ConfigError`` naming the field)."""
 
     @classmethod
+    def needs_ray(cls, spec: ExperimentSpec) -> bool:
+        """Whether a run of ``spec`` needs a Ray connection (False for fully in-process runs)."""
+        return True
+
+    @classmethod
+    def target(cls, spec: ExperimentSpec) -> float | None:
+        """The accuracy a run of ``spec`` aims at, if any (the default objective target of a sweep)."""
+        return None
+
+    @classmethod
     def footprint(cls, spec: ExperimentSpec, driver: Bundle) -> Footprint:
         """The placement-group bundles one Tune trial of ``spec`` must reserve: the driver, then actors.
 
@@ -97,10 +107,15 @@ class Recipe(ABC):
     def setup(self) -> None:
         """Prepare data and start actors. Called once, before :meth:`restore` or the first step."""
 
-    @property
+    @classmethod
     @abstractmethod
+    def steps(cls, spec: ExperimentSpec) -> int:
+        """How many steps (1..steps, after the warm-up step 0 if any) a run of ``spec`` has."""
+
+    @property
     def total_steps(self) -> int:
-        """How many steps the run has (valid after :meth:`setup`)."""
+        """``steps(spec)`` of this run."""
+        return self.steps(self.spec)
 
     def run_info(self) -> dict[str, Any]:
         """Extra facts for ``on_run_start`` callbacks and the progress banner (hosts, devices, ...)."""

@@ -1,30 +1,65 @@
-"""Data on first use: generate and partition moving digits once, then reuse them by content hash.
+"""Data on first use: make a dataset and partition it once, then reuse both by content hash.
 
-Two runs with the same ``data`` section share ``<root>/datasets/<hash>`` and ``<root>/partitions/<hash>``.
-A file lock keeps concurrent Tune trials from generating the same data twice.
+A dataset comes from the moving-digits generator (``data.generator``, when ``data.dataset`` is null) or
+from a dataset plugin (``data.dataset`` with ``data.dataset_params``). Two runs with the same ``data``
+section share ``<root>/datasets/<name>-<hash>`` and ``<root>/partitions/<dataset>-<hash>``. A file lock
+keeps concurrent Tune trials from making the same data twice.
+
+Dataset plugins. ``data.dataset`` names a built-in (``DATASETS``: ``moving-digits``), an entry point of
+the ``fedtwin.datasets`` group or an import path ``"pkg.module:make"``: a callable
+``make(out_dir: Path, params: dict, seed: int) -> None`` that creates ``out_dir`` (it does not exist
+yet) as a fedtwin dataset directory with ``train`` and ``test`` splits: Parquet clips plus
+``manifest.json``, most simply through :func:`pipelines.data.dataset_io.write_dataset`. Its output is
+validated before it is moved into place; a failure is one line naming ``data.dataset``.
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config.spec import DataConfig
-from orchestrator.config.loader import to_dict
-from pipelines.core.errors import FedtwinError
+from orchestrator.config.loader import from_dict, to_dict
+from pipelines.core.errors import DatasetError, FedtwinError
+from pipelines.data.dataset_io import load_split
+from pipelines.data.manifest import MANIFEST_NAME, load_dataset_manifest
 from pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
-from pipelines.data.partition import partition_dataset
+from pipelines.data.partition import PartitionConfig, partition_dataset
+from pipelines.plugins import load_plugin
+
+if TYPE_CHECKING:
+    from orchestrator.config.sections import DataConfig
 
 logger = logging.getLogger(__name__)
 
+DATASET_GROUP = "fedtwin.datasets"
+#: Splits every dataset plugin must write (partitioning reads ``train``; evaluation reads ``test``).
+REQUIRED_SPLITS = ("train", "test")
+
+
+def make_moving_digits(out_dir: Path, params: Mapping[str, Any], seed: int) -> None:
+    """The built-in dataset plugin ``moving-digits``: ``params`` are ``MovingDigitsConfig`` fields."""
+    cfg = from_dict(MovingDigitsConfig, dict(params), "data.dataset_params")
+    make_moving_digits_dataset(out_dir, cfg, seed=seed)
+
+
+#: The built-in dataset plugins (the ``builtins`` table of the ``fedtwin.datasets`` group).
+DATASETS: dict[str, Any] = {"moving-digits": make_moving_digits}
+
 
 def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @contextmanager
@@ -54,9 +89,119 @@ def ensure_generated(root: str | Path, generator: MovingDigitsConfig, seed: int)
     return out
 
 
+def _takes_out_dir_params_seed(obj: Any) -> bool:
+    if not callable(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(Path("."), {}, 0)
+    except TypeError:
+        return False
+    except ValueError:  # no introspectable signature: let the call decide
+        pass
+    return True
+
+
+def resolve_dataset(ref: str, *, field: str = "data.dataset") -> Any:
+    """The dataset plugin ``ref`` names (built-in, ``fedtwin.datasets`` entry point or import path).
+
+    Raises:
+        PluginError: one line naming ``field``.
+    """
+    return load_plugin(
+        ref,
+        DATASET_GROUP,
+        DATASETS,
+        field=field,
+        check=_takes_out_dir_params_seed,
+        expected="a callable make(out_dir, params, seed)",
+        kind="dataset",
+    )
+
+
+def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any], seed: int) -> Path:
+    """The dataset directory dataset plugin ``ref`` makes from ``(params, seed)``, made once under ``root``.
+
+    The plugin writes into a fresh temporary folder; its output is validated (manifest, the ``train``
+    and ``test`` splits, every clip file against the manifest) and then renamed into place, so a broken
+    or interrupted plugin never leaves a directory that later runs would reuse.
+
+    Raises:
+        PluginError: ``ref`` does not resolve to a ``make(out_dir, params, seed)`` callable.
+        FedtwinError: the plugin rejected ``params`` or wrote an invalid dataset (one line naming
+            ``data.dataset_params`` or ``data.dataset``).
+    """
+    make = resolve_dataset(ref)
+    root = Path(root)
+    key = _digest({"dataset": ref, "params": to_dict(params), "seed": seed})
+    out = root / "datasets" / f"{_slug(ref)}-{key}"
+    with _locked(root / f".lock-dataset-{key}"):
+        if (out / MANIFEST_NAME).is_file():
+            return out
+        if out.exists():  # a folder without a manifest is no finished dataset (e.g. made by hand)
+            raise FedtwinError(f"data.dataset: {out} exists without {MANIFEST_NAME}; remove it and run again")
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("making dataset %s (%s) into %s", ref, params, out)
+        try:
+            _call_plugin(make, ref, tmp, params, seed)
+            _validate_output(tmp, ref)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _call_plugin(make: Any, ref: str, tmp: Path, params: Mapping[str, Any], seed: int) -> None:
+    try:
+        make(tmp, copy.deepcopy(dict(params)), seed)
+    except FedtwinError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:  # the plugin's own check of its parameters
+        text = " ".join(str(err).split())
+        raise FedtwinError(
+            f"data.dataset_params: dataset {ref!r} rejected them ({type(err).__name__}: {text})"
+        ) from None
+
+
+def _validate_output(tmp: Path, ref: str) -> None:
+    """Check what plugin ``ref`` wrote into ``tmp`` is a readable dataset with train and test splits."""
+    hint = (
+        "a dataset plugin must create out_dir with train and test splits "
+        "(see pipelines.data.dataset_io.write_dataset)"
+    )
+    if not (tmp / MANIFEST_NAME).is_file():
+        raise FedtwinError(f"data.dataset: {ref!r} wrote no {MANIFEST_NAME} into out_dir; {hint}")
+    try:
+        manifest = load_dataset_manifest(tmp)
+        missing = [s for s in REQUIRED_SPLITS if s not in manifest.splits]
+        if missing:
+            raise FedtwinError(f"data.dataset: {ref!r} wrote no {', '.join(missing)} split; {hint}")
+        for split in REQUIRED_SPLITS:
+            load_split(tmp, split)
+    except DatasetError as err:
+        text = " ".join(str(err).split())
+        raise FedtwinError(f"data.dataset: {ref!r} wrote an invalid dataset ({text})") from None
+
+
+def _slug(ref: str) -> str:
+    """A folder-name form of a plugin reference (``my_pkg.data:make`` -> ``my_pkg.data-make``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", ref).strip("-.") or "dataset"
+
+
+def _check_one_source(data: DataConfig) -> None:
+    if data.path is not None and getattr(data, "dataset", None) is not None:
+        raise FedtwinError(
+            f"data.dataset: {data.dataset!r} and data.path {data.path} both name the data; set one of them"
+        )
+
+
 def ensure_dataset(data: DataConfig) -> Path:
-    """The generated (unpartitioned) dataset directory of ``data.generator``."""
-    return ensure_generated(data.root, data.generator, data.seed)
+    """The (unpartitioned) dataset directory of ``data``: a dataset plugin's or moving digits from ``generator``."""
+    _check_one_source(data)
+    dataset = getattr(data, "dataset", None)
+    if dataset is None:
+        return ensure_generated(data.root, data.generator, data.seed)
+    return ensure_plugin_dataset(data.root, dataset, getattr(data, "dataset_params", None) or {}, data.seed)
 
 
 def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path:
@@ -71,19 +216,30 @@ def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path:
 
 
 def dataset_or_generated(data: DataConfig) -> Path:
-    """``data.path`` (a dataset directory with train and test splits) or the generated moving digits."""
+    """``data.path`` (a dataset directory with train and test splits) or the made dataset (see ``ensure_dataset``)."""
+    _check_one_source(data)
     if data.path is None:
         return ensure_dataset(data)
     return existing_dir(data.path, "dataset directory", "`fedtwin data make moving-digits OUT/`")
 
 
+def _partition_key(partition: PartitionConfig) -> dict[str, Any]:
+    """The partition settings hashed into the folder name; empty ``params`` are left out so folders
+    made before partitioner plugins existed keep their names."""
+    key: dict[str, Any] = to_dict(partition)
+    if not key.get("params"):
+        key.pop("params", None)
+    return key
+
+
 def ensure_partition(data: DataConfig) -> Path:
-    """The partition directory the run trains on: ``data.path`` or a generated one."""
+    """The partition directory the run trains on: ``data.path`` or one made from the dataset."""
+    _check_one_source(data)
     if data.path is not None:
         return existing_dir(data.path, "partition directory", "`fedtwin data partition IN/ OUT/ ...`")
     dataset = ensure_dataset(data)
     root = Path(data.root)
-    key = _digest({"dataset": dataset.name, "partition": to_dict(data.partition)})
+    key = _digest({"dataset": dataset.name, "partition": _partition_key(data.partition)})
     out = root / "partitions" / f"{dataset.name}-{key}"
     with _locked(root / f".lock-partition-{key}"):
         if not (out / "manifest.json").is_file():

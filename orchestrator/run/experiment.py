@@ -1,4 +1,4 @@
-"""``run_experiment(spec)``: the single entry point shared by ``fedtwin run``, Tune trials and jobs."""
+"""``run_experiment(spec)``: the single entry point shared by ``fedtwin run``, Tune trials, jobs and Python."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.callbacks import CallbackList, RunCallback
+from orchestrator.config.recipes import recipe_class
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.ray_session import connect
-from orchestrator.recipes import RECIPES, RecipeContext
+from orchestrator.run.callbacks import CallbackList, RunCallback
+from orchestrator.run.context import RecipeContext
+from orchestrator.run.loop import run_recipe
 from orchestrator.run.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run lives and what it achieved."""
+    """Where the run lives and what it achieved (``summary`` is what ``summary.json`` holds)."""
 
     run_dir: Path
     summary: dict[str, Any]
@@ -50,13 +51,16 @@ def run_experiment(
     """
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir to resume")
+    cls = recipe_class(spec.recipe)
     run = RunFolder(run_dir) if run_dir is not None else RunFolder.create(spec.run.output_dir, spec.name)
     run.path.mkdir(parents=True, exist_ok=True)
     if not resume:
         run.save_spec(spec.to_dict())
-    # The in-process backend needs no Ray (and the federated recipe is the only one that has it).
-    local = spec.resources.backend == "local" and spec.recipe == "federated"
-    session = None if local else connect(spec.ray, address)
+    session = None
+    if cls.needs_ray(spec):
+        from orchestrator.run.ray_session import connect  # the in-process path never imports Ray
+
+        session = connect(spec.ray, address)
     try:
         ctx = RecipeContext(
             spec=spec,
@@ -66,8 +70,7 @@ def run_experiment(
             cluster_resources=session.cluster_resources if session else {"CPU": float(os.cpu_count() or 1)},
             scheduling_strategy=scheduling_strategy,
         )
-        summary = RECIPES[spec.recipe](ctx)
-        summary = {"run_dir": str(run.path), **summary}
+        summary = run_recipe(cls(spec, ctx), ctx)
         run.write_summary(summary)
         ctx.callbacks.on_run_end(summary)
         return RunResult(run.path, summary)

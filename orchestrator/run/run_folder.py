@@ -71,7 +71,9 @@ class RunFolder:
 
     def load_spec(self) -> dict[str, Any]:
         """Read ``spec.yaml`` back as a dict."""
-        return yaml.safe_load((self.path / "spec.yaml").read_text())
+        from orchestrator.config.files import read_mapping
+
+        return read_mapping(self.path / "spec.yaml", what="run spec")
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         """Append one JSON line and flush it to disk (a crash loses at most the line being written)."""

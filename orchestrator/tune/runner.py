@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.config.files import read_mapping
+from orchestrator.config.recipes import recipe_class
 from orchestrator.config.spec import ExperimentSpec
 from orchestrator.config.loader import ConfigError
 from orchestrator.run.ray_session import connect
@@ -103,7 +105,7 @@ def make_scheduler(sweep: SweepSpec, base: ExperimentSpec) -> Any:
     s = sweep.scheduler
     if s.name == "fifo":
         return FIFOScheduler()
-    max_t = s.max_t or base.federation.num_rounds
+    max_t = s.max_t or recipe_class(base.recipe).steps(base)
     if s.name == "asha":
         if s.grace_period > max_t:
             raise ConfigError(f"scheduler.grace_period: {s.grace_period} exceeds max_t {max_t} (the rounds of a trial)")
@@ -209,7 +211,7 @@ def run_sweep(
     finally:
         session.close()
     wall = time.time() - started
-    max_rounds = sweep.scheduler.max_t or base.federation.num_rounds
+    max_rounds = sweep.scheduler.max_t or recipe_class(base.recipe).steps(base)
     table = build_table(trials, keys=sweep.keys, metric=metric, mode=mode,
                         accuracy_key=sweep.objective.accuracy_key, max_rounds=max_rounds)
     interrupted = any(r.status == "unfinished" for r in table.rows)
@@ -280,8 +282,8 @@ def _stored(path: Path) -> tuple[SweepSpec, ExperimentSpec]:
 
     if not (path / "sweep.yaml").is_file() or not tune.Tuner.can_restore(str(path)):
         raise FedtwinError(f"--resume: no resumable sweep in {path}; start it without --resume (check name/--output)")
-    sweep = sweep_from_dict(yaml.safe_load((path / "sweep.yaml").read_text()))
-    base = ExperimentSpec.from_dict(yaml.safe_load((path / "base.yaml").read_text()))
+    sweep = sweep_from_dict(read_mapping(path / "sweep.yaml", what="sweep file"))
+    base = ExperimentSpec.from_stored(read_mapping(path / "base.yaml", what="sweep base spec"))
     return sweep, resolve_base(sweep, base)
 
 

@@ -29,7 +29,9 @@ from typing import Any, Literal
 
 import yaml
 
+from orchestrator.config.files import read_mapping, relative_to
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.config.recipes import recipe_class
 from orchestrator.config.loader import ConfigError, from_dict, to_dict
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform")
@@ -270,40 +272,29 @@ def resolve_base(sweep: SweepSpec, base: ExperimentSpec) -> ExperimentSpec:
                 spec.with_overrides({dim.key: value})
             except ConfigError as err:
                 raise ConfigError(f"search_space.{dim.key}: value {value!r} gives an invalid experiment: {err}") from None
-    if spec.resources.hosts is None:
-        raise ConfigError(
-            "resources.hosts: must be set for a sweep so every trial reserves a fixed footprint; "
-            "add `resources.hosts: N` under overrides"
-        )
+    recipe_class(spec.recipe).footprint(spec, {})  # each trial reserves a fixed footprint (e.g. resources.hosts)
     if sweep.objective.name == "rounds_to_target" and target_of(sweep, spec) is None:
         raise ConfigError(
-            "objective.target: rounds_to_target needs a target accuracy; set objective.target or "
-            "federation.target_accuracy (under overrides)"
+            "objective.target: rounds_to_target needs a target accuracy; set objective.target (or the "
+            "recipe's own target, e.g. federation.target_accuracy, under overrides)"
         )
     return spec
 
 
 def target_of(sweep: SweepSpec, spec: ExperimentSpec) -> float | None:
-    """The accuracy target of ``rounds_to_target`` (objective.target, else federation.target_accuracy)."""
-    return sweep.objective.target if sweep.objective.target is not None else spec.federation.target_accuracy
+    """The accuracy target of ``rounds_to_target`` (objective.target, else the recipe's own target)."""
+    return sweep.objective.target if sweep.objective.target is not None else recipe_class(spec.recipe).target(spec)
 
 
 def load_sweep(path: str | Path) -> LoadedSweep:
     """Read and validate a sweep file and its base experiment; errors name the file and the dotted key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_mapping(path, what="sweep file")
     try:
         sweep = sweep_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    base_path = Path(sweep.base)
-    if not base_path.is_absolute():
-        base_path = path.parent / base_path
+    base_path = relative_to(sweep.base, path)
     if not base_path.is_file():
         raise ConfigError(f"{path}: base: experiment file {base_path} not found (paths are relative to the sweep file)")
     base = ExperimentSpec.from_yaml(base_path)

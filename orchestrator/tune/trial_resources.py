@@ -1,8 +1,9 @@
 """What one Tune trial reserves, whether that fits the cluster, and how many trials run at once.
 
-A trial is a whole federated driver: the trial process itself, one device-host actor per
-``resources.hosts`` and the evaluator/server actor. Its placement group holds one bundle for each
-(DESIGN.md "Scaling out"), so a trial starts only when its whole footprint is free and two half-started
+A trial is a whole driver: the trial process itself plus the actors its recipe starts (for the
+federated recipe, one device host per ``resources.hosts`` and the evaluator or server node; for a
+trainer recipe, its trainer). Each recipe declares these bundles (``Recipe.footprint``); the placement
+group holds all of them, so a trial starts only when its whole footprint is free and two half-started
 trials can never deadlock each other. GPUs are shared by fraction (``resources.gpus_per_host: 0.25``).
 """
 
@@ -12,11 +13,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestrator.config.loader import ConfigError
+from orchestrator.config.recipes import recipe_class
 from orchestrator.config.spec import ExperimentSpec
 from orchestrator.run.footprint import Bundle, Footprint, bundle, describe_bundle
 from orchestrator.tune.sweep_config import SweepResourcesConfig
 from pipelines.core.errors import FedtwinError
-
 
 
 class SweepResourcesError(FedtwinError):
@@ -24,18 +26,12 @@ class SweepResourcesError(FedtwinError):
 
 
 def trial_footprint(spec: ExperimentSpec, res: SweepResourcesConfig) -> Footprint:
-    """Bundles for one trial of ``spec``; actors that reserve nothing get no bundle (Ray rejects empty ones)."""
-    r = spec.resources
-    if r.hosts is None:
-        raise SweepResourcesError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
+    """Bundles for one trial of ``spec``: the driver's, then whatever its recipe declares for its actors."""
     driver = bundle(res.driver_cpus, res.driver_gpus)
-    if getattr(r, "backend", "ray") == "local":
-        # resources.backend: local runs hosts and server node inside the trial process: one bundle.
-        return Footprint((driver,), 0)
-    host = bundle(r.cpus_per_host, r.gpus_per_host)
-    server = bundle(r.server_cpus, r.server_gpus)
-    bundles = [driver] + ([host] * r.hosts if host else []) + ([server] if server else [])
-    return Footprint(tuple(bundles), r.hosts if host else 0)
+    try:
+        return recipe_class(spec.recipe).footprint(spec, driver)
+    except ConfigError as err:
+        raise SweepResourcesError(str(err)) from None
 
 
 def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> None:

@@ -1,6 +1,6 @@
-"""Label histograms and the Jensen-Shannon divergence used to measure non-IID-ness (ALGORITHMS.md §1.2).
+"""Label histograms and the Jensen-Shannon divergence used to measure non-IID-ness (FedDU's D).
 
-``js_divergence`` follows the FedDU reference code exactly: logs base 2, and KL terms where either
+``js_divergence`` follows the public FedDUAP reference implementation exactly: logs base 2, and KL terms where either
 probability is zero are skipped, so identical distributions give 0 and disjoint supports give 1.
 All functions broadcast over leading axes, so one call scores thousands of devices at once.
 """

@@ -2,7 +2,8 @@
 
 Steps (all seeded from ``PartitionConfig.seed``): carve the server-held ``shared`` split out of the
 train split (optionally restricted to K classes chosen by the seed, as in the FedDU papers),
-assign the remaining rows to devices with a partitioner from ``PARTITIONERS``, then write the shards
+assign the remaining rows to devices with the partitioner ``scheme`` names (a built-in of ``PARTITIONERS``,
+an entry point or an import path; see :mod:`pipelines.data.partitioners`), then write the shards
 (packed, one row group per device), ``shared.parquet``, ``test.parquet`` and ``manifest.json``
 atomically. Layout and loaders: :mod:`pipelines.data.partition_manifest`.
 """
@@ -13,8 +14,9 @@ import dataclasses
 import inspect
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,7 +36,14 @@ from pipelines.data.partition_manifest import (
     load_shared,
     load_test,
 )
-from pipelines.data.partitioners import PARTITIONERS, DirichletPartitioner, IIDPartitioner, Partitioner, ShardPartitioner
+from pipelines.data.partitioners import (
+    PARTITIONERS,
+    DirichletPartitioner,
+    IIDPartitioner,
+    Partitioner,
+    ShardPartitioner,
+    resolve_partitioner,
+)
 
 __all__ = [
     "PARTITIONERS",
@@ -52,6 +61,7 @@ __all__ = [
     "load_test",
     "make_partitioner",
     "partition_dataset",
+    "partitioner_kwargs",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,12 +71,15 @@ log = logging.getLogger(__name__)
 class PartitionConfig:
     """How to split a dataset over devices.
 
-    ``alpha`` and ``min_size`` apply to ``dirichlet``, ``labels_per_device`` to ``shards``. Range
-    errors are ``ValueError("field: ...")`` (the config loader and the CLI prefix the field).
+    ``alpha`` and ``min_size`` apply to ``dirichlet``, ``labels_per_device`` to ``shards``; ``params``
+    holds the other constructor parameters of a plugin partitioner. Range errors are
+    ``ValueError("field: ...")`` (the config loader and the CLI prefix the field). ``scheme`` is
+    resolved here too, so a typo fails when the config loads.
     """
 
     devices: int = 50
-    scheme: str = "dirichlet"  # a key of PARTITIONERS: iid | dirichlet | shards
+    # iid | dirichlet | shards, a fedtwin.partitioners entry point or "pkg.module:MyPartitioner"
+    scheme: str = "dirichlet"
     alpha: float = 0.5
     labels_per_device: int = 2
     min_size: int = 1
@@ -74,11 +87,13 @@ class PartitionConfig:
     shared_classes: int | None = None  # restrict `shared` to this many classes (chosen by seed)
     seed: int = 0
     devices_per_file: int = 256  # devices packed per Parquet file (one row group each)
+    params: dict[str, Any] = field(default_factory=dict)  # a plugin partitioner's own parameters
 
     def __post_init__(self) -> None:
+        # The loader prefixes the section, so the field is "scheme" here and "data.partition.scheme" in the message.
+        cls = resolve_partitioner(self.scheme, field="scheme")
         checks = [
             (self.devices >= 1, "devices", "must be >= 1"),
-            (self.scheme in PARTITIONERS, "scheme", f"must be one of {', '.join(PARTITIONERS)}"),
             (self.alpha > 0, "alpha", "must be > 0"),
             (self.labels_per_device >= 1, "labels_per_device", "must be >= 1"),
             (self.min_size >= 1, "min_size", "must be >= 1"),
@@ -90,13 +105,51 @@ class PartitionConfig:
         for ok, name, rule in checks:
             if not ok:
                 raise ValueError(f"{name}: {rule}, got {getattr(self, name)!r}")
+        partitioner_kwargs(cls, self)  # unknown or missing params fail at config load
+
+
+#: PartitionConfig fields a partitioner constructor may ask for by name (not ``scheme`` or ``params``).
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(PartitionConfig)) - {"scheme", "params"}
+
+
+def partitioner_kwargs(cls: type, cfg: PartitionConfig) -> dict[str, Any]:
+    """Constructor arguments of partitioner ``cls``: config fields by name, the rest from ``cfg.params``.
+
+    Raises:
+        ValueError: ``"params: ..."`` for a key the constructor does not take, a key that shadows a
+            config field, or a required parameter left out.
+    """
+    signature = inspect.signature(cls)
+    named = {
+        name: p for name, p in signature.parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    shadowing = sorted(set(cfg.params) & _CONFIG_FIELDS)
+    if shadowing:
+        raise ValueError(f"params: {shadowing[0]!r} is a partition setting; set it as data.partition.{shadowing[0]}")
+    unknown = sorted(set(cfg.params) - set(named))
+    if unknown and not takes_any:
+        takes = ", ".join(n for n in named if n not in _CONFIG_FIELDS) or "none"
+        raise ValueError(f"params: {cls.__name__} takes no parameter {unknown[0]!r} (its own parameters: {takes})")
+    # Built-ins name their parameters exactly like the PartitionConfig fields they use.
+    kwargs = {name: getattr(cfg, name) for name in named if name in _CONFIG_FIELDS}
+    kwargs.update(cfg.params)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"params: {cls.__name__} cannot be built from {sorted(kwargs)} ({err})") from None
+    return kwargs
 
 
 def make_partitioner(cfg: PartitionConfig) -> Partitioner:
-    """The partitioner named by ``cfg.scheme``, built with the parameters it declares."""
-    cls = PARTITIONERS[cfg.scheme]
-    # Partitioners name their parameters exactly like the PartitionConfig fields they use.
-    partitioner: Partitioner = cls(**{name: getattr(cfg, name) for name in inspect.signature(cls).parameters})
+    """The partitioner ``cfg.scheme`` names, built with the parameters it declares."""
+    cls = resolve_partitioner(cfg.scheme)
+    try:
+        kwargs = partitioner_kwargs(cls, cfg)
+    except ValueError as err:
+        raise DatasetError(f"data.partition.{err}") from None
+    partitioner: Partitioner = cls(**kwargs)
     return partitioner
 
 
@@ -150,15 +203,22 @@ def partition_dataset(
     train = load_split(in_dir, "train")
     test = load_split(in_dir, "test")
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
+    partitioner = make_partitioner(cfg)
     try:
         shared_idx, device_idx, shared_classes = carve_shared(
             train.labels, cfg.shared_fraction, cfg.shared_classes, np.random.default_rng(seeds[0])
         )
-        device = make_partitioner(cfg).assign(train.labels[device_idx], cfg.devices, np.random.default_rng(seeds[1]))
+        device = partitioner.assign(train.labels[device_idx], cfg.devices, np.random.default_rng(seeds[1]))
     except ValueError as err:
         raise DatasetError(
             f"cannot partition {src.split_path('train')} ({len(train)} rows) with {cfg.scheme}: {err}"
         ) from None
+    device = _checked_assignment(device, len(device_idx), cfg)
+    params = partitioner.get_params()
+    if not isinstance(params, dict):
+        raise DatasetError(
+            f"data.partition.scheme: {cfg.scheme!r}.get_params() returned {type(params).__name__}, not a dict"
+        )
 
     k = src.num_classes
     hists = np.bincount(device * k + train.labels[device_idx], minlength=cfg.devices * k).reshape(cfg.devices, k)
@@ -179,7 +239,7 @@ def partition_dataset(
             num_classes=k,
             class_names=src.class_names,
             scheme=cfg.scheme,
-            params=make_partitioner(cfg).get_params(),
+            params=params,
             seed=cfg.seed,
             device_paths=tuple(paths),
             row_offsets=offsets,
@@ -197,6 +257,21 @@ def partition_dataset(
         write_json_atomic(tmp / MANIFEST_NAME, manifest.to_json())
     log.info("partitioned %s into %d devices at %s", in_dir, cfg.devices, out)
     return load_partition_manifest(out)  # exactly what hosts will read (JS rounded as stored)
+
+
+def _checked_assignment(device: object, num_rows: int, cfg: PartitionConfig) -> np.ndarray:
+    """``assign``'s result as int64, checked against the contract (plugins are not trusted blindly)."""
+    arr = np.asarray(device)
+    problem = None
+    if arr.shape != (num_rows,) or not np.issubdtype(arr.dtype, np.integer):
+        problem = f"an array shaped {arr.shape} of {arr.dtype}, not {num_rows} integer device indices"
+    elif num_rows and (arr.min() < 0 or arr.max() >= cfg.devices):
+        problem = f"device indices in [{arr.min()}, {arr.max()}], outside [0, {cfg.devices})"
+    elif num_rows and (empty := np.flatnonzero(np.bincount(arr, minlength=cfg.devices) == 0)).size:
+        problem = f"no rows for {empty.size} device(s) (e.g. device {empty[0]}); every device needs at least one"
+    if problem:
+        raise DatasetError(f"data.partition.scheme: {cfg.scheme!r}.assign() returned {problem}")
+    return arr.astype(np.int64, copy=False)
 
 
 def _write_device_files(

@@ -2,6 +2,13 @@
 
 Each partitioner follows the scikit-learn habit: ``__init__`` only stores parameters, ``assign`` does
 the work and returns one device index per row. Every device receives at least one row.
+
+Partitioner plugins. ``data.partition.scheme`` names a built-in (``PARTITIONERS``: iid, dirichlet,
+shards), an entry point of the ``fedtwin.partitioners`` group, or an import path
+``"pkg.module:MyPartitioner"`` to a class following :class:`Partitioner`. Its constructor parameters are
+filled by name: a parameter named like a ``PartitionConfig`` field (``alpha``, ``min_size``,
+``labels_per_device``, ...) gets that field, any other from ``data.partition.params``. The class is
+resolved where partitioning runs (:func:`pipelines.data.partition.partition_dataset`).
 """
 
 from __future__ import annotations
@@ -10,9 +17,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipelines.plugins import load_plugin
+
+PARTITIONER_GROUP = "fedtwin.partitioners"
+
 
 class Partitioner(Protocol):
-    """Assigns rows (given their labels) to ``num_devices`` devices."""
+    """Assigns rows (given their labels) to ``num_devices`` devices.
+
+    Implementations must be deterministic given ``rng`` (draw nothing from global random state), give
+    every device at least one row, and raise ``ValueError("...")`` for infeasible settings (it becomes
+    a one-line error naming the scheme).
+    """
 
     def assign(self, labels: np.ndarray, num_devices: int, rng: np.random.Generator) -> np.ndarray:
         """Device index in [0, num_devices) for every row; int64, shape (len(labels),)."""
@@ -205,8 +221,36 @@ def _deal_round_robin(shard_label: np.ndarray, num_devices: int, rng: np.random.
     return holder
 
 
+#: The built-in partitioners (the ``builtins`` table of the ``fedtwin.partitioners`` group).
 PARTITIONERS: dict[str, type] = {
     "iid": IIDPartitioner,
     "dirichlet": DirichletPartitioner,
     "shards": ShardPartitioner,
 }
+
+
+def _is_partitioner_class(obj: Any) -> bool:
+    return (
+        isinstance(obj, type)
+        and callable(getattr(obj, "assign", None))
+        and callable(getattr(obj, "get_params", None))
+    )
+
+
+def resolve_partitioner(scheme: str, *, field: str = "data.partition.scheme") -> type:
+    """The partitioner class ``scheme`` names (built-in, ``fedtwin.partitioners`` entry point or import path).
+
+    Raises:
+        PluginError: one line naming ``field``: unknown name, unimportable module, or not a class with
+            ``assign(labels, num_devices, rng)`` and ``get_params()``.
+    """
+    cls: type = load_plugin(
+        scheme,
+        PARTITIONER_GROUP,
+        PARTITIONERS,
+        field=field,
+        check=_is_partitioner_class,
+        expected="a class with assign(labels, num_devices, rng) and get_params() methods",
+        kind="partitioner",
+    )
+    return cls

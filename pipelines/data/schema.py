@@ -8,7 +8,12 @@ A clip table has one row per video clip:
   stores a binary value as one blob, whereas a list column carries a repetition level per pixel.
   The shape lives in ``manifest.json`` and in the schema metadata.
 - ``label``: int64 class index.
-- ``video_id``: string, unique within a dataset.
+- ``video_id``: string naming the source video. Generated datasets give every clip its own id;
+  imported videos give all clips cut from one video the same id (its path), so a split or a
+  partition can keep them together.
+- ``group`` (optional): string naming where a video comes from (a camera, an owner), written by
+  ``fedtwin data import-videos`` when its index has a ``group`` column. Readers that do not need it
+  never read it, so datasets with and without it load the same way.
 - ``frame_index`` (optional): for clips made of selected frames (key-frame memories), the original
   frame index of each stored frame, as ``list<int16>``.
 """
@@ -24,6 +29,7 @@ CLIP = "clip"
 LABEL = "label"
 VIDEO_ID = "video_id"
 FRAME_INDEX = "frame_index"
+GROUP = "group"
 
 SCHEMA_VERSION = 1
 CLIP_DTYPE = "uint8"
@@ -53,12 +59,13 @@ def check_clip_shape(clip_shape: Sequence[int]) -> ClipShape:
     return (shape[0], shape[1], shape[2], shape[3])
 
 
-def clip_schema(clip_shape: Sequence[int], with_frame_index: bool = False) -> pa.Schema:
+def clip_schema(clip_shape: Sequence[int], with_frame_index: bool = False, with_group: bool = False) -> pa.Schema:
     """Arrow schema of a clip table whose clips have shape ``clip_shape`` = (T, C, H, W).
 
     Args:
         clip_shape: (T, C, H, W) of every clip in the table.
         with_frame_index: add the optional ``frame_index`` column.
+        with_group: add the optional ``group`` column (after ``video_id``).
 
     Returns:
         The schema, with the schema version and clip shape in its metadata.
@@ -69,6 +76,8 @@ def clip_schema(clip_shape: Sequence[int], with_frame_index: bool = False) -> pa
         pa.field(LABEL, pa.int64(), nullable=False),
         pa.field(VIDEO_ID, pa.string(), nullable=False),
     ]
+    if with_group:
+        fields.append(pa.field(GROUP, pa.string(), nullable=False))
     if with_frame_index:
         fields.append(pa.field(FRAME_INDEX, pa.list_(pa.int16()), nullable=False))
     metadata = {

@@ -11,15 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipelines.federated.hosts import host_of
 from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask, HostFitResult
 from pipelines.model.state import ModelState, add_scaled, zeros_like
 
 
 def tasks_by_host(tasks: Sequence[FitTask], num_hosts: int) -> dict[int, list[FitTask]]:
-    """Group a round's tasks by their host (sticky ``device_id % num_hosts``), hosts in id order."""
+    """Group a round's tasks by their host (the sticky :func:`host_of` rule), hosts in id order."""
     by_host: dict[int, list[FitTask]] = {}
     for task in tasks:
-        by_host.setdefault(task.device_id % num_hosts, []).append(task)
+        by_host.setdefault(host_of(task.device_id, num_hosts), []).append(task)
     return dict(sorted(by_host.items()))
 
 

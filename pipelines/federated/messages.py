@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState, add_scaled, zeros_like
 
 
 @dataclass(frozen=True)
 class FitTask:
-    """One device's work for one round. ``config`` carries per-round settings (lr, epochs, ...)."""
+    """One device's work for one round: who, when, and the round's local-training settings.
+
+    ``settings.optimizer_start`` says where the device's optimizer buffers start (FedDUM).
+    """
 
     device_id: int
     round_num: int
-    config: Mapping[str, float | int | str] = field(default_factory=dict)
+    settings: TrainSettings
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
-"""Spatio-temporal feature distillation for class-incremental video learning (seed 001, ALGORITHMS.md §2.2).
+"""Spatio-temporal feature distillation for class-incremental video learning (docs/incremental.md).
 
 The previous model (teacher) is frozen; the new model (student) is pulled towards the teacher's
 *decomposed* features of an intermediate map ``F`` shaped ``(B, T, C, H, W)``:
 
-- temporal features (eq.5): space compressed, time kept, ``concat(pool_W(F), pool_H(F))`` of shape
+- temporal features: space compressed, time kept, ``concat(pool_W(F), pool_H(F))`` of shape
   ``(B, T, C, H + W)``; option ``mode="global"`` pools both spatial axes to ``(B, T, C)``;
-- spatial features (eq.6/7): time compressed, ``pool_T(align(F))`` of shape ``(B, C, H, W)``, where
+- spatial features: time compressed, ``pool_T(align(F))`` of shape ``(B, C, H, W)``, where
   ``align`` is an optional trajectory alignment (identity by default).
 
 Each pooled feature is flattened and, by default, L2-normalised per sample (``phi``, as in PODNet) before
-the per-sample L2 distance between teacher and student is averaged over the batch (eq.1/eq.2).
+the per-sample L2 distance between teacher and student is averaged over the batch (``L_tf`` and ``L_sf``).
 The module also holds the logit distillation used by the iCaRL/LwF-style baseline arm.
 """
 
@@ -31,7 +31,7 @@ _PREPROCESS = ("none", "square")
 
 
 class TrajectoryAlign(Protocol):
-    """Aligns each frame's feature map along an object trajectory before pooling over time (eq.7).
+    """Aligns each frame's feature map along an object trajectory before pooling over time.
 
     Implementations take and return a ``(B, T, C, H, W)`` tensor of the same shape; they must be
     differentiable (or at least pass gradients through) because they run on the student's features too.
@@ -100,11 +100,11 @@ def _pool(x: torch.Tensor, dim: int | tuple[int, ...], pool: Pool) -> torch.Tens
 
 
 def temporal_features(features: torch.Tensor, pool: Pool = "mean", mode: TemporalMode = "hw") -> torch.Tensor:
-    """Temporal features (eq.5): compress space, keep time.
+    """Temporal features: compress space, keep time.
 
     Args:
         features: ``(B, T, C, H, W)`` feature map.
-        pool: ``"mean"`` (default, as in ALGORITHMS.md) or ``"max"``.
+        pool: ``"mean"`` (default) or ``"max"``.
         mode: ``"hw"`` gives ``concat(pool over W, pool over H)`` along the last axis, shape
             ``(B, T, C, H + W)``: the first ``H`` entries are the width-pooled profile (one value per row),
             the last ``W`` the height-pooled profile (one per column). ``"global"`` pools both spatial
@@ -126,7 +126,7 @@ def temporal_features(features: torch.Tensor, pool: Pool = "mean", mode: Tempora
 def spatial_features(
     features: torch.Tensor, pool: Pool = "mean", align: TrajectoryAlign | None = None
 ) -> torch.Tensor:
-    """Spatial features (eq.6, or eq.7 with ``align``): compress time, keep space.
+    """Spatial features (aligned first when ``align`` is given): compress time, keep space.
 
     Args:
         features: ``(B, T, C, H, W)`` feature map.
@@ -149,7 +149,7 @@ def phi(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 
     Args:
         x: ``(B, ...)`` tensor.
-        normalize: default on for scale robustness; off gives the patent's raw L2 distance.
+        normalize: default on for scale robustness; off gives the raw L2 distance of the pooled features.
 
     Returns:
         ``(B, D)`` tensor. An all-zero sample stays zero (``F.normalize`` clamps the norm).
@@ -179,7 +179,7 @@ def spatiotemporal_distillation_loss(
     preprocess: Preprocess = "none",
     align: TrajectoryAlign | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Distillation loss ``L_sf + alpha * L_tf`` (eq.1-eq.3 without the CE term).
+    """Distillation loss ``L_sf + alpha * L_tf`` (the distillation part, without CE).
 
     For each layer, ``L_tf = mean_b || phi(F_tf(teacher)) - phi(F_tf(student)) ||_2`` and likewise ``L_sf``
     with the spatial features; with several layers the per-layer losses are averaged.
@@ -190,9 +190,9 @@ def spatiotemporal_distillation_loss(
         student_features: the student's maps, same shapes and order.
         alpha: weight of the temporal term (``0`` gives the "without L_tf" ablation).
         pool: ``"mean"`` or ``"max"`` for every pooling.
-        temporal_mode: ``"hw"`` (eq.5) or ``"global"`` (``[T, C]`` option).
+        temporal_mode: ``"hw"`` (pool-W ⊕ pool-H) or ``"global"`` (``[T, C]`` option).
         normalize: per-sample L2 normalisation inside ``phi``.
-        preprocess: ``"none"`` (patent) or ``"square"`` (PODNet), applied to the maps before pooling.
+        preprocess: ``"none"`` (raw activations) or ``"square"`` (PODNet), applied to the maps before pooling.
         align: trajectory alignment for the spatial features, applied to teacher and student alike.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Dual-granularity exemplar memory under a byte budget (seed 001, ALGORITHMS.md §2.2).
+"""Dual-granularity exemplar memory under a byte budget.
 
 After each task the memory keeps, per new class, the best-ranked training clips (confidence by default) and,
 inside each clip, only its key frames plus their original indices. ``replay()`` rebuilds full T-frame clips
@@ -51,7 +51,7 @@ class Exemplar:
 
     @property
     def nbytes(self) -> int:
-        """Stored frame bytes (indices and ids are bookkeeping, not counted, as in ALGORITHMS.md)."""
+        """Stored frame bytes (indices and ids are bookkeeping and not counted)."""
         return int(self.frames.nbytes)
 
 

@@ -1,8 +1,8 @@
 """Orderings of a class's training clips for the exemplar memory: best candidates first.
 
 The order is a priority: the memory keeps a prefix of it and trims from the end when the budget shrinks.
-- ``confidence`` (default, seed 001): ``softmax(f(v; theta_k))[y_v]`` descending, "highest classification
-  accuracy" in the patent;
+- ``confidence`` (default): ``softmax(f(v; theta_k))[y_v]`` descending, the clips the new model
+  classifies most confidently first;
 - ``random``: a uniformly random permutation from the caller's generator;
 - ``herding`` (iCaRL): greedily pick the clip that brings the running mean of the chosen L2-normalised
   features closest to the class mean.

@@ -1,6 +1,6 @@
-"""Key-frame selection inside a clip and hold interpolation back to T frames (seed 001, ALGORITHMS.md §2.2).
+"""Key-frame selection inside a clip and hold interpolation back to T frames.
 
-Greedy rule from the patent (its Fig. 8 example keeps images 1, 4 and 9 of 12): the first frame is always
+Greedy rule (the tests' 12-frame example keeps images 1, 4 and 9): the first frame is always
 a key frame; each later frame becomes the new key frame when its L2 distance to the *latest* key frame is at
 least ``delta``. Distances are computed on frames scaled to [0, 1]. ``delta`` is either preset or relative,
 ``rho * median ||x_{i+1} - x_i||`` over the clips given to ``fit``.
@@ -129,7 +129,7 @@ class KeyFrameSelector:
         return [np.flatnonzero(row) for row in self.keyframe_mask(clips)]
 
     def fit_select(self, clip: np.ndarray) -> np.ndarray:
-        """``fit(clip).select(clip)``: a per-clip threshold, as the patent's single-clip example."""
+        """``fit(clip).select(clip)``: a per-clip threshold, fitted on the clip itself."""
         return self.fit(clip).select(clip)
 
     def __repr__(self) -> str:

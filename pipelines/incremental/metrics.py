@@ -1,4 +1,4 @@
-"""Class-incremental metrics over a task accuracy matrix (seed 001, ALGORITHMS.md §2.1 and §2.2).
+"""Class-incremental metrics over a task accuracy matrix.
 
 Notation: tasks are numbered ``0 .. n-1`` here (1-based in reports). ``A[i, j]`` is the accuracy on task
 ``j``'s classes measured after training task ``i``; only entries with ``j <= i`` are defined (the upper
@@ -55,7 +55,7 @@ def seen_accuracies(
     """Accuracy on all classes seen so far, after each task.
 
     ``Acc_i = sum_{j<=i} s_j A[i, j] / sum_{j<=i} s_j`` with ``s_j`` the number of test samples of task ``j``
-    (``task_sizes``; equal weights when ``None``, i.e. balanced test sets). ``Acc_{n-1}`` is the patent's
+    (``task_sizes``; equal weights when ``None``, i.e. balanced test sets). ``Acc_{n-1}`` is the final
     "Acc": accuracy on all seen classes after the last task.
 
     Returns:
@@ -78,7 +78,7 @@ def average_incremental_accuracy(
 
 
 def first_task_forgetting(acc: np.ndarray | Sequence[Sequence[float]]) -> float:
-    """The patent's "Forget": ``A[0, 0] - A[n-1, 0]``, the first task's accuracy drop (0 for one task)."""
+    """First-task "Forget": ``A[0, 0] - A[n-1, 0]``, the first task's accuracy drop (0 for one task)."""
     a = _check_matrix(acc)
     return float(a[0, 0] - a[-1, 0])
 

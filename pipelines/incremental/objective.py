@@ -1,15 +1,15 @@
-"""The per-batch loss of one class-incremental task, as a ``local_train`` ``loss_fn`` (ALGORITHMS.md §2.2).
+"""The per-batch loss of one class-incremental task, as a ``local_train`` ``loss_fn``.
 
 ``L = CE(student_logits, y) + weight * D`` over every batch of new data plus replayed memory, where ``D`` is
 
-- ``"features"`` (seed 001, eq.3): ``L_sf + alpha * L_tf`` between the frozen teacher's and the student's
+- ``"features"`` (spatio-temporal distillation): ``L_sf + alpha * L_tf`` between the frozen teacher's and the student's
   stage feature maps (:func:`pipelines.incremental.distillation.spatiotemporal_distillation_loss`), averaged over the
   distilled stages; ``alpha = 0`` is the "without the temporal term" ablation;
 - ``"logits"`` (iCaRL/LwF-style baseline): KL between the teacher's and the student's old-class logits;
 - ``"none"``: plain cross-entropy (fine-tuning and replay).
 
-``weight = 1`` is the patent's loss. The teacher is the model after the previous task; on the first task
-there is none and the loss is CE alone. Stage maps are read with forward hooks, so the model code stays
+``weight = 1`` gives the unweighted ``CE + L_sf + alpha * L_tf``. The teacher is the model after the
+previous task; on the first task there is none and the loss is CE alone. Stage maps are read with forward hooks, so the model code stays
 unaware of distillation; stage ``i``'s map is its output before any temporal pooling, ``(B, T, C, H, W)``.
 """
 
@@ -72,9 +72,9 @@ class ObjectiveSettings:
     Attributes:
         distillation: ``"none"``, ``"logits"`` or ``"features"``.
         alpha: weight of the temporal term ``L_tf`` (features only).
-        weight: multiplier of the whole distillation term (1 = the patent's ``L``).
+        weight: multiplier of the whole distillation term (1 = the unweighted ``CE + L_sf + alpha * L_tf``).
         pool: ``"mean"`` or ``"max"`` pooling of the decomposed features.
-        temporal_mode: ``"hw"`` (eq.5, pool-W ⊕ pool-H) or ``"global"`` (``[T, C]``).
+        temporal_mode: ``"hw"`` (pool-W ⊕ pool-H) or ``"global"`` (``[T, C]``).
         normalize: per-sample L2 normalisation (PODNet's φ) before the distance.
         preprocess: ``"none"`` or ``"square"`` activations before pooling.
         layers: distilled stages (indices into ``model.stages``; negative counts from the end).

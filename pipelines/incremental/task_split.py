@@ -1,4 +1,4 @@
-"""Class-incremental task splits: which classes arrive in which task (seed 001, ALGORITHMS.md §2.4).
+"""Class-incremental task splits: which classes arrive in which task.
 
 A split fixes a class *arrival order* (seeded permutation, or the natural order) and cuts it into tasks
 of ``classes_per_task`` classes. The model's output ``i`` is the ``i``-th class to arrive, so after task

@@ -18,39 +18,70 @@ Two architectures share one skeleton (stem, stages, global max pool, linear head
 - ``c3d``: full ``3x3x3`` convolutions at full resolution, wider stages; a GPU option.
 
 Max rather than average pooling is deliberate: a small digit on a mostly empty canvas is averaged away
-by global average pooling (DESIGN.md "Model budget"). GroupNorm (not BatchNorm) keeps the model free of
+by global average pooling. GroupNorm (not BatchNorm) keeps the model free of
 running statistics, which federated averaging and tiny device batches handle badly.
+
+Model plugins. ``ModelConfig.arch`` names a built-in (``MODELS``), an entry point of the
+``fedtwin.models`` group, or an import path ``"pkg.module:Name"``. The plugin is a callable
+``plugin(cfg: ModelConfig) -> torch.nn.Module``, usually an ``nn.Module`` subclass whose ``__init__``
+takes the config; it may declare ``default_widths`` and ``default_input_pool`` (class attributes) to
+fill those fields when the YAML leaves them out. :func:`build_model` resolves the name in the process
+that calls it (device hosts, evaluators, trainers), so only the string travels to Ray workers. Every
+recipe needs ``model(x) -> logits``; the twin, incremental and transfer recipes also need the feature
+taps above (``FEATURE_API``; the incremental feature distillation also reads ``model.stages``), which
+:func:`check_model_api` verifies with a one-line error.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as nnf
 
+from pipelines.plugins import PluginError, load_plugin
+
+MODEL_GROUP = "fedtwin.models"
+#: Defaults for ``widths`` and ``input_pool`` of a plugin that declares none.
+GENERIC_WIDTHS: tuple[int, ...] = (8, 16, 32)
+GENERIC_INPUT_POOL = 1
+#: What the twin, incremental and transfer recipes call besides ``model(x)`` (see the module docstring).
+FEATURE_API = ("forward_features", "classify", "head", "cfg")
+
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """What an architecture name stands for: its block type and the defaults it brings."""
+    """A built-in architecture: its block type and the defaults it brings; calling it builds the model.
+
+    It has the shape every model plugin has: ``spec(cfg) -> nn.Module`` plus ``default_widths`` and
+    ``default_input_pool``.
+    """
 
     block: Callable[[int, int, int], nn.Module]  # (in_channels, out_channels, norm_groups) -> module
-    widths: tuple[int, ...]
-    input_pool: int
+    default_widths: tuple[int, ...]
+    default_input_pool: int
     description: str
+
+    def __call__(self, cfg: ModelConfig) -> VideoCNN:
+        """The :class:`VideoCNN` of this architecture for ``cfg``."""
+        return VideoCNN(cfg, self)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Settings of a video CNN; ``None`` fields take the architecture's defaults (see ``MODELS``).
+    """Settings of a video model; ``None`` fields take the architecture's defaults (see ``MODELS``).
 
     Range errors are ``ValueError("field: rule, got value")``; the config loader prefixes the section.
+    ``arch`` is resolved here too, so a typo or an unimportable plugin fails when the config loads.
 
     Attributes:
-        arch: registry name in ``MODELS`` (``"tiny3d"`` or ``"c3d"``).
+        arch: a built-in name in ``MODELS`` (``"tiny3d"`` or ``"c3d"``), an entry point of the
+            ``fedtwin.models`` group, or an import path ``"pkg.module:Name"`` (see the module docstring).
         widths: channels per stage; stage ``i > 0`` is preceded by a 2x spatial max-pool.
         depth: blocks per stage (>= 1); tiny3d's first block is spatial only (see ``VideoCNN``).
         num_classes: size of the classification head.
@@ -79,16 +110,15 @@ class ModelConfig:
     input_std: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.arch not in MODELS:
-            raise ValueError(f"arch: must be one of {', '.join(sorted(MODELS))}, got {self.arch!r}")
-        spec = MODELS[self.arch]
+        # The loader prefixes the section, so the field is "arch" here and "model.arch" in the message.
+        plugin = resolve_arch(self.arch, field="arch")
         # Resolve arch defaults here so the saved, resolved spec shows the widths actually built.
         if self.widths is None:
-            object.__setattr__(self, "widths", spec.widths)
+            object.__setattr__(self, "widths", tuple(getattr(plugin, "default_widths", GENERIC_WIDTHS)))
         else:
             object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if self.input_pool is None:
-            object.__setattr__(self, "input_pool", spec.input_pool)
+            object.__setattr__(self, "input_pool", int(getattr(plugin, "default_input_pool", GENERIC_INPUT_POOL)))
         object.__setattr__(self, "temporal_pool", tuple(int(s) for s in self.temporal_pool))
         widths = self.widths or ()
         if not widths or any(w < 1 for w in widths):
@@ -153,10 +183,43 @@ class FullBlock(nn.Sequential):
         super().__init__(nn.Conv3d(cin, cout, 3, padding=1, bias=False), _norm(cout, groups), nn.ReLU())
 
 
+#: The built-in model plugins (the ``builtins`` table of the ``fedtwin.models`` group).
 MODELS: dict[str, ArchSpec] = {
     "tiny3d": ArchSpec(FactorisedBlock, (8, 16, 32), 2, "(2+1)D, 2x input pooling; CPU default"),
     "c3d": ArchSpec(FullBlock, (32, 64, 128, 256), 1, "full 3x3x3 convs at full resolution; GPU option"),
 }
+
+
+def _takes_config(obj: Any) -> bool:
+    """A model plugin's shape: an ``nn.Module`` subclass or another callable taking one argument."""
+    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, nn.Module)):
+        return False
+    try:
+        inspect.signature(obj).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no introspectable signature (some C callables): let the call decide
+        pass
+    return True
+
+
+def resolve_arch(arch: str, *, field: str = "model.arch") -> Callable[[ModelConfig], nn.Module]:
+    """The model plugin named by ``arch`` (built-in, ``fedtwin.models`` entry point or import path).
+
+    Raises:
+        PluginError: one line naming ``field``: unknown name, unimportable module, or an object that
+            is not an ``nn.Module`` subclass or factory taking the ``ModelConfig``.
+    """
+    plugin: Callable[[ModelConfig], nn.Module] = load_plugin(
+        arch,
+        MODEL_GROUP,
+        MODELS,
+        field=field,
+        check=_takes_config,
+        expected="a torch.nn.Module subclass or a factory taking the ModelConfig (cfg) -> nn.Module",
+        kind="model",
+    )
+    return plugin
 
 
 class VideoCNN(nn.Module):
@@ -166,10 +229,13 @@ class VideoCNN(nn.Module):
     temporal conv yet, and skipping it saves a third of the compute of the largest layer.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, spec: ArchSpec | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        spec = MODELS[cfg.arch]
+        if spec is None:
+            if cfg.arch not in MODELS:
+                raise ValueError(f"VideoCNN: arch {cfg.arch!r} is not built in; pass its ArchSpec")
+            spec = MODELS[cfg.arch]
         widths = cfg.widths or ()
         stages: list[nn.Module] = []
         cin = cfg.in_channels
@@ -232,16 +298,65 @@ def _max_pool_space(h: torch.Tensor) -> torch.Tensor:
     return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
-def build_model(cfg: ModelConfig, seed: int) -> VideoCNN:
+def build_model(cfg: ModelConfig, seed: int, *, needs: Iterable[str] = ()) -> VideoCNN:
     """Build a model whose initial weights depend only on ``cfg`` and ``seed``.
 
-    torch initialises layers from its global RNG; forking it and seeding inside the fork makes the
-    weights reproducible without changing the caller's random stream (library code never reseeds the
-    global RNG for good).
+    ``cfg.arch`` is resolved in the calling process (a Ray worker resolves it again from the string),
+    so a user's model class never has to be pickled. torch initialises layers from its global RNG;
+    forking it and seeding inside the fork makes the weights reproducible without changing the
+    caller's random stream (library code never reseeds the global RNG for good).
+
+    Args:
+        cfg: the model settings.
+        seed: the initialisation seed.
+        needs: attributes the caller uses besides ``forward`` (e.g. ``FEATURE_API``), checked here.
+
+    Raises:
+        PluginError: the plugin does not resolve, builds no ``nn.Module``, or lacks one of ``needs``.
     """
+    plugin = resolve_arch(cfg.arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return VideoCNN(cfg)
+        model = plugin(cfg)
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"model.arch: {cfg.arch!r} built a {type(model).__name__}, not a torch.nn.Module")
+    check_model_api(model, needs, cfg.arch)
+    return model  # type: ignore[return-value]  # VideoCNN or a plugin offering the same calls
+
+
+def check_model_api(model: nn.Module, needs: Iterable[str], arch: str, *, field: str = "model.arch") -> None:
+    """Fail with one line when ``model`` lacks attributes a recipe calls (e.g. ``FEATURE_API``).
+
+    Raises:
+        PluginError: naming ``field``, the model class and what is missing.
+    """
+    needs = tuple(needs)
+    missing = [name for name in needs if not hasattr(model, name)]
+    if "head" in needs and "head" not in missing and not isinstance(getattr(model, "head"), nn.Linear):
+        missing.append("head (an nn.Linear)")
+    if missing:
+        raise PluginError(
+            f"{field}: {arch!r} builds {type(model).__qualname__}, which lacks {', '.join(missing)}; this recipe "
+            "needs forward_features(x) -> (map, embedding), classify(embedding), a Linear head and cfg "
+            "(see pipelines/model/networks.py)"
+        )
+
+
+def check_feature_api(cfg: ModelConfig) -> None:
+    """At config time: a model class named by ``cfg.arch`` defines ``forward_features`` and ``classify``.
+
+    The recipes that read features (mutual, incremental, transfer) call this from ``validate`` so a plain
+    classifier plugin fails at load with one line instead of inside an actor; instance attributes
+    (``head``, ``cfg``) are checked again when the model is built (``build_model(needs=FEATURE_API)``).
+    """
+    plugin = resolve_arch(cfg.arch)
+    if isinstance(plugin, type):
+        missing = [name for name in ("forward_features", "classify") if not callable(getattr(plugin, name, None))]
+        if missing:
+            raise PluginError(
+                f"model.arch: {cfg.arch!r} ({plugin.__qualname__}) lacks {', '.join(missing)}; this recipe needs "
+                "forward_features(x) -> (map, embedding) and classify(embedding) (see pipelines/model/networks.py)"
+            )
 
 
 def expand_head(model: VideoCNN, num_classes: int, *, generator: torch.Generator | None = None) -> None:

@@ -1,8 +1,9 @@
 """The one training loop of fedtwin, plus evaluation and prediction.
 
 Every recipe trains through :func:`local_train`: a device's local epochs, the FedDU server pass, a
-twin network's epoch on pseudo-labels, an incremental task with distillation. What differs between them
-is the loss, which comes in through a hook:
+twin network's epoch on pseudo-labels, an incremental task with distillation. The hyper-parameters come
+in as one :class:`pipelines.model.settings.TrainSettings`. What differs between the callers is the
+loss, which comes in through a hook:
 
 - ``loss_fn(model, x, y) -> (loss, metrics)`` returns a scalar loss the loop back-propagates
   (default: cross-entropy on integer labels); ``y`` is whatever the data carries per sample: integer
@@ -33,14 +34,18 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
+
+__all__ = [
+    "ClipData", "EvalResult", "TrainResult", "TrainSettings", "cross_entropy_loss", "evaluate", "local_train", "predict",
+]
 
 logger = logging.getLogger(__name__)
 
 Targets = torch.Tensor | tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Mapping[str, float]]]
 GradFn = Callable[[nn.Module, torch.Tensor, Any], tuple[float, Mapping[str, float]]]
-OPTIMIZERS = ("sgd", "adam")
 
 
 class ClipData(Protocol):
@@ -129,14 +134,11 @@ class _Batches:
         return x, y
 
 
-def _make_optimizer(
-    params: list[nn.Parameter], name: str, lr: float, momentum: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer={name!r} is unknown; use one of {OPTIMIZERS}")
+def _make_optimizer(params: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    # TrainSettings admits only "sgd" and "adam".
+    return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
 def _load_optimizer_state(
@@ -166,53 +168,41 @@ def _dump_optimizer_state(optimizer: torch.optim.Optimizer, named: list[tuple[st
 def local_train(
     model: nn.Module,
     data: Data,
+    settings: TrainSettings,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
     generator: torch.Generator,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    optimizer: Literal["sgd", "adam"] = "sgd",
     loss_fn: LossFn | None = None,
     grad_fn: GradFn | None = None,
     optimizer_state: Mapping[str, np.ndarray] | None = None,
-    max_steps: int | None = None,
     device: str | torch.device = "cpu",
 ) -> TrainResult:
-    """Train ``model`` in place for ``epochs`` passes over ``data`` in shuffled mini-batches.
+    """Train ``model`` in place for ``settings.epochs`` passes over ``data`` in shuffled mini-batches.
 
     Args:
         model: the module to train; it is moved to ``device`` and left there in train mode.
         data: ``ClipArrays`` (uint8 clips are scaled to ``[0, 1]`` per batch) or an ``(x, y)`` pair of
             tensors/arrays; ``y`` may be integer labels, soft targets or a tuple of per-sample tensors.
-        epochs: passes over the data (>= 1).
-        batch_size: examples per step; the last batch of an epoch may be smaller.
-        lr: learning rate.
+        settings: epochs, batch size, learning rate, optimizer (a fresh one per call), momentum, weight
+            decay and step cap (:class:`pipelines.model.settings.TrainSettings`, validated there).
         generator: the only source of randomness (batch order, dropout).
-        momentum: SGD momentum (ignored by Adam).
-        weight_decay: L2 penalty passed to the optimizer.
-        optimizer: ``"sgd"`` or ``"adam"``; a fresh optimizer per call, seeded by ``optimizer_state``.
         loss_fn: ``(model, x, y) -> (loss, metrics)``; defaults to :func:`cross_entropy_loss`.
         grad_fn: ``(model, x, y) -> (loss_value, metrics)`` that writes ``param.grad`` itself; exclusive
             with ``loss_fn``.
         optimizer_state: slots from a previous ``TrainResult.optimizer_state`` to start from.
-        max_steps: stop after this many optimizer steps even if epochs remain.
         device: where to train (``"cpu"`` or e.g. ``"cuda"``).
 
     Returns:
         A :class:`TrainResult`; ``mean_loss`` is NaN when no step was taken.
     """
-    if epochs < 1 or batch_size < 1 or lr <= 0 or (max_steps is not None and max_steps < 0):
-        raise ValueError(f"local_train needs epochs>=1, batch_size>=1, lr>0, max_steps>=0; got "
-                         f"epochs={epochs}, batch_size={batch_size}, lr={lr}, max_steps={max_steps}")
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"local_train needs a TrainSettings, got {type(settings).__name__}")
     if loss_fn is not None and grad_fn is not None:
         raise ValueError("local_train takes loss_fn or grad_fn, not both")
     device = torch.device(device)
     model.to(device).train()
     batches = _Batches(data, device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = _make_optimizer([p for _, p in named], optimizer, lr, momentum, weight_decay)
+    opt = _make_optimizer([p for _, p in named], settings)
     if optimizer_state:
         _load_optimizer_state(opt, named, optimizer_state)
     compute = loss_fn or cross_entropy_loss
@@ -225,12 +215,12 @@ def local_train(
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(inner_seed)
-        for _ in range(epochs):
+        for _ in range(settings.epochs):
             order = torch.randperm(batches.n, generator=generator).to(device)
-            for start in range(0, batches.n, batch_size):
-                if max_steps is not None and steps >= max_steps:
+            for start in range(0, batches.n, settings.batch_size):
+                if settings.max_steps is not None and steps >= settings.max_steps:
                     break
-                x, y = batches.take(order[start : start + batch_size])
+                x, y = batches.take(order[start : start + settings.batch_size])
                 opt.zero_grad(set_to_none=True)
                 if grad_fn is not None:
                     loss_value, metrics = grad_fn(model, x, y)

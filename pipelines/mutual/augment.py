@@ -1,4 +1,4 @@
-"""Twin views: two different, seeded clip augmentations (ALGORITHMS.md section 5.5 item 6).
+"""Twin views: two different, seeded clip augmentations.
 
 The twins must see different views of the same clips so that their errors decorrelate:
 

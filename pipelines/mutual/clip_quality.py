@@ -1,4 +1,4 @@
-"""Clip quality filter for the unlabelled set (seed 004 claim 5, adapted to video; ALGORITHMS.md 5.5 item 5).
+"""Clip quality filter for the unlabelled set: the first step of twin co-training, adapted to video.
 
     score(clip) = mean over frames t of  sharpness_t * exposure_t
     sharpness_t = min(1, var(Laplacian(Gauss_sigma(gray_t))) / sharpness_ref)

@@ -1,4 +1,4 @@
-"""Pseudo-label quality and cluster-id bookkeeping via Hungarian matching (ALGORITHMS.md section 5.3).
+"""Pseudo-label quality and cluster-id bookkeeping via Hungarian matching.
 
 Cluster ids are arbitrary, so comparing them with true labels, with the peer twin's labels, or with
 last epoch's ids needs a one-to-one matching first. ``scipy.optimize.linear_sum_assignment`` finds the

@@ -1,7 +1,7 @@
-"""Pseudo-label clusterers for twin co-training (ALGORITHMS.md section 5): scikit-learn style estimators.
+"""Pseudo-label clusterers for twin co-training: scikit-learn style estimators.
 
 - ``CosineKMeans``: spherical k-means (k-means on L2-normalised rows, centroids re-normalised), the
-  "cosine k-means" of seed 004 and MMT's default clusterer. Scales to 50,000 x 128 in seconds.
+  "cosine k-means" of cross pseudo-labelling and MMT's default clusterer. Scales to 50,000 x 128 in seconds.
 - ``JaccardDBSCAN``: DBSCAN on the k-reciprocal Jaccard distance (MMT's DBSCAN script) or on cosine
   distance, for when the number of classes is unknown. O(N^2) memory: a few thousand rows.
 - ``estimate_n_clusters``: a cheap silhouette search over a small range of K.

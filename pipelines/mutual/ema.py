@@ -1,11 +1,11 @@
 """Temporal mean ("parameter") models for twin co-training: ``E[θ] <- m E[θ] + (1 - m) θ``.
 
-ALGORITHMS.md section 5.2 and 5.5 item 1 give two update units, both supported by ``EmaSchedule``:
+Two update units, both supported by ``EmaSchedule``:
 
 - ``unit="iter"`` (MMT, default): after every optimiser step ``a = min(1 - 1/(step + 1), alpha)``,
   where ``step`` is the global iteration counted from 0. The warm-up term makes the first update a
   plain copy (``a = 0``) and lets the average track quickly while it holds few samples.
-- ``unit="epoch"`` (seed 004, formulas (1)-(4)): after every training cycle, constant ``lambda``.
+- ``unit="epoch"`` (cross pseudo-labelling): after every training cycle, constant ``lambda``.
 
 Both start from ``E^(0)[θ] = θ`` (``init_ema``).
 """
@@ -65,7 +65,7 @@ class EmaSchedule:
 
     Args:
         unit: ``"iter"`` (update after every optimiser step) or ``"epoch"`` (after every cycle).
-        momentum: ``alpha`` for ``"iter"`` (MMT: 0.999) or ``lambda`` for ``"epoch"`` (seed: 0.5 or 0.9).
+        momentum: ``alpha`` for ``"iter"`` (MMT: 0.999) or ``lambda`` for ``"epoch"`` (e.g. 0.5 or 0.9).
     """
 
     unit: EmaUnit = "iter"

@@ -1,4 +1,4 @@
-"""Losses of twin co-training (ALGORITHMS.md section 5.2): seed 004's hard CE and MMT's mutual terms.
+"""Losses of twin co-training: hard CE on pseudo-labels and MMT's mutual terms.
 
 One network's loss, given its outputs on its own view and its peer's mean-model (EMA) outputs:
 
@@ -6,7 +6,8 @@ One network's loss, given its outputs on its own view and its peer's mean-model 
         + (1 - λ_tri) Ltri(f_j, ŷ)    + λ_tri Lstri(f_j | f̃_peer)
 
 MMT's total loss is ``L_1 + L_2``; the two networks share no parameters, so each twin actor can
-minimise its own ``L_j`` alone. Seed 004 is the special case ``λ_id = 0``, ``ε = 0``, no triplet.
+minimise its own ``L_j`` alone. The hard-label loss (``loss: hard``) is the special case ``λ_id = 0``,
+``ε = 0``, no triplet.
 
 Triplet distances are Euclidean between the feature vectors as given (MMT's ``SoftTripletLoss`` with
 ``normalize_feature=False``); the hardest positive may be the anchor itself (distance 0) when the batch
@@ -119,7 +120,7 @@ def mmt_net_loss(
             ``use_triplet`` and ``lambda_tri > 0``.
         lambda_id: weight of the soft CE against the hard (label-smoothed) CE.
         lambda_tri: weight of the soft triplet against the hard triplet.
-        epsilon: label smoothing of the hard CE (0 gives plain CE, as in seed 004).
+        epsilon: label smoothing of the hard CE (0 gives plain CE, as in the hard-label loss).
         use_triplet: include the two triplet terms at all.
 
     Returns:

@@ -1,8 +1,8 @@
-"""Pseudo-labels for twin co-training: which EMA features are clustered for which twin (ALGORITHMS.md 5.2, 5.5).
+"""Pseudo-labels for twin co-training: which EMA features are clustered for which twin.
 
 ``label_mode`` picks the route:
 
-- ``"cross"`` (seed 004, steps S3/S4): twin 0 trains on a clustering of twin 1's EMA features and twin 1
+- ``"cross"`` (cross pseudo-labelling): twin 0 trains on a clustering of twin 1's EMA features and twin 1
   on a clustering of twin 0's, so each network is supervised by its peer's temporal mean;
 - ``"shared"`` (MMT): one clustering of both twins' EMA features, the same labels for both;
 - ``"self"`` (one network, the self-training baseline): a twin clusters its own EMA features.

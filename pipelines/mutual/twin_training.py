@@ -1,10 +1,10 @@
-"""One twin's epoch on pseudo-labels, as pieces for ``pipelines.model.training.local_train`` (ALGORITHMS.md 5.2).
+"""One twin's epoch on pseudo-labels, as pieces for ``pipelines.model.training.local_train``.
 
 - :func:`reset_head` puts normalised cluster centroids into a classifier head (K rows, zero bias);
 - :class:`TwinEpochLoss` is the ``loss_fn`` hook: it augments the batch with the twin's own view,
-  computes seed 004's hard CE or MMT's mutual loss against the peer EMA's per-clip targets, and runs the
+  computes the hard CE on the pseudo-labels or MMT's mutual loss against the peer EMA's per-clip targets, and runs the
   per-iteration EMA update;
-- :func:`select_final` and :func:`convergence_weights` implement the end of the seed: keep the more
+- :func:`select_final` and :func:`convergence_weights` implement the end of training: keep the more
   converged model, or weight a fusion by convergence ``conv_j = 1 / (eps + loss_j)``.
 
 Per-iteration EMA through the loss hook: ``local_train`` calls ``loss_fn`` before every optimiser step,
@@ -58,7 +58,7 @@ class LossSettings:
     """Which loss a twin minimises.
 
     Attributes:
-        kind: ``"hard"`` (seed 004: plain CE on the pseudo-labels) or ``"mmt"``.
+        kind: ``"hard"`` (plain CE on the pseudo-labels) or ``"mmt"``.
         lambda_id: MMT weight of the soft CE against the label-smoothed CE.
         lambda_tri: MMT weight of the soft triplet against the hard triplet.
         label_smoothing: MMT's epsilon in the hard CE.
@@ -159,7 +159,7 @@ def select_final(losses: Sequence[float]) -> int:
 
 
 def convergence_weights(losses: Sequence[float], eps: float = 1e-8) -> np.ndarray:
-    """Seed 004 claim 6: ``conv_j = 1 / (eps + loss_j)``, normalised to sum to 1."""
+    """Fusion weights by convergence: ``conv_j = 1 / (eps + loss_j)``, normalised to sum to 1."""
     conv = np.array([1.0 / (eps + max(0.0, float(loss))) for loss in losses], dtype=np.float64)
     if not np.all(np.isfinite(conv)) or conv.sum() <= 0:
         raise ValueError(f"convergence_weights: losses {list(losses)} give no usable weights")

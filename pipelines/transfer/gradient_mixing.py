@@ -1,4 +1,4 @@
-"""Similarity-weighted mixing of a new-data gradient with a history gradient (seed 003, ALGORITHMS.md §4.2).
+"""Similarity-weighted mixing of a new-data gradient with a history gradient (docs/transfer.md).
 
 Each transfer step has two gradients over the trainable parameters: ``g_n`` on the transfer batch and
 ``g_h`` on the paired history batch. SimMix weighs them by their cosine similarity ``s``::
@@ -139,7 +139,7 @@ class GradientMixer:
         project: A-GEM safeguard on/off; ``None`` takes the mode's own setting (on for simmix and agem).
         granularity: ``"global"`` (one similarity over all parameters) or ``"layer"`` (per tensor).
         replay_weight: the fixed history weight of ``"replay"``.
-        weight_fn: optional ``s -> w_h`` replacing the SimMix clip rule (ALGORITHMS.md §4.5, item 1).
+        weight_fn: optional ``s -> w_h`` replacing the SimMix clip rule (a pluggable weight function).
 
     Example:
         >>> mixer = GradientMixer("simmix")

@@ -1,4 +1,4 @@
-"""History sample bank for online transfer (seed 003, claim 6; ALGORITHMS.md §4.2 "History bank update").
+"""History sample bank for online transfer, updated from gradient signatures (GSS) or by reservoir sampling.
 
 The bank keeps at most ``capacity`` clips (uint8) with their labels. Two admission policies:
 
@@ -225,7 +225,7 @@ class HistoryBank:
         return self.clips[idx], self.labels[idx]
 
     def cycle_batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Endless full-size batches walking through the shuffled bank (claim 3's paired history batches).
+        """Endless full-size batches walking through the shuffled bank (the paired history batches of each step).
 
         Each pass visits every item once in a fresh random order; a batch that straddles two passes takes
         its tail from the next one. Items added while iterating join at the next pass; the bank never

@@ -1,6 +1,6 @@
-"""One online-transfer step as a ``local_train`` hook, and the helpers around it (seed 003, ALGORITHMS.md §4.2).
+"""One online-transfer step as a ``local_train`` hook, and the helpers around it.
 
-Claim 3 pairs every transfer batch with a history batch. :class:`PairedMixStep` is the ``grad_fn`` that
+Online transfer pairs every transfer batch with a history batch. :class:`PairedMixStep` is the ``grad_fn`` that
 does it: ``local_train`` walks the transfer samples in shuffled batches as usual, and each call draws the
 next batch of an endless history iterator (:meth:`pipelines.transfer.history_bank.HistoryBank.cycle_batches`),
 runs one forward pass over both batches, and lets a :class:`~pipelines.transfer.gradient_mixing.GradientMixer`

@@ -1,8 +1,8 @@
-"""Simulated user verification of meta-model predictions, classification form (seed 003; ALGORITHMS.md §4.2).
+"""Simulated user verification of meta-model predictions, classification form.
 
-The seed's detector builds transfer samples from the meta-model's boxes and the user's verdict (correct,
-missed, false detection). For clip classification the same logic reads, with the hidden true label
-standing in for the user:
+In its detection form, online transfer builds transfer samples from the meta-model's boxes and the
+user's verdict (correct, missed, false detection). For clip classification the same logic reads, with
+the hidden true label standing in for the user:
 
 ================  =========================================  ======================================
 outcome           condition                                  transfer label
@@ -123,7 +123,7 @@ def verify_predictions(
     outcomes[false_pos] = Outcome.FALSE_POSITIVE
     outcomes[true_neg] = Outcome.TRUE_NEGATIVE
 
-    labels[correct] = predicted[correct]  # the seed keeps the model's own answer when it is right
+    labels[correct] = predicted[correct]  # a verified correct prediction keeps the model's own answer
     labels[wrong | missed] = true_labels[wrong | missed]
     if background_class is not None:
         if negatives_to_background:

@@ -1,10 +1,74 @@
-"""How the federated recipe reaches its device hosts: the Ray backend or the in-process one."""
+"""How the federated recipe reaches its device hosts: the :class:`Backend` contract and its factory.
+
+Two transports satisfy it: :class:`~orchestrator.recipes.federated.ray_backend.RayBackend` (host
+actors, an evaluator or server-node actor) and
+:class:`~orchestrator.recipes.federated.local_backend.LocalBackend` (the same classes called in this
+process, no Ray). Both apply the same round threshold
+(:func:`~orchestrator.recipes.federated.backend_common.finish_round`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.federated.backend_common import RoundFailedError, plan_hosts
+from orchestrator.recipes.federated.strategies.context import ServerAccess
+from pipelines.federated.messages import AggregatedFit, FitTask
+from pipelines.model.state import ModelState
+
+__all__ = ["Backend", "RoundFailedError", "make_backend", "plan_hosts"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The device hosts and the evaluator (or server node) of one federated run."""
+
+    num_hosts: int
+
+    def fit(
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
+    ) -> AggregatedFit:
+        """Train the round's tasks from ``state`` and fold them in host order.
+
+        Args:
+            state: the global state devices start from.
+            tasks: one per selected device (all of one round).
+            timeout_s: the round's deadline (``federation.round_timeout_s``; the in-process backend
+                cannot enforce it).
+            on_host_done: called ``(hosts_done, hosts_total)`` as hosts answer.
+            payload: round-wide arrays the strategy broadcasts (e.g. FedDUM's global device momentum).
+
+        Raises:
+            RoundFailedError: fewer devices succeeded than ``federation.min_success_fraction`` asks.
+        """
+        ...
+
+    def evaluate(self, state: ModelState) -> dict[str, float]:
+        """Accuracy and loss of ``state`` on the test split."""
+        ...
+
+    def server_access(self) -> ServerAccess:
+        """The server node as a strategy's ``ServerAccess`` (backends started with ``server_node=True``)."""
+        ...
+
+    def device_states(self) -> dict[int, dict[str, Any]]:
+        """Every device's local state (for checkpoints)."""
+        ...
+
+    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
+        """Give each host the saved local states of its devices (on resume)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop whatever the backend started."""
+        ...
 
 
 def make_backend(
@@ -14,7 +78,7 @@ def make_backend(
     num_hosts: int,
     scheduling_strategy: Any = None,
     server_node: bool = False,
-) -> Any:
+) -> Backend:
     """The backend ``resources.backend`` asks for, with its hosts and evaluator (or server node) started."""
     if spec.resources.backend == "local":
         from orchestrator.recipes.federated.local_backend import LocalBackend

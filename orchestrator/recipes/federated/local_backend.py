@@ -1,11 +1,12 @@
 """The in-process transport: the same device hosts and server node, called directly (no Ray).
 
 ``resources.backend: local`` runs a whole experiment in the driver process with the very classes the
-Ray actors wrap (``DeviceHost``, ``Evaluator``, ``ServerNode``), the same host-ordered folding and the
-same strategies, so results match the Ray backend bit for bit on CPU. It exists for debugging and for
-studies of many short runs, where actor start-up would dominate (``benchmarks/study_feddu.py``).
-What it cannot do: enforce ``federation.round_timeout_s`` (a hung device hangs the run) or use more
-than this process's ``resources.torch_threads`` threads; device failures are still values.
+Ray actors wrap (``DeviceHost``, ``Evaluator``, ``ServerNode``), the same host-ordered folding, the same
+round threshold and the same strategies, so results match the Ray backend bit for bit on CPU. It exists
+for debugging and for studies of many short runs, where actor start-up would dominate
+(``benchmarks/study_feddu.py``). What it cannot do: enforce ``federation.round_timeout_s`` (a hung
+device hangs the run) or use more than this process's ``resources.torch_threads`` threads; device
+failures are still values. This module never imports Ray.
 """
 
 from __future__ import annotations
@@ -16,23 +17,24 @@ from typing import Any
 
 from actors.federated.device_host import DeviceHost
 from actors.federated.evaluator import Evaluator
-from pipelines.federated.messages import DeviceFailure, FitTask
 from actors.federated.server_node import ServerNode
-from pipelines.federated.aggregate import OrderedFold, tasks_by_host
-from orchestrator.recipes.federated.ray_backend import host_settings
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.strategies.base import AggregatedFit
+from orchestrator.recipes.federated.backend_common import finish_round, host_settings
 from orchestrator.recipes.federated.strategies.context import ServerAccess
+from pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from pipelines.federated.hosts import host_of
+from pipelines.federated.messages import AggregatedFit, FitTask
 from pipelines.model.state import ModelState
 
 
 class LocalBackend:
-    """Same interface as :class:`orchestrator.recipes.federated.ray_backend.RayBackend`, without processes."""
+    """A :class:`~orchestrator.recipes.federated.backend.Backend` without processes."""
 
     def __init__(
         self, spec: ExperimentSpec, partition_dir: str, num_devices: int, num_hosts: int, server_node: bool = False
     ) -> None:
         settings = host_settings(spec)
+        self.spec = spec
         self.num_hosts = num_hosts
         self.hosts = [DeviceHost(h, num_hosts, partition_dir, settings) for h in range(num_hosts)]
         threads = spec.resources.torch_threads
@@ -44,8 +46,8 @@ class LocalBackend:
         )
 
     def host_of(self, device_id: int) -> int:
-        """Sticky assignment of devices to hosts (as on Ray)."""
-        return device_id % self.num_hosts
+        """The host serving ``device_id`` (the sticky rule, as on Ray)."""
+        return host_of(device_id, self.num_hosts)
 
     def fit(
         self,
@@ -54,18 +56,19 @@ class LocalBackend:
         timeout_s: float,
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
-    ) -> AggregatedFit | list[DeviceFailure]:
-        """Run the round's tasks host by host; ``timeout_s`` is not enforced in-process."""
+    ) -> AggregatedFit:
+        """Run the round's tasks host by host; ``timeout_s`` is not enforced in-process.
+
+        Raises:
+            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
+        """
         by_host = tasks_by_host(tasks, self.num_hosts)
         fold = OrderedFold(list(by_host))
         for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
             fold.add(self.hosts[host_id].fit(state, host_tasks, payload))
             if on_host_done is not None:
                 on_host_done(done, len(by_host))
-        try:
-            return fold.finish(state)
-        except ValueError:
-            return list(fold.failures)
+        return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
 
     def evaluate(self, state: ModelState) -> dict[str, float]:
         """Accuracy and loss on the test split."""

@@ -9,81 +9,31 @@ restarts it: a hung device cannot block the next round).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from actors.federated.device_host import DeviceHostActor, HostSettings
-from actors.federated.evaluator import EvaluatorActor
-from pipelines.federated.messages import DeviceFailure, FitTask, ServerPassResult
-from actors.federated.server_node import ServerNodeActor
+from actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
 from actors.placement import actor_options
-from pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.strategies.base import AggregatedFit
-from pipelines.core.errors import FedtwinError
+from orchestrator.recipes.federated.backend_common import finish_round, host_settings, plan_hosts
+from pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from pipelines.federated.hosts import host_of
+from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitTask, ServerPassResult
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
+
+__all__ = ["CONTROL_TIMEOUT_S", "RayBackend", "RayServerAccess", "plan_hosts"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds allowed for actor construction (loading torch, manifests) and for small control calls.
 CONTROL_TIMEOUT_S = 300.0
-
-
-class RoundFailedError(FedtwinError, RuntimeError):
-    """Too few devices succeeded in a round (below ``federation.min_success_fraction``)."""
-
-    exit_code = 1
-
-    def __init__(self, round_num: int, succeeded: int, attempted: int, reasons: Sequence[str]) -> None:
-        self.round_num, self.succeeded, self.attempted = round_num, succeeded, attempted
-        example = f"; first failure: {reasons[0]}" if reasons else ""
-        super().__init__(
-            f"round {round_num}: only {succeeded}/{attempted} devices succeeded, below "
-            f"federation.min_success_fraction{example}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RoundFailedError, (self.round_num, self.succeeded, self.attempted, []))
-
-
-def plan_hosts(spec: ExperimentSpec, num_devices: int, resources: Mapping[str, float]) -> int:
-    """Number of device hosts: ``resources.hosts`` or as many as the cluster's CPU/GPU slots allow."""
-    res = spec.resources
-    if res.hosts is not None:
-        return min(res.hosts, num_devices)
-    slots = []
-    if res.cpus_per_host > 0:
-        slots.append(int(resources.get("CPU", 1) // res.cpus_per_host))
-    if res.gpus_per_host > 0:
-        slots.append(int(resources.get("GPU", 0) // res.gpus_per_host))
-    hosts = min(slots) if slots else 1
-    if hosts < 1:
-        raise FedtwinError(
-            f"resources: the cluster ({dict(resources)}) has no room for one device host with "
-            f"cpus_per_host={res.cpus_per_host}, gpus_per_host={res.gpus_per_host}; lower them or add nodes"
-        )
-    return max(1, min(hosts, num_devices))
-
-
-def host_settings(spec: ExperimentSpec) -> HostSettings:
-    """What every device host of ``spec`` needs (the same for the Ray and the in-process backend)."""
-    chaos = spec.federation.chaos
-    return HostSettings(
-        seed=spec.seed,
-        model=spec.model,
-        torch_threads=spec.resources.torch_threads,
-        shard_cache_size=spec.resources.shard_cache_size,
-        fail_devices=chaos.fail_devices,
-        hang_devices=chaos.hang_devices,
-        hang_s=chaos.hang_s,
-        chaos_rounds=chaos.rounds,
-    )
 
 
 class RayBackend:
@@ -111,7 +61,7 @@ class RayBackend:
         self.hosts: list[Any] = [self._make_host(h) for h in range(num_hosts)]
         res = spec.resources
         options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
-                                scheduling_strategy=scheduling_strategy)
+                                scheduling_strategy=scheduling_strategy, plugin_paths=spec.plugins.paths)
         self.has_server_node = server_node
         if server_node:
             self.evaluator = ServerNodeActor.options(**options).remote(
@@ -132,12 +82,13 @@ class RayBackend:
             max_restarts=res.max_restarts,
             max_task_retries=res.max_task_retries,
             scheduling_strategy=self._scheduling,
+            plugin_paths=self.spec.plugins.paths,  # a plugin model must import inside the host
         )
         return DeviceHostActor.options(**options).remote(host_id, self.num_hosts, self.partition_dir, self._settings)
 
     def host_of(self, device_id: int) -> int:
-        """Sticky assignment of devices to hosts."""
-        return device_id % self.num_hosts
+        """The host serving ``device_id`` (the sticky rule)."""
+        return host_of(device_id, self.num_hosts)
 
     def fit(
         self,
@@ -146,10 +97,13 @@ class RayBackend:
         timeout_s: float,
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
-    ) -> AggregatedFit | list[DeviceFailure]:
-        """Run one round's tasks; returns the folded result, or only failures if nothing succeeded.
+    ) -> AggregatedFit:
+        """Run one round's tasks and fold the hosts' answers as they arrive, under one deadline.
 
         ``payload`` (the strategy's round broadcast, e.g. a global momentum buffer) travels like the state.
+
+        Raises:
+            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
         """
         state_ref = ray.put(state)  # once per round, never per device
         payload_ref = ray.put(dict(payload)) if payload else None
@@ -178,10 +132,7 @@ class RayBackend:
             logger.warning(reason + "; restarting it")
             fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in by_host[host_id]])
             self._restart_host(host_id)
-        try:
-            return fold.finish(state)
-        except ValueError:
-            return list(fold.failures)
+        return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
 
     def _restart_host(self, host_id: int) -> None:
         """Kill a stuck host; Ray restarts it (``max_restarts``), else we start a replacement."""
@@ -226,13 +177,8 @@ class RayBackend:
                 logger.debug("actor already gone at shutdown: %s", err)
 
 
-def min_successes(num_tasks: int, fraction: float) -> int:
-    """Smallest number of successful devices a round needs."""
-    return max(1, math.ceil(num_tasks * fraction))
-
-
 class RayServerAccess:
-    """``orchestrator.recipes.federated.strategies.context.ServerAccess`` backed by a ``ServerNodeActor`` (bounded waits)."""
+    """A strategy's ``ServerAccess`` backed by a ``ServerNodeActor`` (bounded waits)."""
 
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle = handle
@@ -242,6 +188,14 @@ class RayServerAccess:
         """Accuracy and loss on D0."""
         return ray.get(self.handle.evaluate.remote(state, split="shared"), timeout=self.timeout_s)
 
-    def server_pass(self, state: ModelState, **settings: Any) -> ServerPassResult:
-        """One server pass on D0 (see ``ServerNode.server_pass`` for the settings)."""
-        return ray.get(self.handle.server_pass.remote(state, **settings), timeout=self.timeout_s)
+    def server_pass(
+        self,
+        state: ModelState,
+        settings: TrainSettings,
+        *,
+        round_num: int,
+        optimizer_state: Mapping[str, np.ndarray] | None = None,
+    ) -> ServerPassResult:
+        """One server pass on D0 (see ``ServerNode.server_pass``)."""
+        ref = self.handle.server_pass.remote(state, settings, round_num=round_num, optimizer_state=optimizer_state)
+        return ray.get(ref, timeout=self.timeout_s)

@@ -1,38 +1,44 @@
 """Recipe ``federated``: rounds of device sampling, local training, folding and a strategy update.
 
-One round (DESIGN.md "Data flow of one federated round"): sample devices with a generator seeded from
-``(seed, round)``; ``ray.put`` the state once; hosts train their devices; the driver folds host partial
-sums in host order; the strategy makes the next state; evaluate; log; checkpoint atomically.
+One round (:func:`orchestrator.recipes.federated.round.run_round`): sample devices with a generator
+seeded from ``(seed, round)``; put the state in the object store once; device hosts train their devices
+and return pre-summed partial results; the driver folds them in host order; the strategy (FedAvg,
+FedAvgM, FedDU, FedDUM or a plugin) makes the next state; the evaluator scores it. The run loop
+(:mod:`orchestrator.run.loop`) does the rest: resume, metrics, checkpoints, callbacks.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from orchestrator.recipes.federated.ray_backend import RayBackend, plan_hosts
-from orchestrator.recipes.federated.round import run_round
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from orchestrator.config.loader import ConfigError
+from orchestrator.config.sections import TrainConfig
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.base import CheckpointState, Recipe
+from orchestrator.recipes.federated.backend import make_backend, plan_hosts
+from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from orchestrator.recipes.federated.round import run_round
+from orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
+from orchestrator.run.checkpoint import Checkpoint
+from orchestrator.run.context import first_reaching
 from orchestrator.run.data_prep import ensure_partition
-from orchestrator.recipes.federated.local_backend import LocalBackend
+from orchestrator.run.footprint import Bundle, Footprint, bundle
 from orchestrator.run.plots import plot_curves
-from orchestrator.run.context import RecipeContext, first_reaching, versions
-from orchestrator.recipes.federated.strategies import STRATEGIES, Strategy, StrategyContext
 from pipelines.core.errors import FedtwinError
-from pipelines.model.networks import build_model
 from pipelines.data.partition_manifest import PartitionManifest, load_partition_manifest
+from pipelines.model.networks import build_model
 from pipelines.model.state import ModelState, state_from_model
 
 logger = logging.getLogger(__name__)
 
 
 def build_strategy(spec: ExperimentSpec, num_devices: int, context: StrategyContext | None = None) -> Strategy:
-    """Instantiate the configured strategy from the registry."""
-    cls = STRATEGIES[spec.strategy.name]
+    """Instantiate the configured strategy (a built-in name, an entry point or an import path)."""
+    cls = strategy_class(spec.strategy.name)
     params = cls.parse_params(spec.strategy.params)
     return cls(params, num_devices=num_devices, devices_per_round=spec.federation.devices_per_round, context=context)
 
@@ -47,81 +53,111 @@ def strategy_context(manifest: PartitionManifest, server: Any = None) -> Strateg
     )
 
 
-def run_federated(ctx: RecipeContext) -> dict[str, Any]:
-    """Run (or resume) a federated experiment; returns the summary written to ``summary.json``."""
-    spec = ctx.spec
-    fed = spec.federation
-    partition_dir = ensure_partition(spec.data)
-    manifest = load_partition_manifest(partition_dir)
-    num_devices = manifest.num_devices
-    needs_server = STRATEGIES[spec.strategy.name].needs_server
-    if needs_server and manifest.shared.num_examples == 0:
-        raise FedtwinError(
-            f"strategy {spec.strategy.name} needs shared server data but {partition_dir} has none; "
-            "set data.partition.shared_fraction > 0 (or partition with `fedtwin data partition --shared`)"
-        )
-    build_strategy(spec, num_devices, strategy_context(manifest))  # fail on bad params before actors start
-    num_hosts = plan_hosts(spec, num_devices, ctx.cluster_resources)
-    state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
-    backend: RayBackend | LocalBackend
-    if spec.resources.backend == "local":
-        backend = LocalBackend(spec, str(partition_dir), num_devices, num_hosts, server_node=needs_server)
-    else:
-        backend = RayBackend(
-            spec, str(partition_dir), num_devices, num_hosts, ctx.scheduling_strategy, server_node=needs_server
-        )
-    start = 1
-    try:
-        server = backend.server_access() if needs_server else None
-        strategy = build_strategy(spec, num_devices, strategy_context(manifest, server))
-        if ctx.resume:
-            ckpt = latest_checkpoint(ctx.run.checkpoints)
-            if ckpt is not None:
-                state = ckpt.model
-                strategy.load_state_dict(ckpt.extra.get("strategy", {}))
-                backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
-                start = ckpt.round_num + 1
-                ctx.run.truncate_metrics(ckpt.round_num)
-                logger.info("resuming after round %d", ckpt.round_num)
-        ctx.callbacks.on_run_start(
-            {"recipe": "federated", "run_dir": str(ctx.run.path), "total_steps": fed.num_rounds,
-             "start_step": start, "unit": "round", "hosts": num_hosts, "devices": num_devices}
-        )
-        for round_num in range(start, fed.num_rounds + 1):
-            state, record = run_round(ctx.spec, strategy, backend, state, round_num)
-            ctx.run.append_metrics(record)
-            ctx.callbacks.on_round_end(round_num, record)
-            if round_num % ctx.spec.run.checkpoint_every == 0 or round_num == fed.num_rounds:
-                path = save_checkpoint(
-                    ctx.run.checkpoints, round_num, state,
-                    {"strategy": strategy.state_dict(), "devices": {str(k): v for k, v in backend.device_states().items()}},
-                    {"recipe": "federated", "partition": str(partition_dir)},
-                    keep=ctx.spec.run.keep_checkpoints,
-                )
-                ctx.callbacks.on_checkpoint(round_num, path)
-    finally:
-        backend.shutdown()
-    records = ctx.run.read_metrics()
-    plot_curves(records, ctx.run.plots / "accuracy.png", title=f"{spec.name} ({spec.strategy.name})")
-    # Strategies with a server update (FedDU) log alpha_t and acc_t; the plot is skipped for the others.
-    plot_curves(records, ctx.run.plots / "server_update.png", title=f"{spec.name}: server update",
-                panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))))
-    evaluated = [r for r in records if r.get("test_accuracy") is not None]
-    summary = {
-        "recipe": "federated",
-        "name": spec.name,
-        "strategy": strategy.describe(),
-        "rounds": fed.num_rounds,
-        "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
-        "final_test_loss": evaluated[-1]["test_loss"] if evaluated else None,
-        "best_test_accuracy": max((r["test_accuracy"] for r in evaluated), default=None),
-        "target_accuracy": fed.target_accuracy,
-        "rounds_to_target": first_reaching(records, "test_accuracy", fed.target_accuracy),
-        "median_round_seconds": float(np.median([r["round_seconds"] for r in records])) if records else None,
-        "wall_seconds": time.time() - ctx.started,
-        "num_devices": num_devices,
-        "num_hosts": num_hosts,
-        "partition": str(partition_dir),
-        "versions": versions(),
-    }
-    return summary
+class FederatedRecipe(Recipe):
+    """Federated rounds over simulated edge devices served by device hosts."""
+
+    name = "federated"
+    unit = "round"
+    sections = {"training": TrainConfig, "federation": FederationConfig, "strategy": StrategyConfig}
+
+    @classmethod
+    def validate(cls, spec: ExperimentSpec) -> None:
+        """The strategy resolves and its ``params`` parse (errors name ``strategy.params.<key>``)."""
+        strategy_class(spec.strategy.name).parse_params(spec.strategy.params)
+
+    @classmethod
+    def needs_ray(cls, spec: ExperimentSpec) -> bool:
+        """``resources.backend: local`` runs hosts and server node in this process, without Ray."""
+        return spec.resources.backend != "local"
+
+    @classmethod
+    def target(cls, spec: ExperimentSpec) -> float | None:
+        """``federation.target_accuracy``."""
+        return spec.federation.target_accuracy
+
+    @classmethod
+    def footprint(cls, spec: ExperimentSpec, driver: Bundle) -> Footprint:
+        """The driver, one bundle per device host and one for the evaluator / server node."""
+        res = spec.resources
+        if res.backend == "local":  # hosts and server node run inside the driver process
+            return Footprint((driver,), hosts=0)
+        if res.hosts is None:
+            raise ConfigError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
+        host = bundle(res.cpus_per_host, res.gpus_per_host)
+        server = bundle(res.server_cpus, res.server_gpus)
+        bundles = [driver] + ([host] * res.hosts if host else []) + ([server] if server else [])
+        return Footprint(tuple(bundles), hosts=res.hosts if host else 0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self) -> None:
+        spec, ctx = self.spec, self.ctx
+        self.backend: Any = None
+        self.partition_dir = ensure_partition(spec.data)
+        manifest = load_partition_manifest(self.partition_dir)
+        self.num_devices = manifest.num_devices
+        if spec.federation.devices_per_round > self.num_devices:
+            raise ConfigError(
+                f"federation.devices_per_round: {spec.federation.devices_per_round} is more than the "
+                f"{self.num_devices} devices of {self.partition_dir}; lower it or partition over more devices"
+            )
+        strategy_cls = strategy_class(spec.strategy.name)
+        needs_server = strategy_cls.needs_server
+        if needs_server and manifest.shared.num_examples == 0:
+            raise FedtwinError(
+                f"strategy {spec.strategy.name} needs shared server data but {self.partition_dir} has none; "
+                "set data.partition.shared_fraction > 0 (or partition with `fedtwin data partition --shared`)"
+            )
+        build_strategy(spec, self.num_devices, strategy_context(manifest))  # bad params fail before actors start
+        self.num_hosts = plan_hosts(spec, self.num_devices, ctx.cluster_resources)
+        self.state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
+        self.backend = make_backend(spec, str(self.partition_dir), self.num_devices, self.num_hosts,
+                                    ctx.scheduling_strategy, server_node=needs_server)
+        server = self.backend.server_access() if needs_server else None
+        self.strategy = build_strategy(spec, self.num_devices, strategy_context(manifest, server))
+
+    @classmethod
+    def steps(cls, spec: ExperimentSpec) -> int:
+        return spec.federation.num_rounds
+
+    def run_info(self) -> dict[str, Any]:
+        return {"hosts": self.num_hosts, "devices": self.num_devices}
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.state = ckpt.model
+        self.strategy.load_state_dict(ckpt.extra.get("strategy", {}))
+        self.backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
+
+    def step(self, n: int) -> dict[str, Any]:
+        self.state, record = run_round(self.spec, self.strategy, self.backend, self.state, n)
+        return record
+
+    def checkpoint_state(self) -> CheckpointState:
+        devices = {str(k): v for k, v in self.backend.device_states().items()}
+        return CheckpointState(self.state, {"strategy": self.strategy.state_dict(), "devices": devices},
+                               {"partition": str(self.partition_dir)})
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        spec, fed, plots = self.spec, self.spec.federation, self.ctx.run.plots
+        records = list(records)
+        plot_curves(records, plots / "accuracy.png", title=f"{spec.name} ({self.strategy.name})")
+        # Strategies with a server update (FedDU) log alpha_t and acc_t; the plot is skipped for the others.
+        plot_curves(records, plots / "server_update.png", title=f"{spec.name}: server update",
+                    panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))))
+        evaluated = [r for r in records if r.get("test_accuracy") is not None]
+        return {
+            "strategy": self.strategy.describe(),
+            "rounds": fed.num_rounds,
+            "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
+            "final_test_loss": evaluated[-1]["test_loss"] if evaluated else None,
+            "best_test_accuracy": max((r["test_accuracy"] for r in evaluated), default=None),
+            "target_accuracy": fed.target_accuracy,
+            "rounds_to_target": first_reaching(records, "test_accuracy", fed.target_accuracy),
+            "median_round_seconds": float(np.median([r["round_seconds"] for r in records])) if records else None,
+            "num_devices": self.num_devices,
+            "num_hosts": self.num_hosts,
+            "partition": str(self.partition_dir),
+        }
+
+    def close(self) -> None:
+        if getattr(self, "backend", None) is not None:
+            self.backend.shutdown()

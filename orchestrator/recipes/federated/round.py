@@ -8,40 +8,41 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.local_backend import LocalBackend
-from orchestrator.recipes.federated.ray_backend import RayBackend, RoundFailedError, min_successes
-from orchestrator.recipes.federated.strategies import Strategy
+from orchestrator.recipes.federated.backend import Backend
+from orchestrator.recipes.federated.strategies.base import Strategy
+from pipelines.core.seeding import sampling_rng
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
 
 
-def round_train_config(spec: ExperimentSpec, round_num: int) -> dict[str, Any]:
-    """Local-training settings of one round (lr decays per round)."""
+def round_settings(spec: ExperimentSpec, round_num: int) -> TrainSettings:
+    """Local-training settings of round ``round_num`` (``training.*``; lr decays per round)."""
     t = spec.training
-    return {
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "optimizer": t.optimizer,
-        "lr": t.lr * t.lr_decay ** (round_num - 1),
-        "momentum": t.momentum,
-        "weight_decay": t.weight_decay,
-        "max_steps": t.max_steps,
-    }
+    return TrainSettings(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr * t.lr_decay ** (round_num - 1),
+        optimizer=t.optimizer,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        max_steps=t.max_steps,
+    )
 
 
 def run_round(
-    spec: ExperimentSpec, strategy: Strategy, backend: RayBackend | LocalBackend, state: ModelState, round_num: int
+    spec: ExperimentSpec, strategy: Strategy, backend: Backend, state: ModelState, round_num: int
 ) -> tuple[ModelState, dict[str, Any]]:
+    """Run round ``round_num`` from ``state``; returns the next state and the round's metrics record.
+
+    Raises:
+        RoundFailedError: from ``backend.fit``, when too few devices succeeded.
+    """
     started = time.perf_counter()
-    rng = np.random.default_rng([spec.seed, round_num])
-    device_ids = strategy.sample_devices(round_num, rng)
-    tasks = strategy.configure_fit(round_num, device_ids, round_train_config(spec, round_num))
+    device_ids = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
+    settings = round_settings(spec, round_num)
+    tasks = strategy.configure_fit(round_num, device_ids, settings)
     outcome = backend.fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
     fit_seconds = time.perf_counter() - started
-    needed = min_successes(len(tasks), spec.federation.min_success_fraction)
-    if isinstance(outcome, list) or len(outcome.results) < needed:
-        failures = outcome if isinstance(outcome, list) else outcome.failures
-        succeeded = 0 if isinstance(outcome, list) else len(outcome.results)
-        raise RoundFailedError(round_num, succeeded, len(tasks), [f.reason for f in failures])
     new_state, strategy_metrics = strategy.aggregate_fit(round_num, state, outcome)
     weights = np.array([r.num_examples for r in outcome.results], dtype=np.float64)
     losses = np.array([r.metrics.get("train_loss", np.nan) for r in outcome.results], dtype=np.float64)
@@ -52,7 +53,7 @@ def run_round(
         "failed_devices": [f.device_id for f in outcome.failures],
         "num_examples": outcome.num_examples,
         "train_loss": float(np.sum(weights * losses) / weights.sum()),
-        "lr": round_train_config(spec, round_num)["lr"],
+        "lr": settings.lr,
         **strategy_metrics,
     }
     if round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds:

@@ -1,6 +1,6 @@
-"""Recipe ``incremental``: class-incremental video learning with one trainer actor (seed 001).
+"""Recipe ``incremental``: class-incremental video learning with one trainer actor.
 
-Per task (DESIGN.md "Recipes"): the trainer expands the head, trains the student from the frozen
+Per task, the trainer expands the head, trains the student from the frozen
 previous model with ``CE + L_sf + alpha * L_tf`` (or the method's loss) on the new task's clips plus the
 replayed memory, rebuilds the memory, and scores every seen task. The driver only sees weights, the
 accuracy row and scalar metrics; it appends one ``metrics.jsonl`` line per task, rewrites
@@ -11,23 +11,27 @@ under ``memory/`` that the checkpoint names, written before it).
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from actors.incremental.trainer import IncrementalTrainerActor, TaskOutcome, TrainerSettings
-from actors.placement import actor_options
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from actors.incremental.ray_actors import IncrementalTrainerActor
+from actors.incremental.trainer import TaskOutcome, TrainerSettings
+from actors.placement import actor_options, trainer_gpus
+from orchestrator.config.sections import TrainConfig
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.base import CheckpointState, Recipe
+from orchestrator.recipes.incremental.config import IncrementalConfig
+from orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
+from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.data_prep import dataset_or_generated
 from orchestrator.run.plots import plot_curves
-from orchestrator.run.context import RecipeContext, versions
-from orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
 from pipelines.incremental.task_split import TaskSplit, make_task_split
+from pipelines.model.networks import check_feature_api
 from pipelines.core.errors import FedtwinError
 from pipelines.incremental.metrics import incremental_summary
 from pipelines.data.manifest import load_dataset_manifest
@@ -91,13 +95,6 @@ def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
     )
 
 
-def trainer_gpus(spec: ExperimentSpec, cluster_resources: dict[str, float]) -> float:
-    """``resources.gpus_per_host`` when set, else one GPU whenever the cluster has one."""
-    if spec.resources.gpus_per_host > 0:
-        return spec.resources.gpus_per_host
-    return 1.0 if cluster_resources.get("GPU", 0.0) >= 1.0 else 0.0
-
-
 def _wait(ref: ray.ObjectRef, timeout_s: float, task: int, what: str) -> Any:
     try:
         return ray.get(ref, timeout=timeout_s)
@@ -110,95 +107,107 @@ def _wait(ref: ray.ObjectRef, timeout_s: float, task: int, what: str) -> Any:
         raise TaskFailedError(task, f"{what} raised {type(cause).__name__}: {cause}") from None
 
 
-def run_incremental(ctx: RecipeContext) -> dict[str, Any]:
-    """Run (or resume) a class-incremental experiment; returns the summary written to ``summary.json``."""
-    spec = ctx.spec
-    inc = spec.incremental
-    data_dir = dataset_or_generated(spec.data)
-    split = task_split(spec, load_dataset_manifest(data_dir).num_classes)
-    n = split.num_tasks
-    options = actor_options(
-        num_cpus=spec.resources.cpus_per_host,
-        num_gpus=trainer_gpus(spec, ctx.cluster_resources),
-        max_restarts=0,  # a restarted trainer would have lost its model and memory; resume instead
-        scheduling_strategy=ctx.scheduling_strategy,
-    )
-    trainer = IncrementalTrainerActor.options(**options).remote(  # type: ignore[attr-defined]
-        str(data_dir), split, trainer_settings(spec), str(ctx.run.path / "memory")
-    )
-    matrix = np.full((n, n), np.nan)
-    test_counts = np.zeros(n, dtype=np.int64)
-    start = 1
-    try:
-        if ctx.resume:
-            ckpt = latest_checkpoint(ctx.run.checkpoints)
-            if ckpt is not None:
-                matrix, test_counts = ckpt.extra["accuracy_matrix"], ckpt.extra["test_counts"]
-                memory = ckpt.meta.get("memory_file")
-                memory_path = str(ctx.run.path / memory) if memory else None
-                _wait(trainer.restore.remote(ckpt.round_num, ckpt.model, memory_path), CONTROL_TIMEOUT_S,
-                      ckpt.round_num + 1, "restore")
-                start = ckpt.round_num + 1
-                ctx.run.truncate_metrics(ckpt.round_num, key="task")
-                logger.info("resuming after task %d", ckpt.round_num)
-        ctx.callbacks.on_run_start(
-            {"recipe": "incremental", "run_dir": str(ctx.run.path), "total_steps": n, "start_step": start,
-             "unit": "task", "method": inc.method, "tasks": [list(t) for t in split.tasks]}
+class IncrementalRecipe(Recipe):
+    """One trainer learns the classes task by task; every task is a step and a checkpoint."""
+
+    name = "incremental"
+    unit = "task"
+    sections = {"training": TrainConfig, "incremental": IncrementalConfig}
+
+    def setup(self) -> None:
+        spec, ctx = self.spec, self.ctx
+        self.trainer: Any = None
+        self.data_dir = dataset_or_generated(spec.data)
+        self.split = task_split(spec, load_dataset_manifest(self.data_dir).num_classes)
+        n = self.split.num_tasks
+        gpus = trainer_gpus(spec.resources.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0),
+                            ctx.scheduling_strategy is not None)
+        options = actor_options(
+            num_cpus=spec.resources.cpus_per_host,
+            num_gpus=gpus,
+            max_restarts=0,  # a restarted trainer would have lost its model and memory; resume instead
+            scheduling_strategy=ctx.scheduling_strategy,
+            plugin_paths=spec.plugins.paths,
         )
-        for task in range(start, n + 1):
-            outcome: TaskOutcome = _wait(trainer.fit_task.remote(task - 1), inc.task_timeout_s, task, "training")
-            matrix[task - 1] = outcome.accuracy_row
-            test_counts = np.maximum(test_counts, outcome.test_counts)
-            record = task_record(task, split.tasks[task - 1], split.num_outputs(task - 1), matrix, test_counts,
-                                 outcome.metrics)
-            ctx.run.append_metrics(record)
-            write_matrix_csv(ctx.run.path, matrix[:task])
-            ctx.callbacks.on_round_end(task, record)
-            memory_file = None
-            if outcome.memory_file is not None:
-                memory_file = str(Path(outcome.memory_file).relative_to(ctx.run.path))
-            path = save_checkpoint(
-                ctx.run.checkpoints, task, outcome.state,
-                {"accuracy_matrix": matrix, "test_counts": test_counts},
-                {"recipe": "incremental", "memory_file": memory_file, "dataset": str(data_dir)},
-                keep=spec.run.keep_checkpoints,
-            )
-            ctx.callbacks.on_checkpoint(task, path)
-    finally:
-        ray.kill(trainer)
-    return _finish(ctx, split, matrix, test_counts, data_dir)
+        self.trainer = IncrementalTrainerActor.options(**options).remote(  # type: ignore[attr-defined]
+            str(self.data_dir), self.split, trainer_settings(spec), str(ctx.run.path / "memory")
+        )
+        self.matrix = np.full((n, n), np.nan)
+        self.test_counts = np.zeros(n, dtype=np.int64)
+        self.outcome: TaskOutcome | None = None
 
+    @classmethod
+    def validate(cls, spec: ExperimentSpec) -> None:
+        """The model must offer the feature taps this recipe reads."""
+        check_feature_api(spec.model)
 
-def _finish(
-    ctx: RecipeContext, split: TaskSplit, matrix: np.ndarray, test_counts: np.ndarray, data_dir: Path
-) -> dict[str, Any]:
-    spec, inc = ctx.spec, ctx.spec.incremental
-    records = ctx.run.read_metrics()
-    title = f"{spec.name} ({inc.method})"
-    plot_curves(
-        records, ctx.run.plots / "accuracy.png", x="task", title=title,
-        panels=(("accuracy", ("seen_accuracy", "first_task_accuracy", "new_task_accuracy", "old_tasks_accuracy")),
-                ("memory (bytes)", ("memory_bytes",)), ("frames per stored clip", ("mean_keyframes_per_clip",))),
-    )
-    plot_matrix(matrix, ctx.run.plots / "accuracy_matrix.png", title=title)
-    summary_metrics = incremental_summary(matrix, np.maximum(test_counts, 1))
-    last = records[-1] if records else {}
-    return {
-        "recipe": "incremental",
-        "name": spec.name,
-        "method": inc.method,
-        "tasks": [list(t) for t in split.tasks],
-        "final_test_accuracy": summary_metrics["final_accuracy"],
-        **summary_metrics,
-        "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
-        "memory_mode": inc.resolved_memory_mode,
-        "memory_budget_bytes": inc.memory_budget_bytes,
-        "memory_bytes": last.get("memory_bytes"),
-        "memory_clips": last.get("memory_clips"),
-        "mean_keyframes_per_clip": last.get("mean_keyframes_per_clip"),
-        "frames_per_clip": spec.model.frames,
-        "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in records)),
-        "wall_seconds": time.time() - ctx.started,
-        "dataset": str(data_dir),
-        "versions": versions(),
-    }
+    @classmethod
+    def steps(cls, spec: ExperimentSpec) -> int:
+        return spec.incremental.tasks
+
+    def run_info(self) -> dict[str, Any]:
+        return {"method": self.spec.incremental.method, "tasks": [list(t) for t in self.split.tasks]}
+
+    def should_checkpoint(self, n: int) -> bool:
+        """Every task: the exemplar memory file a checkpoint names is rewritten per task."""
+        return True
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.matrix, self.test_counts = ckpt.extra["accuracy_matrix"], ckpt.extra["test_counts"]
+        memory = ckpt.meta.get("memory_file")
+        memory_path = str(self.ctx.run.path / memory) if memory else None
+        _wait(self.trainer.restore.remote(ckpt.round_num, ckpt.model, memory_path), CONTROL_TIMEOUT_S,
+              ckpt.round_num + 1, "restore")
+
+    def step(self, n: int) -> dict[str, Any]:
+        inc = self.spec.incremental
+        outcome: TaskOutcome = _wait(self.trainer.fit_task.remote(n - 1), inc.task_timeout_s, n, "training")
+        self.outcome = outcome
+        self.matrix[n - 1] = outcome.accuracy_row
+        self.test_counts = np.maximum(self.test_counts, outcome.test_counts)
+        record = task_record(n, self.split.tasks[n - 1], self.split.num_outputs(n - 1), self.matrix,
+                             self.test_counts, outcome.metrics)
+        write_matrix_csv(self.ctx.run.path, self.matrix[:n])
+        return record
+
+    def checkpoint_state(self) -> CheckpointState:
+        outcome = self.outcome
+        assert outcome is not None, "a checkpoint follows a finished task"
+        memory_file = None
+        if outcome.memory_file is not None:
+            memory_file = str(Path(outcome.memory_file).relative_to(self.ctx.run.path))
+        return CheckpointState(outcome.state, {"accuracy_matrix": self.matrix, "test_counts": self.test_counts},
+                               {"memory_file": memory_file, "dataset": str(self.data_dir)})
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        spec, inc = self.spec, self.spec.incremental
+        records = list(records)
+        title = f"{spec.name} ({inc.method})"
+        plots = self.ctx.run.plots
+        plot_curves(
+            records, plots / "accuracy.png", x="task", title=title,
+            panels=(("accuracy", ("seen_accuracy", "first_task_accuracy", "new_task_accuracy", "old_tasks_accuracy")),
+                    ("memory (bytes)", ("memory_bytes",)), ("frames per stored clip", ("mean_keyframes_per_clip",))),
+        )
+        plot_matrix(self.matrix, plots / "accuracy_matrix.png", title=title)
+        summary_metrics = incremental_summary(self.matrix, np.maximum(self.test_counts, 1))
+        last = records[-1] if records else {}
+        return {
+            "method": inc.method,
+            "tasks": [list(t) for t in self.split.tasks],
+            "final_test_accuracy": summary_metrics["final_accuracy"],
+            **summary_metrics,
+            "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in self.matrix],
+            "memory_mode": inc.resolved_memory_mode,
+            "memory_budget_bytes": inc.memory_budget_bytes,
+            "memory_bytes": last.get("memory_bytes"),
+            "memory_clips": last.get("memory_clips"),
+            "mean_keyframes_per_clip": last.get("mean_keyframes_per_clip"),
+            "frames_per_clip": spec.model.frames,
+            "train_seconds": float(sum(r.get("train_seconds", 0.0) for r in records)),
+            "dataset": str(self.data_dir),
+        }
+
+    def close(self) -> None:
+        if getattr(self, "trainer", None) is not None:
+            ray.kill(self.trainer)

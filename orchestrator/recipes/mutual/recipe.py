@@ -1,4 +1,4 @@
-"""Recipe ``mutual``: twin co-training with mutual pseudo-labels (seed 004, MMT as an option).
+"""Recipe ``mutual``: twin co-training with mutual pseudo-labels (MMT-style mean teachers).
 
 1. Data: clean source clips (``data.generator``) and a shifted target domain (``twin.target``); the
    quality filter (``twin.q_min``) picks the unlabelled target clips, in a Ray task.
@@ -20,22 +20,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
 from safetensors.numpy import save_file
 
-from actors.mutual.clustering_task import (
-    ClusterRequest, cluster_epoch_task, load_hidden_labels_task, select_quality_task,
+from actors.mutual.clustering_task import ClusterRequest
+from actors.mutual.ray_actors import (
+    TwinNetworkActor, cluster_epoch_task, load_hidden_labels_task, select_quality_task,
 )
-from actors.placement import actor_options
-from actors.mutual.twin_network import TwinNetworkActor
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from actors.placement import actor_options, trainer_gpus
 from orchestrator.config.loader import ConfigError
-from orchestrator.run.plots import plot_curves
-from orchestrator.run.context import RecipeContext, versions
+from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.base import CheckpointState, Recipe
+from orchestrator.recipes.mutual.config import TwinConfig
 from orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
+from orchestrator.run.checkpoint import Checkpoint
+from orchestrator.run.context import RecipeContext
+from orchestrator.run.footprint import Bundle, Footprint, bundle
+from orchestrator.run.plots import plot_curves
+from pipelines.model.networks import check_feature_api
 from pipelines.core.atomic_write import write_with
 from pipelines.mutual.twin_training import convergence_weights, select_final
 
@@ -57,10 +63,10 @@ class _Twins:
         self.timeout = tw.timeout_s
         res = spec.resources
         # With a GPU in the cluster (and no Tune placement group deciding), the twins share it.
-        gpus = res.gpus_per_host or (1.0 / tw.networks if ctx.cluster_resources.get("GPU", 0) >= 1
-                                     and ctx.scheduling_strategy is None else 0.0)
+        gpus = trainer_gpus(res.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0),
+                            ctx.scheduling_strategy is not None, share=1.0 / tw.networks)
         options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
-                                scheduling_strategy=ctx.scheduling_strategy)
+                                scheduling_strategy=ctx.scheduling_strategy, plugin_paths=spec.plugins.paths)
         # A restarted twin would come back without its weights, so twins are not restarted (max_restarts=0).
         self.actors = [TwinNetworkActor.options(**options).remote(twin_settings(spec, j), source_dir, target_dir, kept_ref)
                        for j in range(tw.networks)]
@@ -122,133 +128,145 @@ def _suffixed(values: dict[str, Any], suffix: str, skip: tuple[str, ...] = ()) -
     return {f"{k}_{suffix}": v for k, v in values.items() if k not in skip}
 
 
-def _pretrain(ctx: RecipeContext, twins: _Twins, quality: dict[str, float]) -> None:
-    results = twins.get([a.pretrain.remote() for a in twins.actors])
-    record: dict[str, Any] = {"epoch": 0, "phase": "pretrain", **{f"quality_{k}": v for k, v in quality.items()}}
-    for name, result in zip("ab", results, strict=False):
-        record.update(_suffixed(result, name))
-    record["test_accuracy"] = float(np.mean([r["test_acc"] for r in results]))
-    ctx.run.append_metrics(record)
-    _checkpoint(ctx, twins, 0)
+class MutualRecipe(Recipe):
+    """Twin co-training: pre-train two networks (step 0), then one epoch of mutual pseudo-labels per step."""
 
+    name = "mutual"
+    unit = "epoch"
+    sections = {"twin": TwinConfig}
+    warmup = True
 
-def _checkpoint(ctx: RecipeContext, twins: _Twins, epoch: int) -> None:
-    states = twins.states()
-    extra = {"twins": {str(j): s for j, s in enumerate(states)},
-             "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps}}
-    path = save_checkpoint(ctx.run.checkpoints, epoch, states[0]["ema"], extra, {"recipe": "mutual"},
-                           keep=ctx.spec.run.keep_checkpoints)
-    if epoch > 0:  # epoch 0 (pre-training) is a restart point, not a reported step
-        ctx.callbacks.on_checkpoint(epoch, path)
+    @classmethod
+    def footprint(cls, spec: ExperimentSpec, driver: Bundle) -> Footprint:
+        """The driver, one bundle per twin network and one for the clustering tasks."""
+        res, tw = spec.resources, spec.twin
+        twin = bundle(res.cpus_per_host, res.gpus_per_host)
+        tasks = bundle(res.server_cpus, 0.0)
+        return Footprint((driver, *([twin] * tw.networks if twin else []), *([tasks] if tasks else [])), hosts=0)
 
+    def setup(self) -> None:
+        spec, tw = self.spec, self.spec.twin
+        self.twins: _Twins | None = None
+        self.source_dir, self.target_dir = (str(d) for d in prepare_domains(spec))
+        options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
+        if self.ctx.scheduling_strategy is not None:
+            options["scheduling_strategy"] = self.ctx.scheduling_strategy
+        kept_ref, quality_ref = select_quality_task.options(**options).remote(self.target_dir, tw.q_min)
+        self.quality = ray.get(quality_ref, timeout=tw.timeout_s)
+        if self.quality["kept"] < 2:
+            q = self.quality
+            raise ConfigError(f"twin.q_min={tw.q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
+                              f"(scores {q['score_min']:.3f}..{q['score_max']:.3f}); lower it")
+        self.hidden_ref = load_hidden_labels_task.options(**options).remote(self.target_dir, kept_ref)
+        self.twins = _Twins(self.ctx, self.source_dir, self.target_dir, kept_ref)
 
-def _epoch(ctx: RecipeContext, twins: _Twins, epoch: int, hidden_ref: Any) -> dict[str, Any]:
-    started = time.perf_counter()
-    assignments, report = twins.cluster(epoch, hidden_ref)
-    trained = time.perf_counter()
-    results = twins.train(epoch, assignments)
-    train_seconds = time.perf_counter() - trained
-    tests = twins.evaluate()
-    record: dict[str, Any] = {"epoch": epoch, "phase": "adapt", **report}
-    for name, result, test in zip("ab", results, tests, strict=False):
-        record.update(_suffixed(result, name, skip=("examples",)))
-        record.update(_suffixed(test, name))
-    record["test_accuracy"] = float(np.mean([t["test_acc"] for t in tests]))
-    record["train_seconds"] = train_seconds
-    record["epoch_seconds"] = time.perf_counter() - started
-    return record
+    @classmethod
+    def validate(cls, spec: ExperimentSpec) -> None:
+        """The model must offer the feature taps this recipe reads."""
+        check_feature_api(spec.model)
 
+    @classmethod
+    def steps(cls, spec: ExperimentSpec) -> int:
+        return spec.twin.epochs
 
-def _finish(ctx: RecipeContext, twins: _Twins, hidden_ref: Any) -> dict[str, Any]:
-    """Final clustering of the trained EMA models, then select or fuse; saves ``final_model.safetensors``."""
-    tw = ctx.spec.twin
-    assignments, report = twins.cluster(tw.epochs + 1, hidden_ref)
-    losses = [float(s["last_loss"]) for s in twins.states()]
-    out: dict[str, Any] = {f"final_{k}": v for k, v in report.items() if k.startswith(("pseudo_", "twin_"))}
-    if tw.final == "fuse":
-        weights = convergence_weights(losses)
-        peer_ref = twins.actors[1].ema_state.remote()
-        final = twins.get(twins.actors[0].fuse_and_finetune.remote(
-            peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs))
-        chosen, out["fusion_weights"] = 0, [float(w) for w in weights]
-    else:
-        chosen = select_final(losses)
-        final = twins.get(twins.actors[chosen].evaluate_test.remote())
-    state = twins.get(twins.actors[chosen].ema_state.remote())
-    path = ctx.run.path / "final_model.safetensors"
-    write_with(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
-    out.update({"final_losses": losses, "selected_twin": "ab"[chosen], "final_target_acc": final["test_acc"],
-                "final_target_nmi": final["test_nmi"], "final_target_ari": final["test_ari"],
-                "final_model": str(path)})
-    return out
+    def run_info(self) -> dict[str, Any]:
+        return {"twins": self.spec.twin.networks}
 
+    def restore(self, ckpt: Checkpoint) -> None:
+        assert self.twins is not None
+        self.twins.restore(ckpt.extra)
 
-def run_mutual(ctx: RecipeContext) -> dict[str, Any]:
-    """Run (or resume) twin co-training; returns the summary written to ``summary.json``."""
-    spec, tw = ctx.spec, ctx.spec.twin
-    source_dir, target_dir = prepare_domains(spec)
-    options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
-    if ctx.scheduling_strategy is not None:
-        options["scheduling_strategy"] = ctx.scheduling_strategy
-    kept_ref, quality_ref = select_quality_task.options(**options).remote(str(target_dir), tw.q_min)
-    quality = ray.get(quality_ref, timeout=tw.timeout_s)
-    if quality["kept"] < 2:
-        raise ConfigError(f"twin.q_min={tw.q_min} keeps {quality['kept']:.0f} of {quality['clips']:.0f} target clips "
-                          f"(scores {quality['score_min']:.3f}..{quality['score_max']:.3f}); lower it")
-    hidden_ref = load_hidden_labels_task.options(**options).remote(str(target_dir), kept_ref)
-    twins = _Twins(ctx, str(source_dir), str(target_dir), kept_ref)
-    try:
-        ckpt = latest_checkpoint(ctx.run.checkpoints) if ctx.resume else None
-        if ckpt is not None:
-            twins.restore(ckpt.extra)
-            ctx.run.truncate_metrics(ckpt.round_num, key="epoch")
-            logger.info("resuming after epoch %d", ckpt.round_num)
-        start = ckpt.round_num + 1 if ckpt is not None else 1
-        ctx.callbacks.on_run_start({"recipe": "mutual", "run_dir": str(ctx.run.path), "total_steps": tw.epochs,
-                                    "start_step": start, "unit": "epoch", "twins": tw.networks})
-        if ckpt is None:
-            ctx.run.truncate_metrics(-1, key="epoch")
-            _pretrain(ctx, twins, quality)
-        for epoch in range(start, tw.epochs + 1):
-            record = _epoch(ctx, twins, epoch, hidden_ref)
-            ctx.run.append_metrics(record)
-            ctx.callbacks.on_round_end(epoch, record)
-            if epoch % spec.run.checkpoint_every == 0 or epoch == tw.epochs:
-                _checkpoint(ctx, twins, epoch)
-        final = _finish(ctx, twins, hidden_ref)
-    finally:
-        twins.shutdown()
-    records = ctx.run.read_metrics()
-    plot_curves([r for r in records if r.get("phase") == "adapt"], ctx.run.plots / "mutual.png", x="epoch",
-                panels=PANELS, title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})")
-    return _summary(ctx, records, final, quality, str(source_dir), str(target_dir))
+    def step(self, n: int) -> dict[str, Any]:
+        assert self.twins is not None
+        return self._pretrain() if n == 0 else self._epoch(n)
 
+    def _pretrain(self) -> dict[str, Any]:
+        twins = self.twins
+        assert twins is not None
+        results = twins.get([a.pretrain.remote() for a in twins.actors])
+        record: dict[str, Any] = {"phase": "pretrain", **{f"quality_{k}": v for k, v in self.quality.items()}}
+        for name, result in zip("ab", results, strict=False):
+            record.update(_suffixed(result, name))
+        record["test_accuracy"] = float(np.mean([r["test_acc"] for r in results]))
+        return record
 
-def _summary(ctx: RecipeContext, records: list[dict[str, Any]], final: dict[str, Any],
-             quality: dict[str, float], source_dir: str, target_dir: str) -> dict[str, Any]:
-    tw = ctx.spec.twin
-    pre = next((r for r in records if r.get("phase") == "pretrain"), {})
-    adapt = [r for r in records if r.get("phase") == "adapt"]
-    first = adapt[0] if adapt else {}
-    return {
-        "recipe": "mutual",
-        "name": ctx.spec.name,
-        "networks": tw.networks,
-        "label_mode": tw.label_mode if tw.networks == 2 else "self",
-        "loss": tw.loss,
-        "ema": {"unit": tw.ema_unit, "momentum": tw.ema_momentum},
-        "epochs": tw.epochs,
-        "final": tw.final,
-        **final,
-        "initial_pseudo_nmi": first.get("pseudo_nmi"),
-        "initial_pseudo_acc": first.get("pseudo_acc"),
-        "initial_target_acc": pre.get("test_accuracy"),
-        "source_test_accuracy": [pre.get(f"source_test_accuracy_{n}") for n in "ab"[: tw.networks]],
-        "source_only_target_accuracy": [pre.get(f"source_only_target_accuracy_{n}") for n in "ab"[: tw.networks]],
-        "quality": quality,
-        "median_epoch_seconds": float(np.median([r["epoch_seconds"] for r in adapt])) if adapt else None,
-        "wall_seconds": time.time() - ctx.started,
-        "source": source_dir,
-        "target": target_dir,
-        "versions": versions(),
-    }
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        twins = self.twins
+        assert twins is not None
+        started = time.perf_counter()
+        assignments, report = twins.cluster(epoch, self.hidden_ref)
+        trained = time.perf_counter()
+        results = twins.train(epoch, assignments)
+        train_seconds = time.perf_counter() - trained
+        tests = twins.evaluate()
+        record: dict[str, Any] = {"phase": "adapt", **report}
+        for name, result, test in zip("ab", results, tests, strict=False):
+            record.update(_suffixed(result, name, skip=("examples",)))
+            record.update(_suffixed(test, name))
+        record["test_accuracy"] = float(np.mean([t["test_acc"] for t in tests]))
+        record["train_seconds"] = train_seconds
+        record["epoch_seconds"] = time.perf_counter() - started
+        return record
+
+    def checkpoint_state(self) -> CheckpointState:
+        twins = self.twins
+        assert twins is not None
+        states = twins.states()
+        extra = {"twins": {str(j): s for j, s in enumerate(states)},
+                 "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps}}
+        return CheckpointState(states[0]["ema"], extra)
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        spec, tw = self.spec, self.spec.twin
+        final = self._finish()
+        adapt = [r for r in records if r.get("phase") == "adapt"]
+        plot_curves(adapt, self.ctx.run.plots / "mutual.png", x="epoch", panels=PANELS,
+                    title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})")
+        pre = next((r for r in records if r.get("phase") == "pretrain"), {})
+        first = adapt[0] if adapt else {}
+        return {
+            "networks": tw.networks,
+            "label_mode": tw.label_mode if tw.networks == 2 else "self",
+            "loss": tw.loss,
+            "ema": {"unit": tw.ema_unit, "momentum": tw.ema_momentum},
+            "epochs": tw.epochs,
+            "final": tw.final,
+            **final,
+            "initial_pseudo_nmi": first.get("pseudo_nmi"),
+            "initial_pseudo_acc": first.get("pseudo_acc"),
+            "initial_target_acc": pre.get("test_accuracy"),
+            "source_test_accuracy": [pre.get(f"source_test_accuracy_{n}") for n in "ab"[: tw.networks]],
+            "source_only_target_accuracy": [pre.get(f"source_only_target_accuracy_{n}") for n in "ab"[: tw.networks]],
+            "quality": self.quality,
+            "median_epoch_seconds": float(np.median([r["epoch_seconds"] for r in adapt])) if adapt else None,
+            "source": self.source_dir,
+            "target": self.target_dir,
+        }
+
+    def _finish(self) -> dict[str, Any]:
+        """Final clustering of the trained EMA models, then select or fuse; saves ``final_model.safetensors``."""
+        twins, tw = self.twins, self.spec.twin
+        assert twins is not None
+        assignments, report = twins.cluster(tw.epochs + 1, self.hidden_ref)
+        losses = [float(s["last_loss"]) for s in twins.states()]
+        out: dict[str, Any] = {f"final_{k}": v for k, v in report.items() if k.startswith(("pseudo_", "twin_"))}
+        if tw.final == "fuse":
+            weights = convergence_weights(losses)
+            peer_ref = twins.actors[1].ema_state.remote()
+            final = twins.get(twins.actors[0].fuse_and_finetune.remote(
+                peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs))
+            chosen, out["fusion_weights"] = 0, [float(w) for w in weights]
+        else:
+            chosen = select_final(losses)
+            final = twins.get(twins.actors[chosen].evaluate_test.remote())
+        state = twins.get(twins.actors[chosen].ema_state.remote())
+        path = self.ctx.run.path / "final_model.safetensors"
+        write_with(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
+        out.update({"final_losses": losses, "selected_twin": "ab"[chosen], "final_target_acc": final["test_acc"],
+                    "final_target_nmi": final["test_nmi"], "final_target_ari": final["test_ari"],
+                    "final_model": str(path)})
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "twins", None) is not None:
+            self.twins.shutdown()

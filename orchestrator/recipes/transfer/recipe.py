@@ -1,4 +1,4 @@
-"""Recipe ``transfer``: online adaptation of a meta-model to a new scene (seed 003, ALGORITHMS.md §4).
+"""Recipe ``transfer``: online adaptation of a meta-model to a new scene with similarity-weighted gradient mixing.
 
 The driver generates (or reuses) two datasets, the clean source domain (``data.generator``) and the
 shifted new scene (the same generator through ``transfer.stream.shift``), and hands their paths to one
@@ -17,21 +17,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
 
-from actors.placement import actor_options
-from actors.transfer.trainer import TrainerSettings, TransferTrainerActor
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from actors.transfer.ray_actors import TransferTrainerActor
+from actors.transfer.trainer import TrainerSettings
+from actors.placement import actor_options, trainer_gpus
 from orchestrator.config.spec import ExperimentSpec
+from orchestrator.recipes.base import CheckpointState, Recipe
+from orchestrator.recipes.transfer.config import TransferConfig
+from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.data_prep import ensure_generated
 from orchestrator.run.plots import plot_curves
-from orchestrator.run.context import RecipeContext, versions
+from pipelines.model.networks import check_feature_api
 from pipelines.core.atomic_write import write_text_atomic
+from pipelines.model.settings import TrainSettings
 from pipelines.data.moving_digits import NUM_DIGIT_CLASSES, MovingDigitsConfig
 
 logger = logging.getLogger(__name__)
@@ -66,10 +70,10 @@ def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
     return TrainerSettings(
         seed=spec.seed,
         model=model,
-        pretrain={"epochs": t.pretrain.epochs, "batch_size": t.pretrain.batch_size,
-                  "optimizer": t.pretrain.optimizer, "lr": t.pretrain.lr},
-        session={"epochs": tr.epochs, "batch_size": tr.batch_size, "optimizer": tr.optimizer, "lr": tr.lr,
-                 "momentum": tr.momentum, "weight_decay": tr.weight_decay},
+        pretrain=TrainSettings(epochs=t.pretrain.epochs, batch_size=t.pretrain.batch_size,
+                               optimizer=t.pretrain.optimizer, lr=t.pretrain.lr),
+        session=TrainSettings(epochs=tr.epochs, batch_size=tr.batch_size, optimizer=tr.optimizer, lr=tr.lr,
+                              momentum=tr.momentum, weight_decay=tr.weight_decay),
         mixer={"mode": mix.mode, "w_min": mix.w_min, "w_max": mix.w_max, "granularity": mix.granularity,
                "replay_weight": mix.replay_weight, "project": mix.project},
         bank={"capacity": bank.size, "policy": bank.policy, "n_compare": bank.n_compare,
@@ -83,59 +87,6 @@ def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
         keep_true_negatives=ver.keep_true_negatives,
         torch_threads=spec.resources.torch_threads,
     )
-
-
-def run_transfer(ctx: RecipeContext) -> dict[str, Any]:
-    """Run (or resume) an online-transfer experiment; returns the summary written to ``summary.json``."""
-    spec = ctx.spec
-    t = spec.transfer
-    data = spec.data
-    source_dir = ensure_generated(data.root, data.generator, data.seed)
-    target_dir = ensure_generated(data.root, target_generator(spec), data.seed + t.stream.data_seed_offset)
-    res = spec.resources
-    # One trainer: it takes a whole GPU when the cluster has one, unless resources say otherwise.
-    gpus = res.gpus_per_host or (1.0 if ctx.cluster_resources.get("GPU", 0) >= 1 and ctx.scheduling_strategy is None
-                                 else 0.0)
-    options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
-                            scheduling_strategy=ctx.scheduling_strategy)
-    trainer = TransferTrainerActor.options(**options).remote(str(source_dir), str(target_dir), trainer_settings(spec))
-    try:
-        start = 1
-        ckpt = latest_checkpoint(ctx.run.checkpoints) if ctx.resume else None
-        if ckpt is not None:
-            ray.get(trainer.restore.remote({"model": ckpt.model, **ckpt.extra}), timeout=_CONTROL_TIMEOUT_S)
-            start = ckpt.round_num + 1
-            ctx.run.truncate_metrics(ckpt.round_num, key="session")
-            logger.info("resuming after session %d", ckpt.round_num)
-        ctx.callbacks.on_run_start(
-            {"recipe": "transfer", "run_dir": str(ctx.run.path), "total_steps": t.stream.sessions,
-             "start_step": start, "unit": "session"}
-        )
-        if ckpt is None:
-            record = ray.get(trainer.pretrain.remote(), timeout=t.session_timeout_s)
-            ctx.run.append_metrics(record)
-            _checkpoint(ctx, trainer, 0)
-        for session in range(start, t.stream.sessions + 1):
-            record, trace = ray.get(trainer.run_session.remote(session), timeout=t.session_timeout_s)
-            _write_trace(ctx.run.path / "traces", session, trace)
-            ctx.run.append_metrics(record)
-            ctx.callbacks.on_round_end(session, record)
-            if session % spec.run.checkpoint_every == 0 or session == t.stream.sessions:
-                _checkpoint(ctx, trainer, session)
-    finally:
-        ray.kill(trainer)
-    records = ctx.run.read_metrics()
-    _plot(ctx, records)
-    return _summary(ctx, records)
-
-
-def _checkpoint(ctx: RecipeContext, trainer: Any, session: int) -> None:
-    snap = ray.get(trainer.snapshot.remote(), timeout=_CONTROL_TIMEOUT_S)
-    model = snap.pop("model")
-    path = save_checkpoint(ctx.run.checkpoints, session, model, snap, {"recipe": "transfer", "session": session},
-                           keep=ctx.spec.run.keep_checkpoints)
-    if session > 0:
-        ctx.callbacks.on_checkpoint(session, path)
 
 
 def _write_trace(folder: Path, session: int, trace: list[dict[str, Any]]) -> None:
@@ -172,43 +123,92 @@ def read_traces(run_dir: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-def _plot(ctx: RecipeContext, records: list[dict[str, Any]]) -> None:
-    spec = ctx.spec
-    title = f"{spec.name} ({spec.transfer.mixing.mode})"
-    plot_curves(
-        records, ctx.run.plots / "accuracy.png", x="session", title=title,
-        panels=(("accuracy", ("new_scene_accuracy", "source_accuracy", "harmonic_mean")),
-                ("similarity s", ("similarity_mean", "similarity_min", "similarity_max")),
-                ("bank items from the new scene", ("bank_new_scene_items",))),
-    )
-    trace = read_traces(ctx.run.path)
-    plot_curves(trace, ctx.run.plots / "similarity_trace.png", x="global_step", title=title,
-                panels=(("cosine s(g_n, g_h)", ("s",)), ("history weight w_h", ("w_h",))))
+class TransferRecipe(Recipe):
+    """One trainer: the meta-model is pre-trained at step 0, then adapts to the new scene session by session."""
 
+    name = "transfer"
+    unit = "session"
+    sections = {"transfer": TransferConfig}
+    warmup = True
 
-def _summary(ctx: RecipeContext, records: list[dict[str, Any]]) -> dict[str, Any]:
-    spec = ctx.spec
-    t = spec.transfer
-    meta = next((r for r in records if r["session"] == 0), {})
-    last = records[-1] if records else {}
-    sims = [r["similarity_mean"] for r in records if "similarity_mean" in r]
-    return {
-        "recipe": "transfer",
-        "name": spec.name,
-        "mixing": dataclasses.asdict(t.mixing),
-        "bank_policy": t.bank.policy,
-        "bank_update": t.bank.update,
-        "sessions": t.stream.sessions,
-        "num_classes": t.num_classes,
-        "meta_new_scene_accuracy": meta.get("new_scene_accuracy"),
-        "meta_source_accuracy": meta.get("source_accuracy"),
-        "final_new_scene_accuracy": last.get("new_scene_accuracy"),
-        "final_source_accuracy": last.get("source_accuracy"),
-        "final_harmonic_mean": last.get("harmonic_mean"),
-        "final_forgetting": last.get("forgetting"),
-        "mean_similarity": float(np.mean(sims)) if sims else None,
-        "final_bank_per_class": last.get("bank_per_class"),
-        "final_bank_new_scene_items": last.get("bank_new_scene_items"),
-        "wall_seconds": time.time() - ctx.started,
-        "versions": versions(),
-    }
+    def setup(self) -> None:
+        spec, ctx = self.spec, self.ctx
+        t, data = spec.transfer, spec.data
+        self.trainer: Any = None
+        self.session = 0
+        source_dir = ensure_generated(data.root, data.generator, data.seed)
+        target_dir = ensure_generated(data.root, target_generator(spec), data.seed + t.stream.data_seed_offset)
+        res = spec.resources
+        gpus = trainer_gpus(res.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0), ctx.scheduling_strategy is not None)
+        options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
+                                scheduling_strategy=ctx.scheduling_strategy, plugin_paths=spec.plugins.paths)
+        self.trainer = TransferTrainerActor.options(**options).remote(str(source_dir), str(target_dir),
+                                                                      trainer_settings(spec))
+
+    @classmethod
+    def validate(cls, spec: ExperimentSpec) -> None:
+        """The model must offer the feature taps this recipe reads."""
+        check_feature_api(spec.model)
+
+    @classmethod
+    def steps(cls, spec: ExperimentSpec) -> int:
+        return spec.transfer.stream.sessions
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        ray.get(self.trainer.restore.remote({"model": ckpt.model, **ckpt.extra}), timeout=_CONTROL_TIMEOUT_S)
+
+    def step(self, n: int) -> dict[str, Any]:
+        timeout = self.spec.transfer.session_timeout_s
+        self.session = n
+        if n == 0:
+            return ray.get(self.trainer.pretrain.remote(), timeout=timeout)
+        record, trace = ray.get(self.trainer.run_session.remote(n), timeout=timeout)
+        _write_trace(self.ctx.run.path / "traces", n, trace)
+        return record
+
+    def checkpoint_state(self) -> CheckpointState:
+        snap = ray.get(self.trainer.snapshot.remote(), timeout=_CONTROL_TIMEOUT_S)
+        model = snap.pop("model")
+        return CheckpointState(model, snap, {"session": self.session})
+
+    def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        spec, t = self.spec, self.spec.transfer
+        records = list(records)
+        self._plot(records)
+        meta = next((r for r in records if r["session"] == 0), {})
+        last = records[-1] if records else {}
+        sims = [r["similarity_mean"] for r in records if "similarity_mean" in r]
+        return {
+            "mixing": dataclasses.asdict(t.mixing),
+            "bank_policy": t.bank.policy,
+            "bank_update": t.bank.update,
+            "sessions": t.stream.sessions,
+            "num_classes": t.num_classes,
+            "meta_new_scene_accuracy": meta.get("new_scene_accuracy"),
+            "meta_source_accuracy": meta.get("source_accuracy"),
+            "final_new_scene_accuracy": last.get("new_scene_accuracy"),
+            "final_source_accuracy": last.get("source_accuracy"),
+            "final_harmonic_mean": last.get("harmonic_mean"),
+            "final_forgetting": last.get("forgetting"),
+            "mean_similarity": float(np.mean(sims)) if sims else None,
+            "final_bank_per_class": last.get("bank_per_class"),
+            "final_bank_new_scene_items": last.get("bank_new_scene_items"),
+        }
+
+    def _plot(self, records: list[dict[str, Any]]) -> None:
+        spec = self.spec
+        title = f"{spec.name} ({spec.transfer.mixing.mode})"
+        plots = self.ctx.run.plots
+        plot_curves(
+            records, plots / "accuracy.png", x="session", title=title,
+            panels=(("accuracy", ("new_scene_accuracy", "source_accuracy", "harmonic_mean")),
+                    ("similarity s", ("similarity_mean", "similarity_min", "similarity_max")),
+                    ("bank items from the new scene", ("bank_new_scene_items",))),
+        )
+        trace = read_traces(self.ctx.run.path)
+        plot_curves(trace, plots / "similarity_trace.png", x="global_step", title=title,
+                    panels=(("cosine s(g_n, g_h)", ("s",)), ("history weight w_h", ("w_h",))))
+
+    def close(self) -> None:
+        if getattr(self, "trainer", None) is not None:
+            ray.kill(self.trainer)

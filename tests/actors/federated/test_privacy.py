@@ -13,12 +13,14 @@ import pickle
 import numpy as np
 import ray
 
-from actors.federated.device_host import DeviceHostActor, HostSettings
+from actors.federated.device_host import HostSettings
+from actors.federated.ray_actors import DeviceHostActor
 from pipelines.federated.messages import FitTask, HostFitResult
 from orchestrator.config.spec import DataConfig
 from orchestrator.config.loader import from_dict
 from orchestrator.run.data_prep import ensure_partition
 from pipelines.model.networks import ModelConfig, build_model
+from pipelines.model.settings import TrainSettings
 from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
 from pipelines.model.state import state_from_model
 
@@ -46,8 +48,8 @@ def test_device_host_returns_no_raw_clip_data(ray_session, tiny_data_root):
     model_cfg = ModelConfig()
     state = state_from_model(build_model(model_cfg, seed=0))
     host = DeviceHostActor.remote(0, 2, str(partition), HostSettings(seed=0, model=model_cfg))
-    cfg = {"epochs": 1, "batch_size": 16, "lr": 0.01, "optimizer": "sgd"}
-    tasks = [FitTask(d, 1, cfg) for d in (0, 2, 4)]
+    settings = TrainSettings(epochs=1, batch_size=16, lr=0.01, optimizer="sgd")
+    tasks = [FitTask(d, 1, settings) for d in (0, 2, 4)]
     # Execute
     answer = ray.get(host.fit.remote(ray.put(state), tasks), timeout=300)
     # Assert: structure

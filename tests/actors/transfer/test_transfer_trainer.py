@@ -6,13 +6,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from actors.transfer.trainer import TrainerSettings, TransferTrainer, digit_label_map, session_seed
+from actors.transfer.trainer import TrainerSettings, TransferTrainer, digit_label_map
 from orchestrator.run.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.core.seeding import torch_generator
 from pipelines.model.networks import ModelConfig, build_model
 from pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
 from pipelines.model.state import load_state, state_from_model
+from pipelines.model.settings import TrainSettings
 from pipelines.model.training import local_train, predict
 from pipelines.transfer.verification import verify_probabilities
 
@@ -32,8 +33,8 @@ def _settings(**changes) -> TrainerSettings:
     base = TrainerSettings(
         seed=0,
         model=ModelConfig(widths=(4, 8), num_classes=10),
-        pretrain={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 3e-3},
-        session={"epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 1e-3},
+        pretrain=TrainSettings(epochs=1, batch_size=32, optimizer="adam", lr=3e-3),
+        session=TrainSettings(epochs=2, batch_size=8, optimizer="adam", lr=1e-3),
         mixer={"mode": "simmix"},
         bank={"capacity": 40, "policy": "gss"},
         clips_per_session=30,
@@ -87,9 +88,8 @@ def test_finetune_session_equals_plain_training_on_the_verified_samples(dataset_
     load_state(reference, state_from_model(trainer.model))
     clips = trainer.stream.subset(slice(0, 30))
     verdict = verify_probabilities(predict(reference, clips, output="probs"), clips.labels, conf_threshold=0.0)
-    local_train(reference, (clips.clips[verdict.keep], verdict.labels[verdict.keep]),
-                generator=torch.Generator().manual_seed(session_seed(0, 1)),
-                optimizer_state=trainer.optimizer_state, **settings.session)
+    local_train(reference, (clips.clips[verdict.keep], verdict.labels[verdict.keep]), settings.session,
+                generator=torch_generator(0, 1, 0), optimizer_state=trainer.optimizer_state)
 
     # Execute
     trainer.run_session(1)
@@ -147,3 +147,10 @@ def test_sessions_past_the_stream_are_refused(dataset_dirs):
     trainer = TransferTrainer(*dataset_dirs, _settings())
     with pytest.raises(ValueError, match="outside 1..2"):
         trainer.run_session(3)
+
+
+def test_settings_given_as_mappings_become_train_settings():
+    settings = _settings(pretrain={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 3e-3})
+    assert settings.pretrain == TrainSettings(epochs=1, batch_size=32, optimizer="adam", lr=3e-3)
+    with pytest.raises(ValueError, match="TrainSettings.lr"):
+        _settings(session={"epochs": 1, "batch_size": 8, "lr": 0.0})

@@ -107,16 +107,20 @@ def test_searched_values_are_checked_against_the_base_experiment(tmp_path):
     out_of_range = write_sweep(tmp_path, search_space={"strategy.params.server_momentum": {"uniform": [0.5, 1.5]}})
     with pytest.raises(ConfigError, match=r"server_momentum: value 1.5 .*must be in \[0, 1\)"):
         load_sweep(out_of_range)
-    unknown_section = write_sweep(tmp_path, search_space={"twins.ema_momentum": {"choice": [0.99]}})
-    with pytest.raises(ConfigError, match=r"search_space.twins.ema_momentum: .*twins: unknown key \(did you mean 'twin'\?\)"):
+    unknown_section = write_sweep(tmp_path, search_space={"federaton.num_rounds": {"choice": [3]}})
+    with pytest.raises(ConfigError, match=r"search_space.federaton.num_rounds: .*federaton: unknown key \(did you mean 'federation'\?\)"):
         load_sweep(unknown_section)
+    other_recipe = write_sweep(tmp_path, search_space={"twin.ema_momentum": {"choice": [0.99]}})
+    with pytest.raises(ConfigError, match=r"search_space.twin.ema_momentum: .*twin: not a section of recipe 'federated'"):
+        load_sweep(other_recipe)
 
 
 def test_any_dotted_key_of_the_spec_can_be_searched(tmp_path):
     # The machinery is generic: the mutual recipe's EMA momentum needs no sweep code of its own.
     path = write_sweep(tmp_path, search_space={"twin.ema_momentum": {"choice": [0.99, 0.999]},
-                                               "training.lr": {"uniform": [0.01, 0.1]}})
-    assert load_sweep(path).sweep.keys == ["twin.ema_momentum", "training.lr"]
+                                               "model.dropout": {"uniform": [0.0, 0.5]}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"recipe": "mutual", "resources": {"hosts": 2}}))
+    assert load_sweep(path).sweep.keys == ["twin.ema_momentum", "model.dropout"]
 
 
 def test_sweep_needs_fixed_hosts_and_a_target_for_rounds_to_target(tmp_path):

@@ -1,4 +1,4 @@
-"""Label histograms and base-2 JS divergence against hand-computed values (ALGORITHMS.md §1.2)."""
+"""Label histograms and base-2 JS divergence against hand-computed values (FedDU's D, see docs/feddu.md)."""
 
 from __future__ import annotations
 

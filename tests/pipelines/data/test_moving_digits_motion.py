@@ -9,7 +9,7 @@ import torch
 from pipelines.data.clips import ClipArrays
 from pipelines.model.networks import ModelConfig, build_model
 from pipelines.data.moving_digits import MovingDigitsConfig, class_names, digit_sprites, generate, plan_clips
-from pipelines.model.training import evaluate, local_train
+from pipelines.model.training import TrainSettings, evaluate, local_train
 
 MOTION = MovingDigitsConfig(label_scheme="digit_motion", digit_groups=5, motion_classes=2,
                             train_per_class=12, test_per_class=4)
@@ -80,7 +80,7 @@ def test_shuffling_frames_drops_a_trained_models_accuracy_to_chance():
     train, test = generate(cfg, "train", seed=0), generate(cfg, "test", seed=0)
     model = build_model(ModelConfig(num_classes=2), seed=0)
     torch.set_num_threads(1)
-    local_train(model, train, epochs=4, batch_size=16, lr=3e-3, optimizer="adam",
+    local_train(model, train, TrainSettings(epochs=4, batch_size=16, lr=3e-3, optimizer="adam"),
                 generator=torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     shuffled = _reorder(test, np.stack([rng.permutation(cfg.frames) for _ in range(len(test))]))

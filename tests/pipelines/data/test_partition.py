@@ -109,7 +109,7 @@ def test_registry_and_config_build_the_named_partitioner():
     }
     for kwargs, message in [
         ({"devices": 0}, "devices: must be >= 1"),
-        ({"scheme": "zipf"}, "scheme: must be one of iid, dirichlet, shards"),
+        ({"scheme": "zipf"}, "scheme: unknown partitioner 'zipf'; choose one of dirichlet, iid, shards"),
         ({"alpha": 0.0}, "alpha: must be > 0"),
         ({"shared_fraction": 1.0}, r"shared_fraction: must be in \[0, 1\)"),
         ({"shared_classes": 0}, "shared_classes: must be >= 1"),
@@ -232,3 +232,55 @@ def test_partition_manifest_validation(dataset, tmp_path):
     path.write_text("{not json")
     with pytest.raises(DatasetError, match="unreadable JSON"):
         load_partition_manifest(tmp_path / "part")
+
+
+class RoundRobin:
+    """A user's partitioner (found by import path): row i goes to device (i + shift) % N."""
+
+    def __init__(self, shift: int = 0) -> None:
+        self.shift = shift
+
+    def get_params(self) -> dict:
+        return {"shift": self.shift}
+
+    def assign(self, labels: np.ndarray, num_devices: int, rng: np.random.Generator) -> np.ndarray:
+        return (np.arange(len(labels)) + self.shift) % num_devices
+
+
+class Broken(RoundRobin):
+    """Breaks the contract in the way ``mode`` says."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def assign(self, labels: np.ndarray, num_devices: int, rng: np.random.Generator) -> np.ndarray:
+        good = super().assign(labels, num_devices, rng)
+        return {"range": good + 1, "empty": good % (num_devices - 1), "shape": good[:-1], "float": good * 1.0}[self.mode]
+
+
+def test_plugin_partitioner_by_import_path_end_to_end(dataset, tmp_path):
+    cfg = PartitionConfig(devices=4, scheme=f"{__name__}:RoundRobin", params={"shift": 1})
+
+    m = partition_dataset(dataset, tmp_path / "p", cfg)
+
+    assert m.scheme == f"{__name__}:RoundRobin" and m.params == {"shift": 1}
+    assert m.num_examples.tolist() == [50, 50, 50, 50]
+    assert load_device_shard(m, 1).video_ids[0] == "tr0"  # row 0 went to device (0 + 1) % 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [
+        ("range", r"device indices in \[1, 4\], outside \[0, 4\)"),
+        ("empty", r"no rows for 1 device\(s\) \(e\.g\. device 3\); every device needs at least one"),
+        ("shape", r"an array shaped \(199,\) of int64, not 200 integer device indices"),
+        ("float", r"an array shaped \(200,\) of float64, not 200 integer device indices"),
+    ],
+)
+def test_plugin_partitioner_breaking_the_contract_is_a_one_line_error(dataset, tmp_path, mode, problem):
+    cfg = PartitionConfig(devices=4, scheme=f"{__name__}:Broken", params={"mode": mode})
+
+    with pytest.raises(DatasetError, match=rf"^data\.partition\.scheme: '{__name__}:Broken'\.assign\(\) returned {problem}$"):
+        partition_dataset(dataset, tmp_path / "p", cfg)
+    assert not (tmp_path / "p").exists()

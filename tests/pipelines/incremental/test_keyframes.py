@@ -1,4 +1,4 @@
-"""Tests for pipelines/incremental/keyframes.py: the patent's 12-frame example, relative thresholds, hold interpolation."""
+"""Tests for pipelines/incremental/keyframes.py: a worked 12-frame example, relative thresholds, hold interpolation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pipelines.incremental.keyframes import KeyFrameSelector, consecutive_distan
 
 
 def seed_example_clip() -> np.ndarray:
-    """12 uint8 frames of 1x2x2 pixels reproducing the seed's Fig. 8 (key frames = images 1, 4, 9).
+    """12 uint8 frames of 1x2x2 pixels of a worked example whose key frames are images 1, 4 and 9.
 
     All four pixels of frame i share one value v_i, so the L2 distance of two frames is 2 * |v_i - v_j| / 255.
     With delta = 1.0 (a value gap of 0.5): images 2-3 stay within 0.2 of image 1; image 4 is 0.6 away from
@@ -21,7 +21,7 @@ def seed_example_clip() -> np.ndarray:
 
 
 def greedy_reference(clip: np.ndarray, delta: float) -> list[int]:
-    """The rule written as plainly as in ALGORITHMS.md, one clip at a time (test oracle)."""
+    """The greedy rule written out plainly, one clip at a time (test oracle)."""
     frames = clip.reshape(len(clip), -1).astype(np.float64) / 255.0
     kept, last = [0], frames[0]
     for i in range(1, len(frames)):
@@ -86,7 +86,7 @@ def test_select_before_fit_and_bad_shapes_raise():
 
 
 def test_hold_interpolation_restores_t_frames_in_order():
-    # Prepare: key frames of the seed example, each marked by its original index
+    # Prepare: key frames of the 12-frame example, each marked by its original index
     frames = np.array([0, 3, 8]).reshape(3, 1, 1, 1)
     # Execute
     rebuilt = hold_interpolate(frames, np.array([0, 3, 8]), 12)

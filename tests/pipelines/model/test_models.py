@@ -118,7 +118,7 @@ def test_wrong_clip_shape_is_rejected_with_the_expected_shape() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"arch": "resnet"}, "arch: must be one of c3d, tiny3d, got 'resnet'"),
+        ({"arch": "resnet"}, "arch: unknown model 'resnet'; choose one of c3d, tiny3d"),
         ({"widths": ()}, "widths: must be a non-empty list of positive ints, got []"),
         ({"dropout": 1.0}, "dropout: must be in [0, 1), got 1.0"),
         ({"temporal_pool": (3,)}, "temporal_pool: stages must be in 0..2, got [3]"),
@@ -133,6 +133,6 @@ def test_config_errors_name_the_field(kwargs: dict[str, object], message: str) -
 def test_config_resolves_arch_defaults() -> None:
     cfg = ModelConfig(arch="c3d")
 
-    assert cfg.widths == MODELS["c3d"].widths and cfg.input_pool == 1
+    assert cfg.widths == MODELS["c3d"].default_widths and cfg.input_pool == 1
     assert isinstance(build_model(ModelConfig(widths=[4, 8]), seed=0), VideoCNN)  # lists from YAML are fine
     assert ModelConfig(widths=[4, 8]).widths == (4, 8)

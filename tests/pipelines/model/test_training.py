@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from pipelines.data.clips import ClipArrays
 from pipelines.model.networks import ModelConfig, build_model
 from pipelines.model.state import state_from_model
+from pipelines.model.settings import TrainSettings
 from pipelines.model.training import EvalResult, evaluate, local_train, predict
 
 SMALL = ModelConfig(widths=(4, 8), num_classes=2)
@@ -49,7 +51,7 @@ def test_local_train_learns_a_separable_set() -> None:
     before = evaluate(model, (x, y))
 
     # Execute
-    result = local_train(model, (x, y), epochs=8, batch_size=8, lr=1e-2, optimizer="adam", generator=_gen())
+    result = local_train(model, (x, y), TrainSettings(epochs=8, batch_size=8, lr=1e-2, optimizer="adam"), generator=_gen())
     after = evaluate(model, (x, y))
 
     # Assert: 24 examples in batches of 8 for 8 epochs is 24 steps.
@@ -68,7 +70,7 @@ def test_local_train_is_deterministic_for_a_generator_seed_and_leaves_global_rng
 
     # Execute
     for model, seed in zip(models, (5, 5, 6)):
-        local_train(model, (x, y), epochs=2, batch_size=5, lr=0.05, momentum=0.9, generator=_gen(seed))
+        local_train(model, (x, y), TrainSettings(epochs=2, batch_size=5, lr=0.05, momentum=0.9), generator=_gen(seed))
 
     # Assert
     a, b, c = (state_from_model(m) for m in models)
@@ -80,15 +82,15 @@ def test_local_train_is_deterministic_for_a_generator_seed_and_leaves_global_rng
 def test_sgd_step_and_momentum_persisted_across_calls_match_hand_computation() -> None:
     # Prepare: loss (w*1 - 3)^2, so grad = 2(w - 3). lr 0.1, momentum 0.9.
     data = (torch.tensor([[1.0]]), torch.tensor([[3.0]]))
-    kwargs = dict(epochs=1, batch_size=1, lr=0.1, momentum=0.9, loss_fn=_mse)
+    settings = TrainSettings(epochs=1, batch_size=1, lr=0.1, momentum=0.9)
     model = _scalar_model(1.0)
 
     # Execute: step 1: g = -4, v = -4, w = 1.4. Step 2 with v carried over: g = -3.2, v = -6.8, w = 2.08.
-    first = local_train(model, data, generator=_gen(), **kwargs)  # type: ignore[arg-type]
+    first = local_train(model, data, settings, generator=_gen(), loss_fn=_mse)
     w_after_first = model.weight.item()
-    second = local_train(model, data, generator=_gen(), optimizer_state=first.optimizer_state, **kwargs)  # type: ignore[arg-type]
+    second = local_train(model, data, settings, generator=_gen(), loss_fn=_mse, optimizer_state=first.optimizer_state)
     fresh = _scalar_model(1.4)
-    local_train(fresh, data, generator=_gen(), **kwargs)  # type: ignore[arg-type]
+    local_train(fresh, data, settings, generator=_gen(), loss_fn=_mse)
 
     # Assert
     assert w_after_first == pytest.approx(1.4)
@@ -103,12 +105,12 @@ def test_optimizer_state_round_trip_equals_one_long_call() -> None:
     # Prepare: full batches, so the order of examples cannot matter; Adam has three slots per parameter.
     x, y = _separable(n_per_class=4)
     one, two = build_model(SMALL, seed=0), build_model(SMALL, seed=0)
-    kwargs = dict(epochs=3, batch_size=8, lr=1e-2, optimizer="adam")
+    settings = TrainSettings(epochs=3, batch_size=8, lr=1e-2, optimizer="adam")
 
     # Execute
-    local_train(one, (x, y), generator=_gen(), **kwargs)  # type: ignore[arg-type]
-    state = local_train(two, (x, y), generator=_gen(), max_steps=1, **kwargs).optimizer_state  # type: ignore[arg-type]
-    result = local_train(two, (x, y), generator=_gen(), max_steps=2, optimizer_state=state, **kwargs)  # type: ignore[arg-type]
+    local_train(one, (x, y), settings, generator=_gen())
+    state = local_train(two, (x, y), replace(settings, max_steps=1), generator=_gen()).optimizer_state
+    result = local_train(two, (x, y), replace(settings, max_steps=2), generator=_gen(), optimizer_state=state)
 
     # Assert
     assert result.steps == 2
@@ -121,8 +123,8 @@ def test_optimizer_state_round_trip_equals_one_long_call() -> None:
 def test_optimizer_state_with_an_unknown_parameter_is_rejected() -> None:
     with pytest.raises(KeyError, match="names no trainable parameter"):
         local_train(
-            _scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), epochs=1, batch_size=1, lr=0.1,
-            momentum=0.9, loss_fn=_mse, generator=_gen(), optimizer_state={"momentum_buffer/nope": np.zeros(1)},
+            _scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), TrainSettings(1, 1, 0.1, momentum=0.9),
+            loss_fn=_mse, generator=_gen(), optimizer_state={"momentum_buffer/nope": np.zeros(1)},
         )
 
 
@@ -136,8 +138,8 @@ def test_loss_fn_hook_is_called_once_per_step_and_its_metrics_are_averaged() -> 
         return nn.functional.cross_entropy(model(xb), yb), {"batch_size": float(xb.shape[0])}
 
     # Execute: 10 examples in batches of 4 -> 4, 4, 2 per epoch.
-    result = local_train(build_model(SMALL, 0), (x, y), epochs=2, batch_size=4, lr=0.01, loss_fn=loss_fn,
-                         generator=_gen())
+    result = local_train(build_model(SMALL, 0), (x, y), TrainSettings(epochs=2, batch_size=4, lr=0.01),
+                         loss_fn=loss_fn, generator=_gen())
 
     # Assert: metrics are weighted by batch size: (4*4 + 4*4 + 2*2) / 10 = 3.6.
     assert calls == [4, 4, 2, 4, 4, 2]
@@ -155,8 +157,8 @@ def test_grad_fn_hook_owns_the_gradient_and_max_steps_stops_early() -> None:
         return 0.25, {}
 
     # Execute: 5 examples, batch 1, 2 epochs would be 10 steps; max_steps stops at 3.
-    result = local_train(model, (torch.ones(5, 1), torch.zeros(5, 1)), epochs=2, batch_size=1, lr=0.5,
-                         grad_fn=grad_fn, max_steps=3, generator=_gen())
+    result = local_train(model, (torch.ones(5, 1), torch.zeros(5, 1)),
+                         TrainSettings(epochs=2, batch_size=1, lr=0.5, max_steps=3), grad_fn=grad_fn, generator=_gen())
 
     # Assert
     assert result.steps == 3 and result.mean_loss == 0.25 and result.final_loss == 0.25
@@ -165,7 +167,7 @@ def test_grad_fn_hook_owns_the_gradient_and_max_steps_stops_early() -> None:
 
 def test_loss_fn_and_grad_fn_together_are_refused() -> None:
     with pytest.raises(ValueError, match="loss_fn or grad_fn, not both"):
-        local_train(_scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), epochs=1, batch_size=1, lr=0.1,
+        local_train(_scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), TrainSettings(1, 1, 0.1),
                     loss_fn=_mse, grad_fn=lambda m, x, y: (0.0, {}), generator=_gen())
 
 
@@ -177,7 +179,7 @@ def test_tuple_targets_reach_the_loss_fn_batched_together() -> None:
         seen.extend(zip(xb[:, 0].tolist(), yb[0].tolist(), yb[1].tolist()))
         return model(xb).sum() * 0.0, {}
 
-    local_train(_scalar_model(0.0), (x, (x[:, 0] * 10, x[:, 0] * 100)), epochs=1, batch_size=4, lr=0.1,
+    local_train(_scalar_model(0.0), (x, (x[:, 0] * 10, x[:, 0] * 100)), TrainSettings(1, 4, 0.1),
                 loss_fn=loss_fn, generator=_gen())
 
     assert sorted(seen) == [(float(i), 10.0 * i, 100.0 * i) for i in range(6)]
@@ -243,9 +245,38 @@ def test_bad_hyperparameters_and_data_are_refused() -> None:
     model = build_model(SMALL, seed=0)
     x, y = _separable(n_per_class=2)
 
-    with pytest.raises(ValueError, match="batch_size=0"):
-        local_train(model, (x, y), epochs=1, batch_size=0, lr=0.1, generator=_gen())
-    with pytest.raises(ValueError, match="optimizer='rmsprop' is unknown"):
-        local_train(model, (x, y), epochs=1, batch_size=2, lr=0.1, optimizer="rmsprop", generator=_gen())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="data has 4 clips but targets of lengths \\[3\\]"):
-        local_train(model, (x, y[:3]), epochs=1, batch_size=2, lr=0.1, generator=_gen())
+        local_train(model, (x, y[:3]), TrainSettings(epochs=1, batch_size=2, lr=0.1), generator=_gen())
+    with pytest.raises(TypeError, match="needs a TrainSettings"):
+        local_train(model, (x, y), {"epochs": 1, "batch_size": 2, "lr": 0.1}, generator=_gen())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, r"TrainSettings.epochs=0 must be an integer >= 1"),
+        ({"batch_size": 0}, r"TrainSettings.batch_size=0 must be an integer >= 1"),
+        ({"batch_size": 2.0}, r"TrainSettings.batch_size=2.0 must be an integer"),
+        ({"lr": 0.0}, r"TrainSettings.lr=0.0 must be > 0"),
+        ({"optimizer": "rmsprop"}, r"TrainSettings.optimizer='rmsprop' is unknown; use one of sgd, adam"),
+        ({"momentum": 1.0}, r"TrainSettings.momentum=1.0 must be in \[0, 1\)"),
+        ({"weight_decay": -0.1}, r"TrainSettings.weight_decay=-0.1 must be >= 0"),
+        ({"max_steps": -1}, r"TrainSettings.max_steps=-1 must be an integer >= 0 or None"),
+        ({"optimizer_start": "shared"}, r"TrainSettings.optimizer_start='shared' is unknown"),
+    ],
+)
+def test_train_settings_refuse_bad_values_naming_the_field(changes: dict, message: str) -> None:
+    base = {"epochs": 1, "batch_size": 2, "lr": 0.1}
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**{**base, **changes})
+
+
+def test_train_settings_are_frozen_and_replace_validates_again() -> None:
+    settings = TrainSettings(epochs=2, batch_size=4, lr=0.1)
+    assert (settings.optimizer, settings.momentum, settings.weight_decay) == ("sgd", 0.0, 0.0)
+    assert settings.max_steps is None and settings.optimizer_start == "fresh"
+    assert replace(settings, momentum=0.9, optimizer_start="local").momentum == 0.9
+    with pytest.raises(FrozenInstanceError):
+        settings.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="TrainSettings.momentum"):
+        replace(settings, momentum=-0.5)

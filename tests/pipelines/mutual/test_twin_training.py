@@ -10,7 +10,7 @@ from torch.nn import functional as nnf
 from pipelines.mutual.augment import IdentityAugment
 from pipelines.model.networks import ModelConfig, build_model
 from pipelines.model.state import state_from_model
-from pipelines.model.training import local_train
+from pipelines.model.training import TrainSettings, local_train
 from pipelines.mutual.twin_training import (
     LossSettings, TwinEpochLoss, convergence_weights, reset_head, select_final,
 )
@@ -97,7 +97,7 @@ def test_on_step_runs_once_after_every_optimiser_step():
                             on_step=lambda: seen.append(state_from_model(model)["head.weight"].copy()))
 
     # Execute: 10 clips in batches of 4 -> 3 steps
-    result = local_train(model, (x, (y, torch.arange(10))), epochs=1, batch_size=4, lr=0.1,
+    result = local_train(model, (x, (y, torch.arange(10))), TrainSettings(epochs=1, batch_size=4, lr=0.1),
                          generator=torch.Generator().manual_seed(0), loss_fn=loss_fn)
     loss_fn.finish()
 

@@ -12,7 +12,7 @@ from torch.nn import functional as nnf
 
 from pipelines.transfer.gradient_mixing import GradientMixer, cosine_similarity
 from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.training import local_train
+from pipelines.model.training import TrainSettings, local_train
 from pipelines.transfer.transfer_step import (
     PairedMixStep,
     StepTrace,
@@ -98,7 +98,7 @@ def test_local_train_pairs_every_step_with_the_next_history_batch():
     step = PairedMixStep(GradientMixer("replay"), history)
 
     # Execute
-    result = local_train(model, (clips, labels), epochs=2, batch_size=4, lr=0.1, grad_fn=step,
+    result = local_train(model, (clips, labels), TrainSettings(epochs=2, batch_size=4, lr=0.1), grad_fn=step,
                          generator=torch.Generator().manual_seed(0))
 
     # Assert

@@ -1,20 +1,73 @@
-"""Server strategies by registry name. Only this registry looks at strategy names."""
+"""Server strategies by name: built-ins, ``fedtwin.strategies`` entry points and import paths.
+
+``strategy.name`` in YAML is resolved only by :func:`strategy_class`. A strategy plugin is a subclass of
+:class:`Strategy` that sets its own ``name`` (shown in summaries), declares ``Params`` (a frozen
+dataclass filled from ``strategy.params``) and implements ``aggregate_fit``; see
+:mod:`orchestrator.recipes.federated.strategies.base`. Strategies run in the driver only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
 
 from orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
 from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
 from orchestrator.recipes.federated.strategies.fedavg import FedAvg
 from orchestrator.recipes.federated.strategies.fedavgm import FedAvgM
 from orchestrator.recipes.federated.strategies.feddu import FedDU
+from pipelines.plugins import PluginError, load_plugin
 
+STRATEGY_GROUP = "fedtwin.strategies"
+#: The built-in strategies (the ``builtins`` table of the ``fedtwin.strategies`` group).
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedAvgM, FedDU)}
 
-__all__ = ["STRATEGIES", "strategy_class", "AggregatedFit", "FedAvg", "FedAvgM", "FedDU", "ServerAccess", "Strategy", "StrategyContext"]
+__all__ = [
+    "STRATEGIES",
+    "STRATEGY_GROUP",
+    "AggregatedFit",
+    "FedAvg",
+    "FedAvgM",
+    "FedDU",
+    "ServerAccess",
+    "Strategy",
+    "StrategyContext",
+    "strategy_class",
+]
 
 
-def strategy_class(name: str) -> type[Strategy]:
-    """The strategy class registered under ``name`` (``strategy.name`` in YAML)."""
-    from orchestrator.config.loader import ConfigError
+def _is_strategy(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Strategy)
 
-    if name not in STRATEGIES:
-        raise ConfigError(f"strategy.name: unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name]
+
+def strategy_class(name: str, *, field: str = "strategy.name") -> type[Strategy]:
+    """The strategy class that ``strategy.name`` refers to.
+
+    Args:
+        name: a built-in name (``fedavg``, ``fedavgm``, ``feddu``), an entry point of
+            ``fedtwin.strategies`` or an import path ``"pkg.module:MyStrategy"``.
+        field: the config key named in errors.
+
+    Raises:
+        PluginError: one line naming ``field``: unknown name, unimportable module, not a
+            :class:`Strategy` subclass, abstract methods left, or no own ``name``.
+    """
+    cls: type[Strategy] = load_plugin(
+        name,
+        STRATEGY_GROUP,
+        STRATEGIES,
+        field=field,
+        check=_is_strategy,
+        expected=f"a subclass of {Strategy.__module__}.Strategy",
+        kind="strategy",
+    )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise PluginError(f"{field}: {cls.__qualname__} ({name!r}) does not implement {missing}")
+    own_name = cls.__dict__.get("name")
+    if not isinstance(own_name, str) or not own_name:
+        raise PluginError(
+            f"{field}: {cls.__qualname__} ({name!r}) must set its own class attribute `name` (a non-empty str, "
+            "shown in logs and summaries)"
+        )
+    return cls

@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask
 from orchestrator.config.loader import from_dict
 from orchestrator.recipes.federated.strategies.context import StrategyContext
+from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
+
+__all__ = ["AggregatedFit", "DeviceFailure", "FitResult", "FitTask", "Strategy"]
 
 
 class Strategy(ABC):
@@ -53,11 +56,12 @@ class Strategy(ABC):
         chosen = rng.choice(self.num_devices, size=self.devices_per_round, replace=False)
         return sorted(int(d) for d in chosen)
 
-    def configure_fit(
-        self, round_num: int, device_ids: Sequence[int], train_config: Mapping[str, Any]
-    ) -> list[FitTask]:
-        """One task per device; ``train_config`` is the round's local-training settings."""
-        return [FitTask(device_id=d, round_num=round_num, config=dict(train_config)) for d in device_ids]
+    def configure_fit(self, round_num: int, device_ids: Sequence[int], settings: TrainSettings) -> list[FitTask]:
+        """One task per device with the round's local-training ``settings``.
+
+        Strategies that train devices differently return a changed copy (``dataclasses.replace``).
+        """
+        return [FitTask(device_id=d, round_num=round_num, settings=settings) for d in device_ids]
 
     def round_payload(self, round_num: int) -> dict[str, ModelState]:
         """Model-sized arrays broadcast to every device of the round (put in the object store once)."""

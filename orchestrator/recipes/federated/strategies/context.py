@@ -1,19 +1,20 @@
 """What a strategy may know about the run besides its parameters, and how it reaches the server.
 
 Strategies stay pure: the driver builds a :class:`StrategyContext` from the partition manifest (label
-histograms, never data) and, for strategies with ``needs_server``, injects a :class:`ServerAccess`.
-Production passes ``orchestrator.recipes.federated.ray_backend.RayServerAccess`` (a server-node actor); tests pass a fake.
+histograms, never data) and, for strategies with ``needs_server``, injects a :class:`ServerAccess`:
+``RayServerAccess`` (a server-node actor) on Ray, the ``ServerNode`` itself in process, a fake in tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from pipelines.federated.messages import ServerPassResult
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
 
 
@@ -24,9 +25,16 @@ class ServerAccess(Protocol):
         """``{"accuracy": ..., "loss": ...}`` of ``state`` on the shared server data D0."""
         ...
 
-    def server_pass(self, state: ModelState, **settings: Any) -> ServerPassResult:
-        """Train ``state`` on D0; ``settings`` are ``ServerNode.server_pass``'s keyword arguments
-        (``round_num``, ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``optimizer_state``)."""
+    def server_pass(
+        self,
+        state: ModelState,
+        settings: TrainSettings,
+        *,
+        round_num: int,
+        optimizer_state: Mapping[str, np.ndarray] | None = None,
+    ) -> ServerPassResult:
+        """Train ``state`` on D0 with ``settings``, batch order seeded by ``round_num``, the optimizer
+        starting from ``optimizer_state`` (see ``actors.federated.server_node.ServerNode.server_pass``)."""
         ...
 
 

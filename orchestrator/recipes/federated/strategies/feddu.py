@@ -1,8 +1,8 @@
-"""FedDU (seed 000; FedDUAP, IJCAI 2022) and FedDUM (FedDUMAP, TIST 2024): dynamic server update.
+"""FedDU (from FedDUAP, IJCAI 2022) and FedDUM (from FedDUMAP, TIST 2024): dynamic server update.
 
 After FedAvg has produced ``w_half`` the server measures how inaccurate ``w_half`` is on its shared
 data D0 and how non-IID this round's devices are compared with D0, and moves the model towards a
-full server pass over D0 by a fraction ``alpha_t`` (ALGORITHMS.md section 1.2)::
+full server pass over D0 by a fraction ``alpha_t`` (FedDUAP's dynamic server update)::
 
     alpha_t = C * decay^t * (1 - acc_t) * n0*D(P'_t) / (n0*D(P'_t) + n'_t*D(P0) + eps),  clipped to [0, alpha_max]
     w_t     = w_half + alpha_t * (w_server - w_half)          (= w_half - eta * tau_eff * g_hat, tau_eff = alpha_t * tau0)
@@ -15,6 +15,7 @@ global update and device momentum (:mod:`orchestrator.recipes.federated.strategi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipelines.federated.messages import FitTask
 from orchestrator.config.loader import ConfigError
 from orchestrator.recipes.federated.strategies.base import AggregatedFit
 from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
@@ -35,6 +35,8 @@ from orchestrator.recipes.federated.strategies.feddum import (
     state_norm,
 )
 from pipelines.data.heterogeneity import distribution, js_divergence
+from pipelines.federated.messages import FitTask
+from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
 
 #: Below this both divergences count as zero (IID devices and IID server): the IID/IID fallback.
@@ -45,12 +47,13 @@ RATIO_EPS = 1e-12
 
 @dataclass(frozen=True)
 class FedDUParams:
-    """Parameters of FedDU/FedDUM (``strategy.params``); defaults per ALGORITHMS.md section 1.
+    """Parameters of FedDU/FedDUM (``strategy.params``); defaults follow the FedDUAP/FedDUMAP reference code.
 
     Attributes:
         decay: per-round decay of the server's influence (README value 0.999; argparse default 0.99).
         C: scale of alpha (and of tau_eff).
-        alpha_max: alpha is clipped to ``[0, alpha_max]``; 1 keeps ``tau_eff <= tau0``. [RECON]
+        alpha_max: alpha is clipped to ``[0, alpha_max]``; 1 keeps ``tau_eff <= tau0`` (reconstructed;
+            the papers give no bound).
         skip_below: no server pass when ``alpha_t <= skip_below`` (reference code: 1e-3).
         revert_factor: revert to ``w_half`` when the D0 loss after the update exceeds this multiple of
             the loss before it (reference: 3); ``null`` disables the guard.
@@ -65,15 +68,15 @@ class FedDUParams:
             server pass" baseline.
         feddum: FedDUM: server momentum ``momentum`` on the global update plus device momentum.
         momentum: beta_s, the server (global) momentum of FedDUM in EMA form (the Tune sweep's name).
-        momentum_init: ``delta`` starts the EMA at m_0 = Delta_0 (ALGORITHMS.md 1.2, reference code), so
+        momentum_init: ``delta`` starts the EMA at m_0 = Delta_0 (as the reference code does), so
             the first round's update is applied 1/(1 - beta_s) times in total; ``zero`` starts it at
-            m_{-1} = 0, so every update is applied exactly once in total (spread over rounds). [RECON]
+            m_{-1} = 0, so every update is applied exactly once in total (spread over rounds).
         device_momentum: beta_d, SGD momentum of local training under FedDUM (0 = no device momentum).
             With ``training.optimizer: adam`` the device momentum is Adam's moment estimates, kept per
             device (``local`` only).
         device_momentum_init: where a device's momentum buffer starts each round: ``local`` (its own
             buffer from the last round it trained, kept on its host and checkpointed) or ``global`` (the
-            averaged, server-interpolated buffer, as in the reference code's fsgdm path). [RECON]
+            averaged, server-interpolated buffer, as in the reference code's fsgdm path).
     """
 
     decay: float = 0.999
@@ -127,7 +130,7 @@ def feddu_alpha(
     decay: float = 0.999,
     alpha_max: float = 1.0,
 ) -> float:
-    """alpha_t of ALGORITHMS.md 1.2, clipped to ``[0, alpha_max]``.
+    """FedDUAP's alpha_t (the formula in the module docstring), clipped to ``[0, alpha_max]``.
 
     Args:
         acc: acc_t, top-1 accuracy of ``w_half`` on D0.
@@ -175,7 +178,7 @@ class FedDU(FedAvg):
         self.js_server = float(js_divergence(distribution(np.asarray(context.server_label_histogram)), self.reference))
         self.server_velocity: ModelState = {}  # FedDUM m_t (float64)
         self.device_velocity: ModelState = {}  # FedDUM global device buffer v_t ("global" variant)
-        self._round_config: dict[str, Any] = {}
+        self._round_settings: TrainSettings | None = None
 
     # ------------------------------------------------------------------ configure
     @property
@@ -183,26 +186,23 @@ class FedDU(FedAvg):
         p = self.params
         return bool(p.feddum and p.device_momentum > 0 and p.device_momentum_init == "global")
 
-    def configure_fit(
-        self, round_num: int, device_ids: Sequence[int], train_config: Mapping[str, Any]
-    ) -> list[FitTask]:
+    def configure_fit(self, round_num: int, device_ids: Sequence[int], settings: TrainSettings) -> list[FitTask]:
         """Add FedDUM device momentum; remember the round's device settings (the server pass's defaults)."""
-        config = dict(train_config)
         p = self.params
         if p.feddum and p.device_momentum > 0:
-            if config.get("optimizer", "sgd") == "sgd":
-                config["momentum"] = p.device_momentum
+            if settings.optimizer == "sgd":
+                settings = dataclasses.replace(settings, momentum=p.device_momentum)
             elif p.device_momentum_init == "global":
                 raise ConfigError(
                     "strategy.params.device_momentum_init: the global FedDUM variant averages SGD momentum "
-                    f"buffers but training.optimizer is {config.get('optimizer')!r}; use training.optimizer: sgd "
+                    f"buffers but training.optimizer is {settings.optimizer!r}; use training.optimizer: sgd "
                     "or device_momentum_init: local"
                 )
             # With Adam, the device momentum is Adam's own moment estimates (beta_d does not apply):
             # "local" keeps them on the device between its rounds, like SGD buffers.
-            config["optimizer_state"] = p.device_momentum_init
-        self._round_config = config
-        return super().configure_fit(round_num, device_ids, config)
+            settings = dataclasses.replace(settings, optimizer_start=p.device_momentum_init)
+        self._round_settings = settings
+        return super().configure_fit(round_num, device_ids, settings)
 
     def round_payload(self, round_num: int) -> dict[str, ModelState]:
         """The global device momentum buffer, in the ``global`` variant of FedDUM."""
@@ -210,24 +210,27 @@ class FedDU(FedAvg):
             return {"optimizer_state": self.device_velocity}
         return {}
 
-    def server_settings(self) -> dict[str, Any]:
-        """E, B, eta, optimizer and momentum of this round's server pass (params, else the device settings)."""
-        p, cfg = self.params, self._round_config
+    def server_settings(self) -> TrainSettings:
+        """E, B, eta, optimizer and SGD momentum of this round's server pass: the params where set, else
+        the round's device settings. Like the reference code's pass: no weight decay, no step cap, a
+        fresh optimizer."""
+        p, device = self.params, self._round_settings
 
         def pick(value: Any, key: str) -> Any:
             if value is not None:
                 return value
-            if key not in cfg:
-                raise ValueError(f"strategy.params.server_{key}: unset and no round training config to default to")
-            return cfg[key]
+            if device is None:
+                raise ValueError(f"strategy.params.server_{key}: unset and no round training settings to default to")
+            return getattr(device, key)
 
-        return {
-            "epochs": int(pick(p.server_epochs, "epochs")),
-            "batch_size": int(pick(p.server_batch_size, "batch_size")),
-            "lr": float(pick(p.server_lr, "lr")),
-            "optimizer": str(p.server_optimizer or cfg.get("optimizer", "sgd")),
-            "momentum": float(p.server_sgd_momentum if p.server_sgd_momentum is not None else cfg.get("momentum", 0.0)),
-        }
+        return TrainSettings(
+            epochs=pick(p.server_epochs, "epochs"),
+            batch_size=pick(p.server_batch_size, "batch_size"),
+            lr=pick(p.server_lr, "lr"),
+            optimizer=p.server_optimizer or (device.optimizer if device is not None else "sgd"),
+            momentum=p.server_sgd_momentum if p.server_sgd_momentum is not None
+            else (device.momentum if device is not None else 0.0),
+        )
 
     # ------------------------------------------------------------------ aggregate
     def aggregate_fit(
@@ -250,17 +253,17 @@ class FedDU(FedAvg):
                 js_server=self.js_server, C=p.C, decay=p.decay, alpha_max=p.alpha_max,
             )
         settings = self.server_settings()
-        tau0 = math.ceil(self.n0 / settings["batch_size"]) * settings["epochs"]
+        tau0 = math.ceil(self.n0 / settings.batch_size) * settings.epochs
         v_half = dict(fit.extra_means.get("optimizer_state", {})) if self._global_device_momentum else {}
         new, v_new, applied = w_half, v_half, 0.0
         skipped = alpha <= p.skip_below
         reverted = False
         metrics: dict[str, float] = {}
         if not skipped:
-            if v_half and settings["optimizer"] != "sgd":
+            if v_half and settings.optimizer != "sgd":
                 raise ConfigError("strategy.params.server_optimizer: FedDUM's global device momentum needs sgd")
             # The global FedDUM variant starts the pass from the averaged device buffer v^{t-1/2}.
-            result = server.server_pass(w_half, round_num=round_num, optimizer_state=v_half or None, **settings)
+            result = server.server_pass(w_half, settings, round_num=round_num, optimizer_state=v_half or None)
             candidate = interpolate(w_half, result.state, alpha)
             if p.revert_factor is not None:
                 after = server.evaluate(candidate)
@@ -271,9 +274,9 @@ class FedDU(FedAvg):
                 if v_half:
                     v_new = interpolate(v_half, result.optimizer_state, alpha)
         m = max(len(fit.results), 1)
-        tau_avg_dev = n_selected * float(self._round_config.get("epochs", 1)) / (
-            m * float(self._round_config.get("batch_size", 1))
-        )
+        device = self._round_settings
+        epochs, batch_size = (device.epochs, device.batch_size) if device is not None else (1, 1)
+        tau_avg_dev = n_selected * float(epochs) / (m * float(batch_size))
         metrics.update({
             "acc_t": acc,
             "server_loss": float(before["loss"]),
@@ -282,7 +285,7 @@ class FedDU(FedAvg):
             "tau0": float(tau0),
             "tau_eff": applied * tau0,
             "tau_avg_dev": tau_avg_dev,  # the reference code's average device step count ...
-            "server_iter": alpha * tau_avg_dev,  # ... and the step count it logs (ALGORITHMS.md 1.5-1)
+            "server_iter": alpha * tau_avg_dev,  # ... and the server step count it logs
             "js_selected": js_selected,
             "js_server": self.js_server,
             "n_selected": float(n_selected),

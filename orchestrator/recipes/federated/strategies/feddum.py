@@ -1,6 +1,6 @@
 """State arithmetic of FedDU/FedDUM: interpolation, EMA server momentum, prefixed checkpoint keys.
 
-FedDUM (FedDUMAP, TIST 2024; ALGORITHMS.md 1.2, [RECON] from the reference code) decouples two momenta:
+FedDUM (from FedDUMAP, TIST 2024; details reconstructed from the reference code) decouples two momenta:
 
 - **server (global) momentum** on every global update ``Delta_t = w_new - w_old``, in EMA form:
   ``m_t = beta_s m_{t-1} + (1 - beta_s) Delta_t`` (``m_0 = Delta_0``), then ``w_new <- w_old + m_t``;

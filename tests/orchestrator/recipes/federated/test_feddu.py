@@ -16,6 +16,8 @@ By hand (log base 2, M the mid-point):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -25,12 +27,13 @@ from orchestrator.config.loader import ConfigError
 from orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, StrategyContext
 from orchestrator.recipes.federated.strategies.feddu import feddu_alpha
 from pipelines.data.heterogeneity import js_divergence
+from pipelines.model.settings import TrainSettings
 from tests.fakes import make_state
 
 D_SERVER = 0.311278
 D_SELECTED = 0.344361
 RATIO = 0.356143
-TRAIN = {"epochs": 2, "batch_size": 8, "lr": 0.1, "optimizer": "sgd"}
+TRAIN = TrainSettings(epochs=2, batch_size=8, lr=0.1, optimizer="sgd")
 
 
 class FakeServer:
@@ -47,8 +50,8 @@ class FakeServer:
         acc, loss = self.score(state)
         return {"accuracy": acc, "loss": loss}
 
-    def server_pass(self, state, **settings):
-        self.passes.append(settings)
+    def server_pass(self, state, settings, *, round_num, optimizer_state=None):
+        self.passes.append({"settings": settings, "round_num": round_num, "optimizer_state": optimizer_state})
         return ServerPassResult(make_state(10.0, 20.0), 6, 0.5, dict(self.buffer))
 
 
@@ -110,18 +113,20 @@ def test_feddu_round_interpolates_towards_the_server_pass_and_logs_everything():
     assert metrics["tau_avg_dev"] == pytest.approx(40 * 2 / (2 * 8))  # n'_t E / (m B)
     assert metrics["skipped"] is False and metrics["reverted"] is False
     # the pass used the round's device settings, plain SGD
-    assert server.passes == [{"round_num": 3, "momentum": 0.0, "optimizer_state": None, **TRAIN}]
-    # with device SGD momentum in the round's settings, the pass uses it too (fresh buffer)
-    strategy.configure_fit(4, [0, 1], {**TRAIN, "momentum": 0.5})
+    assert server.passes == [{"settings": TRAIN, "round_num": 3, "optimizer_state": None}]
+    # with device SGD momentum in the round's settings, the pass uses it too (fresh buffer), but never
+    # the devices' weight decay or step cap
+    strategy.configure_fit(4, [0, 1], replace(TRAIN, momentum=0.5, weight_decay=0.1, max_steps=3))
     strategy.aggregate_fit(4, *round_fit(1.0))
-    assert server.passes[-1]["momentum"] == 0.5 and server.passes[-1]["optimizer_state"] is None
+    assert server.passes[-1]["settings"] == replace(TRAIN, momentum=0.5)
+    assert server.passes[-1]["optimizer_state"] is None
 
 
 def test_server_pass_settings_come_from_params_when_given():
     server = FakeServer()
     strategy = make_feddu(server, server_epochs=3, server_batch_size=5, server_lr=0.01)
     _, metrics = run_round(strategy, 1)
-    assert server.passes[0]["epochs"] == 3 and server.passes[0]["batch_size"] == 5 and server.passes[0]["lr"] == 0.01
+    assert server.passes[0]["settings"] == TrainSettings(epochs=3, batch_size=5, lr=0.01, optimizer="sgd")
     assert metrics["tau0"] == 12  # ceil(20 / 5) * 3
 
 
@@ -241,21 +246,21 @@ def test_feddum_without_momenta_reduces_to_feddu():
         b, _ = run_round(dum, r, w=float(r))
         for key in a:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
-    assert dum.configure_fit(4, [0], TRAIN)[0].config.get("optimizer_state") is None
+    assert dum.configure_fit(4, [0], TRAIN)[0].settings == TRAIN
 
 
 def test_feddum_local_device_momentum_is_configured_per_task():
     strategy = make_feddu(FakeServer(), feddum=True, device_momentum=0.7)
     tasks = strategy.configure_fit(1, [3, 4], TRAIN)
-    assert [t.config["momentum"] for t in tasks] == [0.7, 0.7]
-    assert [t.config["optimizer_state"] for t in tasks] == ["local", "local"]
+    assert [t.settings for t in tasks] == [replace(TRAIN, momentum=0.7, optimizer_start="local")] * 2
+    assert TRAIN.momentum == 0.0 and TRAIN.optimizer_start == "fresh"  # the round's settings are not mutated
     assert strategy.round_payload(1) == {}
     # Adam: its moments are the device momentum, persisted locally; beta_d does not apply
-    adam = strategy.configure_fit(1, [3], {**TRAIN, "optimizer": "adam", "momentum": 0.0})
-    assert adam[0].config["optimizer_state"] == "local" and adam[0].config["momentum"] == 0.0
+    adam = strategy.configure_fit(1, [3], replace(TRAIN, optimizer="adam"))
+    assert adam[0].settings.optimizer_start == "local" and adam[0].settings.momentum == 0.0
     shared = make_feddu(FakeServer(), feddum=True, device_momentum_init="global")
     with pytest.raises(ConfigError, match="training.optimizer"):
-        shared.configure_fit(1, [3], {**TRAIN, "optimizer": "adam"})
+        shared.configure_fit(1, [3], replace(TRAIN, optimizer="adam"))
 
 
 def test_feddum_global_device_momentum_is_averaged_and_interpolated():
@@ -274,7 +279,7 @@ def test_feddum_global_device_momentum_is_averaged_and_interpolated():
     ]
     _, metrics = strategy.aggregate_fit(1, current, aggregate_results(results, current))
     np.testing.assert_allclose(server.passes[0]["optimizer_state"]["momentum_buffer/w"], 1.5)
-    assert server.passes[0]["momentum"] == 0.9
+    assert server.passes[0]["settings"].momentum == 0.9
     np.testing.assert_allclose(strategy.round_payload(2)["optimizer_state"]["momentum_buffer/w"], 2.75)
     assert metrics["device_momentum_norm"] == pytest.approx(2.75 * np.sqrt(6))
 

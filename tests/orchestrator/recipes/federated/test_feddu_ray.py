@@ -35,10 +35,10 @@ def _spy_on_server(monkeypatch):
         sent.append(dict(state))
         return evaluate(self, state)
 
-    def spy_pass(self, state, **settings):
+    def spy_pass(self, state, settings, *, round_num, optimizer_state=None):
         sent.append(dict(state))
-        sent.append(dict(settings.get("optimizer_state") or {}))
-        return server_pass(self, state, **settings)
+        sent.append(dict(optimizer_state or {}))
+        return server_pass(self, state, settings, round_num=round_num, optimizer_state=optimizer_state)
 
     monkeypatch.setattr(RayServerAccess, "evaluate", spy_evaluate)
     monkeypatch.setattr(RayServerAccess, "server_pass", spy_pass)

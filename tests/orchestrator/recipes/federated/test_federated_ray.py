@@ -68,7 +68,7 @@ def test_round_survives_failing_and_hanging_devices(ray_session, tiny_data_root,
 
 
 def test_round_fails_below_min_success_fraction(ray_session, tiny_data_root, tmp_path):
-    from orchestrator.recipes.federated.ray_backend import RoundFailedError
+    from orchestrator.recipes.federated.backend import RoundFailedError
 
     spec = tiny_spec(
         tiny_data_root, tmp_path,

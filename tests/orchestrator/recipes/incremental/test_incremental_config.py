@@ -48,12 +48,13 @@ def test_method_presets_set_the_loss_and_the_memory():
 )
 def test_errors_name_the_dotted_field(override, message):
     with pytest.raises(ConfigError) as err:
-        ExperimentSpec().with_overrides({"recipe": "incremental", **override})
+        ExperimentSpec.from_dict({"recipe": "incremental"}).with_overrides(override)
     assert message in str(err.value)
 
 
 def test_trainer_settings_and_gpu_request_follow_the_spec():
-    from orchestrator.recipes.incremental.recipe import trainer_gpus, trainer_settings
+    from actors.placement import trainer_gpus
+    from orchestrator.recipes.incremental.recipe import trainer_settings
 
     # Prepare
     spec = ExperimentSpec.from_yaml(ROOT / "configs" / "incremental.yaml", {"incremental.method": "replay_kd"})
@@ -64,6 +65,9 @@ def test_trainer_settings_and_gpu_request_follow_the_spec():
     # Assert: the actor gets plain settings; a GPU is taken whenever the cluster has one
     assert settings.memory_mode == "full" and settings.objective.distillation == "logits"
     assert (settings.epochs, settings.first_task_epochs, settings.lr) == (4, 6, 0.003)
-    assert trainer_gpus(spec, {"CPU": 2.0}) == 0.0
-    assert trainer_gpus(spec, {"CPU": 8.0, "GPU": 1.0}) == 1.0
-    assert trainer_gpus(spec.with_overrides({"resources.gpus_per_host": 0.5}), {"GPU": 4.0}) == 0.5
+    # One GPU policy for every trainer: asked-for share, else a whole GPU when the cluster has one,
+    # but nothing inside a Tune placement group (its bundles decide).
+    assert trainer_gpus(spec.resources.gpus_per_host, 0.0, False) == 0.0
+    assert trainer_gpus(spec.resources.gpus_per_host, 1.0, False) == 1.0
+    assert trainer_gpus(spec.resources.gpus_per_host, 1.0, True) == 0.0
+    assert trainer_gpus(spec.with_overrides({"resources.gpus_per_host": 0.5}).resources.gpus_per_host, 4.0, True) == 0.5

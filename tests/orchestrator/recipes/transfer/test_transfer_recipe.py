@@ -72,7 +72,7 @@ def test_shipped_config_loads_and_maps_onto_trainer_settings():
     assert settings.mixer == {"mode": "simmix", "w_min": 0.1, "w_max": 0.9, "granularity": "global",
                               "replay_weight": 0.5, "project": None}
     assert settings.bank == {"capacity": 500, "policy": "gss", "n_compare": 32, "per_class_quota": True}
-    assert settings.history_batch_size == 8 and settings.session["batch_size"] == 16
+    assert settings.history_batch_size == 8 and settings.session.batch_size == 16
     assert target.shift == spec.transfer.stream.shift and target.train_per_class == 50
     assert target.test_per_class == spec.data.generator.test_per_class
     assert trainer_settings(spec.with_overrides({"transfer.verification.background": False})).background_digits is None

@@ -1,0 +1,7 @@
+"""Ray shell of the class-incremental trainer; the plain class imports without Ray."""
+
+import ray
+
+from actors.incremental.trainer import IncrementalTrainer
+
+IncrementalTrainerActor = ray.remote(IncrementalTrainer)

@@ -1,0 +1,130 @@
+"""Reading config files: one-line errors for files that are missing, binary, empty or not YAML, and
+``base:`` inheritance between experiment files.
+
+An experiment YAML may start from another one::
+
+    # fedavg.yaml                       # quickstart.yaml
+    name: fedavg                        base: fedavg.yaml
+    federation: {num_rounds: 30}        name: quickstart
+    strategy: {name: fedavg}            strategy: {name: feddu, params: {decay: 0.99}}
+
+``base`` is a path relative to the file that names it; bases may have bases (a cycle is an error). The
+file's settings are deep-merged onto its base's: mappings merge key by key, everything else (numbers,
+strings, lists, null) replaces. Sweep files use :func:`read_mapping` and :func:`relative_to` too; their
+``base`` names the experiment the trials start from and is not merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.config.loader import ConfigError
+
+BASE_KEY = "base"
+
+
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse the YAML mapping in ``path``.
+
+    Args:
+        path: the file.
+        what: what the file is, for errors ("config file", "sweep file").
+
+    Raises:
+        ConfigError: one line naming the file when it is missing, unreadable, not UTF-8 text, not
+            YAML, empty, or not a mapping at the top level.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (cannot read it as UTF-8); give a YAML {what}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        raise ConfigError(f"{path}: the {what} is empty; it needs at least one setting (see configs/ for examples)")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return dict(data)
+
+
+def relative_to(ref: str | Path, file: Path) -> Path:
+    """``ref`` as written in ``file``: absolute paths stay, relative ones are taken from ``file``'s folder."""
+    ref = Path(ref).expanduser()
+    return ref if ref.is_absolute() else file.parent / ref
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, any other value replaces.
+
+    Neither argument is changed; the result shares no mapping with them.
+    """
+    out = {k: deep_merge({}, v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = deep_merge({}, value) if isinstance(value, Mapping) else value
+    return out
+
+
+def load_with_bases(path: str | Path, relative_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """Read an experiment file and the chain of ``base:`` files under it, merged (see the module docstring).
+
+    Args:
+        path: the experiment YAML.
+        relative_keys: dotted keys whose values (a path or a list of paths) are relative to the file
+            that sets them; they are made absolute before merging, so a base's paths stay its own.
+
+    Raises:
+        ConfigError: one line naming the file at fault (missing base, cycle, bad YAML, ...).
+    """
+    return _load(Path(path), tuple(relative_keys), ())
+
+
+def _load(path: Path, relative_keys: tuple[str, ...], chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = read_mapping(path)
+    for dotted in relative_keys:
+        _absolutize(data, dotted, path)
+    if BASE_KEY not in data:
+        return data
+    ref = data.pop(BASE_KEY)
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{path}: base: expected the path of another experiment YAML, got {ref!r}")
+    base_path = relative_to(ref, path)
+    here = path.resolve()
+    seen = (*chain, here)
+    if base_path.resolve() in seen:
+        loop = " -> ".join(p.name for p in (*seen, base_path.resolve()))
+        raise ConfigError(f"{path}: base: files inherit from each other in a cycle ({loop}); remove one base:")
+    if not base_path.is_file():
+        raise ConfigError(
+            f"{path}: base: experiment file {base_path} not found (paths are relative to the file that names them)"
+        )
+    return deep_merge(_load(base_path, relative_keys, seen), data)
+
+
+def _absolutize(data: dict[str, Any], dotted: str, file: Path) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return  # absent or malformed: the strict loader reports the latter with its dotted path
+    value = node[leaf]
+    if isinstance(value, str):
+        node[leaf] = str(relative_to(value, file).resolve())
+    elif isinstance(value, list):
+        node[leaf] = [str(relative_to(v, file).resolve()) if isinstance(v, str) else v for v in value]

@@ -1,0 +1,163 @@
+"""The common sections of every experiment spec, and the local-training section recipes share.
+
+Each is a frozen dataclass that checks its own ranges in ``__post_init__`` and raises
+``ValueError("field: rule, got value")``; :mod:`orchestrator.config.loader` prefixes the section's
+dotted path. A recipe's own sections (``federation:``, ``twin:``, ...) live in its package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipelines.data.moving_digits import MovingDigitsConfig
+from pipelines.data.partition import PartitionConfig
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok`` (the range-check helper of every section)."""
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from: an existing folder (``path``), a dataset plugin, or generated digits.
+
+    With ``path`` unset, the data is made under ``root`` on first use and reused by later runs with the
+    same settings: moving digits from ``generator`` when ``dataset`` is null, else the clips of the
+    dataset plugin ``dataset`` called with ``dataset_params``; either way partitioned with ``partition``.
+
+    Attributes:
+        path: an existing partition or dataset folder; null = make one under ``root``.
+        root: parent folder of generated data.
+        seed: data generation seed (the partition has its own ``partition.seed``).
+        dataset: a dataset plugin: a short name (entry point of ``fedtwin.datasets`` or a built-in) or an
+            import path ``pkg.module:make``; null = moving digits from ``generator``.
+        dataset_params: keyword arguments of the dataset plugin.
+        generator: the moving-digits generator (used when ``dataset`` is null).
+        partition: how the train split is spread over devices.
+    """
+
+    path: str | None = None
+    root: str = "data"
+    seed: int = 0
+    dataset: str | None = None
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    generator: MovingDigitsConfig = field(default_factory=MovingDigitsConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+    def __post_init__(self) -> None:
+        check(self.dataset is None or bool(self.dataset.strip()),
+              f"dataset: must be a plugin name, an import path 'pkg.module:make' or null, got {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training (one call of ``pipelines.model.training.local_train``); a recipe section, e.g. ``training:``.
+
+    Attributes:
+        epochs: passes over the local data per call.
+        batch_size: clips per step.
+        optimizer: ``sgd`` or ``adam``.
+        lr: learning rate.
+        lr_decay: the learning rate of step (round) r is ``lr * lr_decay**(r-1)``.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        max_steps: cap on optimizer steps per call; null = none.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.05
+    lr_decay: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(0 < self.lr_decay <= 1, f"lr_decay: must be in (0, 1], got {self.lr_decay}")
+        check(0 <= self.momentum < 1, f"momentum: must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
+        check(self.max_steps is None or self.max_steps >= 1, f"max_steps: must be >= 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Declared resources. ``hosts: null`` sizes the device-host pool from the cluster's CPUs/GPUs.
+
+    ``backend: local`` runs the same hosts and server node in the driver process without Ray (debugging,
+    studies of many short runs); it cannot enforce round timeouts. Recipes that have no such path ignore it.
+    """
+
+    hosts: int | None = None
+    cpus_per_host: float = 1.0
+    gpus_per_host: float = 0.0
+    server_cpus: float = 0.0
+    server_gpus: float = 0.0
+    torch_threads: int = 1
+    shard_cache_size: int = 64
+    max_restarts: int = 2
+    max_task_retries: int = 0
+    backend: Literal["ray", "local"] = "ray"
+
+    def __post_init__(self) -> None:
+        check(self.hosts is None or self.hosts >= 1, f"hosts: must be >= 1 or null, got {self.hosts}")
+        check(self.cpus_per_host >= 0, f"cpus_per_host: must be >= 0, got {self.cpus_per_host}")
+        check(self.gpus_per_host >= 0, f"gpus_per_host: must be >= 0, got {self.gpus_per_host}")
+        check(self.server_cpus >= 0, f"server_cpus: must be >= 0, got {self.server_cpus}")
+        check(self.server_gpus >= 0, f"server_gpus: must be >= 0, got {self.server_gpus}")
+        check(self.torch_threads >= 1, f"torch_threads: must be >= 1, got {self.torch_threads}")
+        check(self.shard_cache_size >= 1, f"shard_cache_size: must be >= 1, got {self.shard_cache_size}")
+        check(self.max_restarts >= -1, f"max_restarts: must be >= -1, got {self.max_restarts}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How to reach Ray. ``address: null`` starts an embedded local instance (the default)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_mb: int | None = None
+    dashboard: bool = False
+
+    def __post_init__(self) -> None:
+        check(self.num_cpus is None or self.num_cpus >= 1, f"num_cpus: must be >= 1, got {self.num_cpus}")
+        check(
+            self.object_store_mb is None or self.object_store_mb >= 75,
+            f"object_store_mb: must be >= 75 (Ray's minimum), got {self.object_store_mb}",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run folder and checkpointing: ``checkpoint_every`` steps, keeping the newest ``keep_checkpoints``."""
+
+    output_dir: str = "runs"
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        check(self.checkpoint_every >= 1, f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
+        check(self.keep_checkpoints >= 1, f"keep_checkpoints: must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    """Where user plugins (models, strategies, recipes, datasets, partitioners) are imported from.
+
+    Attributes:
+        paths: folders put on ``sys.path`` before any plugin resolves, so that ``recipe: my_mod:MyRecipe``
+            or ``model.arch: my_nets:Net`` import from them. In a YAML file, relative folders are relative
+            to that file; the loaded spec (and the run folder's ``spec.yaml``) holds them absolute.
+    """
+
+    paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for i, path in enumerate(self.paths):
+            check(bool(path.strip()), f"paths[{i}]: must be a folder, got {path!r}")

@@ -1,0 +1,96 @@
+"""What the Ray and the in-process backends share: host planning, host settings and the round threshold.
+
+Both backends fold host answers into an :class:`~pipelines.federated.aggregate.OrderedFold` and end a
+round with :func:`finish_round`, so ``backend.fit`` returns an ``AggregatedFit`` or raises
+:class:`RoundFailedError` whichever transport ran it. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from actors.federated.device_host import HostSettings
+from orchestrator.config.spec import ExperimentSpec
+from pipelines.core.errors import FedtwinError
+from pipelines.federated.aggregate import OrderedFold
+from pipelines.federated.messages import AggregatedFit, FitTask
+from pipelines.model.state import ModelState
+
+
+class RoundFailedError(FedtwinError, RuntimeError):
+    """Too few devices succeeded in a round (below ``federation.min_success_fraction``)."""
+
+    exit_code = 1
+
+    def __init__(self, round_num: int, succeeded: int, attempted: int, reasons: Sequence[str]) -> None:
+        self.round_num, self.succeeded, self.attempted = round_num, succeeded, attempted
+        example = f"; first failure: {reasons[0]}" if reasons else ""
+        super().__init__(
+            f"round {round_num}: only {succeeded}/{attempted} devices succeeded, below "
+            f"federation.min_success_fraction{example}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RoundFailedError, (self.round_num, self.succeeded, self.attempted, []))
+
+
+def min_successes(num_tasks: int, fraction: float) -> int:
+    """Smallest number of successful devices a round needs."""
+    return max(1, math.ceil(num_tasks * fraction))
+
+
+def finish_round(
+    fold: OrderedFold, template: ModelState, tasks: Sequence[FitTask], min_success_fraction: float
+) -> AggregatedFit:
+    """The round's weighted mean, or :class:`RoundFailedError` when too few devices succeeded.
+
+    Args:
+        fold: every host's answer (or failures) folded in host order.
+        template: the round's starting state (its dtypes shape the mean).
+        tasks: the round's tasks (their count is what the fraction is of).
+        min_success_fraction: ``federation.min_success_fraction``.
+    """
+    round_num = tasks[0].round_num if tasks else 0
+    try:
+        outcome = fold.finish(template)
+    except ValueError:  # no device returned a usable result
+        raise RoundFailedError(round_num, 0, len(tasks), [f.reason for f in fold.failures]) from None
+    if len(outcome.results) < min_successes(len(tasks), min_success_fraction):
+        raise RoundFailedError(round_num, len(outcome.results), len(tasks), [f.reason for f in outcome.failures])
+    return outcome
+
+
+def plan_hosts(spec: ExperimentSpec, num_devices: int, resources: Mapping[str, float]) -> int:
+    """Number of device hosts: ``resources.hosts`` or as many as the cluster's CPU/GPU slots allow."""
+    res = spec.resources
+    if res.hosts is not None:
+        return min(res.hosts, num_devices)
+    slots = []
+    if res.cpus_per_host > 0:
+        slots.append(int(resources.get("CPU", 1) // res.cpus_per_host))
+    if res.gpus_per_host > 0:
+        slots.append(int(resources.get("GPU", 0) // res.gpus_per_host))
+    hosts = min(slots) if slots else 1
+    if hosts < 1:
+        raise FedtwinError(
+            f"resources: the cluster ({dict(resources)}) has no room for one device host with "
+            f"cpus_per_host={res.cpus_per_host}, gpus_per_host={res.gpus_per_host}; lower them or add nodes"
+        )
+    return max(1, min(hosts, num_devices))
+
+
+def host_settings(spec: ExperimentSpec) -> HostSettings:
+    """What every device host of ``spec`` needs (the same for the Ray and the in-process backend)."""
+    chaos = spec.federation.chaos
+    return HostSettings(
+        seed=spec.seed,
+        model=spec.model,
+        torch_threads=spec.resources.torch_threads,
+        shard_cache_size=spec.resources.shard_cache_size,
+        fail_devices=chaos.fail_devices,
+        hang_devices=chaos.hang_devices,
+        hang_s=chaos.hang_s,
+        chaos_rounds=chaos.rounds,
+    )

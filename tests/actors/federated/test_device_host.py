@@ -1,0 +1,75 @@
+"""DeviceHost in-process (no Ray): which devices it serves, typed tasks, and where optimizer buffers start."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from actors.federated.device_host import DeviceHost, HostSettings
+from orchestrator.config.loader import from_dict
+from orchestrator.config.spec import DataConfig
+from orchestrator.run.data_prep import ensure_partition
+from pipelines.federated.hosts import devices_of
+from pipelines.federated.messages import FitTask
+from pipelines.model.networks import ModelConfig, build_model
+from pipelines.model.settings import TrainSettings
+from pipelines.model.state import state_from_model
+
+MODEL = ModelConfig(widths=(4, 8))
+SGD = TrainSettings(epochs=1, batch_size=16, lr=0.05, momentum=0.9, max_steps=2)
+
+
+@pytest.fixture(scope="module")
+def partition(tiny_data_root):
+    data = from_dict(DataConfig, {"root": str(tiny_data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
+                                  "partition": {"devices": 10, "scheme": "iid", "seed": 0}})
+    return str(ensure_partition(data))
+
+
+def _host(partition, host_id=0, num_hosts=2):
+    return DeviceHost(host_id, num_hosts, partition, HostSettings(seed=0, model=MODEL))
+
+
+def _state():
+    return state_from_model(build_model(MODEL, seed=0))
+
+
+def test_host_serves_the_sticky_devices_and_refuses_others(partition):
+    host = _host(partition, host_id=1, num_hosts=3)
+    assert sorted(host.devices) == list(devices_of(1, 3, 10)) == [1, 4, 7]
+    answer = host.fit(_state(), [FitTask(1, 1, SGD), FitTask(2, 1, SGD)])
+    assert [r.device_id for r in answer.results] == [1]
+    assert [f.device_id for f in answer.failures] == [2] and "not served by host 1/3" in answer.failures[0].reason
+    assert answer.results[0].metrics["steps"] == 2.0  # the task's max_steps reached local_train
+
+
+def test_local_optimizer_start_keeps_buffers_and_resumes_exactly(partition):
+    # Prepare: host A trains device 0 in rounds 1 and 2 with its own momentum buffer carried over
+    local = replace(SGD, optimizer_start="local")
+    a = _host(partition)
+    a.fit(_state(), [FitTask(0, 1, local)])
+    second_a = a.fit(_state(), [FitTask(0, 2, local)])
+    # Execute: host B trains round 1, host C is restored from B's device states and trains round 2
+    b = _host(partition)
+    b.fit(_state(), [FitTask(0, 1, local)])
+    c = _host(partition)
+    c.load_device_states(b.device_states())
+    second_c = c.fit(_state(), [FitTask(0, 2, local)])
+    # Assert: bit-identical, and only the local mode stores buffers on the device
+    for key, value in second_a.partial_sum.items():
+        np.testing.assert_array_equal(second_c.partial_sum[key], value)
+    assert set(b.device_states()[0]) == {"rounds_trained", "optimizer_state"}
+    fresh = _host(partition)
+    fresh.fit(_state(), [FitTask(0, 1, SGD)])
+    assert fresh.device_states()[0] == {"rounds_trained": 1}
+
+
+def test_global_optimizer_start_reads_the_payload_and_returns_buffers(partition):
+    shared = replace(SGD, optimizer_start="global")
+    host = _host(partition)
+    answer = host.fit(_state(), [FitTask(0, 1, shared), FitTask(2, 1, shared)], {"optimizer_state": {}})
+    sums = answer.extra_sums["optimizer_state"]
+    assert sums and all(k.startswith("momentum_buffer/") for k in sums)
+    assert "optimizer_state" not in host.device_states()[0]

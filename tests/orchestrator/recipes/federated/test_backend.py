@@ -1,0 +1,95 @@
+"""The backend contract without Ray: the in-process backend never imports Ray, satisfies ``Backend``,
+and applies the round threshold (``federation.min_success_fraction``) itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from orchestrator.recipes.federated.backend import Backend, RoundFailedError
+from orchestrator.recipes.federated.backend_common import finish_round, min_successes
+from orchestrator.recipes.federated.local_backend import LocalBackend
+from orchestrator.recipes.federated.round import round_settings
+from orchestrator.recipes.federated.strategies import FedAvg
+from orchestrator.run.data_prep import ensure_partition
+from pipelines.federated.aggregate import OrderedFold
+from pipelines.federated.messages import DeviceFailure, FitTask, HostFitResult
+from pipelines.model.networks import build_model
+from pipelines.model.settings import TrainSettings
+from pipelines.model.state import state_from_model
+from tests.fakes import make_fit_result, make_state
+from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
+
+SETTINGS = TrainSettings(epochs=1, batch_size=4, lr=0.1)
+
+PLAIN_MODULES = (
+    "orchestrator.recipes.federated.local_backend",
+    "orchestrator.recipes.federated.backend",
+    "orchestrator.recipes.federated.round",
+    "actors.federated.device_host",
+    "actors.federated.evaluator",
+    "actors.federated.server_node",
+    "actors.mutual.twin_network",
+    "actors.mutual.clustering_task",
+    "actors.incremental.trainer",
+    "actors.transfer.trainer",
+    "actors.placement",
+)
+
+
+def test_in_process_backend_and_plain_actor_classes_import_without_ray():
+    code = f"import sys\nfor m in {PLAIN_MODULES!r}: __import__(m)\nassert 'ray' not in sys.modules, 'ray imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _fold(ok_devices, failed_devices, round_num=1):
+    fold = OrderedFold([0])
+    results = [make_fit_result(d, make_state(1.0, 1.0), 2) for d in ok_devices]
+    failures = [DeviceFailure(d, round_num, f"device {d} broke") for d in failed_devices]
+    fold.add(HostFitResult.from_devices(0, results, failures))
+    tasks = [FitTask(d, round_num, SETTINGS) for d in sorted([*ok_devices, *failed_devices])]
+    return fold, tasks
+
+
+def test_finish_round_applies_min_success_fraction():
+    assert min_successes(10, 0.95) == 10 and min_successes(10, 0.9) == 9 and min_successes(1, 0.01) == 1
+    fold, tasks = _fold(range(9), [9])
+    assert len(finish_round(fold, make_state(0.0, 0.0), tasks, 0.9).results) == 9
+    fold, tasks = _fold(range(9), [9])
+    with pytest.raises(RoundFailedError, match=r"round 1: only 9/10 devices succeeded.*device 9 broke"):
+        finish_round(fold, make_state(0.0, 0.0), tasks, 0.95)
+    fold, tasks = _fold([], [3, 4], round_num=7)
+    with pytest.raises(RoundFailedError, match=r"round 7: only 0/2 devices succeeded.*device 3 broke"):
+        finish_round(fold, make_state(0.0, 0.0), tasks, 0.5)
+
+
+def test_round_settings_decay_the_learning_rate(tmp_path):
+    spec = tiny_spec(tmp_path, tmp_path, **{"training.lr_decay": 0.5, "training.max_steps": 3})
+    first, third = round_settings(spec, 1), round_settings(spec, 3)
+    assert first == TrainSettings(epochs=2, batch_size=16, lr=0.003, optimizer="adam", max_steps=3)
+    assert third.lr == 0.003 * 0.5**2 and third.epochs == 2
+
+
+def test_local_backend_raises_below_the_threshold_and_folds_above_it(tiny_data_root, tmp_path):
+    # Prepare: device 3 always fails; 10 devices on 2 in-process hosts, one step each
+    overrides = {"resources.backend": "local", "federation.chaos": {"fail_devices": [3]},
+                 "training": {"epochs": 1, "batch_size": 16, "max_steps": 1}}
+    strict = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.95})
+    lenient = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.9})
+    partition = str(ensure_partition(strict.data))
+    state = state_from_model(build_model(strict.model, seed=strict.seed))
+    strategy = FedAvg(FedAvg.parse_params({}), num_devices=10, devices_per_round=10)
+    tasks = strategy.configure_fit(1, list(range(10)), round_settings(strict, 1))
+    # Execute / Assert
+    backend = LocalBackend(strict, partition, 10, 2)
+    assert isinstance(backend, Backend) and backend.host_of(3) == 1
+    with pytest.raises(RoundFailedError, match=r"round 1: only 9/10 devices succeeded.*injected failure"):
+        backend.fit(state, tasks, timeout_s=60.0)
+    outcome = LocalBackend(lenient, partition, 10, 2).fit(state, tasks, timeout_s=60.0)
+    assert [f.device_id for f in outcome.failures] == [3] and len(outcome.results) == 9
+    assert outcome.num_examples == sum(r.num_examples for r in outcome.results)
+    assert np.isfinite(outcome.mean_state["head.weight"]).all()
