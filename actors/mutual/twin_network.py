@@ -49,7 +49,7 @@ class TwinSettings:
         seed: the run seed.
         model: the video CNN; ``dropout`` below overrides its embedding dropout.
         augment: registered augmentation name of this twin's view; ``augment_params`` its arguments.
-        dropout: dropout on the embedding before the head (the seed's feature dropout).
+        dropout: dropout on the embedding before the head (feature dropout).
         ema_unit: ``"iter"`` (per optimiser step, MMT) or ``"epoch"`` (once per epoch, the mutual
             pseudo-label scheme).
         ema_momentum: alpha (iter) or lambda (epoch).

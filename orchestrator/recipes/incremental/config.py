@@ -1,4 +1,4 @@
-"""The ``incremental:`` section of an experiment spec (recipe ``incremental``, seed 001).
+"""The ``incremental:`` section of an experiment spec (recipe ``incremental``: class-incremental video learning).
 
 ``method`` names a preset of the loss and the memory (``METHODS``); every other field tunes it. The
 study's arms are exactly these presets, at one shared ``memory_budget_bytes``.
@@ -27,7 +27,7 @@ METHODS: dict[str, MethodSpec] = {
     "finetune": MethodSpec("none", "none", description="CE on the new task only (lower bound)"),
     "replay": MethodSpec("none", "full", description="CE on new data + full-clip memory"),
     "replay_kd": MethodSpec("logits", "full", description="replay + old-class logit distillation (iCaRL-style)"),
-    "ours": MethodSpec("features", "keyframes", description="L_sf + alpha L_tf + CE, key-frame memory (seed 001)"),
+    "ours": MethodSpec("features", "keyframes", description="L_sf + alpha L_tf + CE, key-frame memory"),
     "ours_no_temporal": MethodSpec("features", "keyframes", alpha=0.0, description="ours without L_tf"),
 }
 
@@ -52,10 +52,10 @@ class IncrementalConfig:
         first_task_epochs: epochs of the first task (learned from scratch); ``null`` = ``epochs_per_task``.
         method: preset in ``METHODS`` (finetune, replay, replay_kd, ours, ours_no_temporal).
         alpha: weight of ``L_tf`` (``ours_no_temporal`` forces 0).
-        distill_weight: multiplier of the feature distillation term (1 = the patent's loss).
+        distill_weight: multiplier of the feature distillation term (1 = the unweighted CE + L_sf + alpha L_tf).
         kd_weight: multiplier of the logit distillation term (``replay_kd``).
         pool: mean or max pooling of the decomposed features.
-        temporal_mode: ``hw`` (eq.5) or ``global`` (``[T, C]``).
+        temporal_mode: ``hw`` (width-pooled and height-pooled maps side by side) or ``global`` (``[T, C]``).
         normalize: L2-normalise pooled features per sample (PODNet's φ).
         preprocess: ``none`` or ``square`` activations before pooling.
         distill_layers: distilled stages of the model (negative indices count from the last).

@@ -1,9 +1,9 @@
-"""The ``twin`` section of an experiment spec: settings of recipe ``mutual`` (seed 004 / MMT).
+"""The ``twin`` section of an experiment spec: settings of recipe ``mutual`` (twin co-training, MMT-style).
 
 The source domain is ``data.generator`` (clean moving digits, ``data.seed``); the target domain is the
 same generator seen through ``twin.target.shift`` with its own clips (``twin.target.seed``). Defaults
-follow ALGORITHMS.md 5.5 (MMT loss, shared labels, per-iteration EMA with alpha 0.999) except where the
-doc string of a field says why not.
+follow Mutual Mean-Teaching (Ge et al., ICLR 2020: MMT loss, shared labels, per-iteration EMA with
+alpha 0.999) except where the doc string of a field says why not; ``docs/mutual.md`` has the math.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class TwinConfig:
         lr: adaptation learning rate (Adam).
         weight_decay: adaptation weight decay (MMT: 5e-4).
         batch_size: clips per step.
-        ema_unit: ``iter`` (MMT: after every step, alpha with warm-up) or ``epoch`` (seed 004: lambda).
+        ema_unit: ``iter`` (MMT: after every step, alpha with warm-up) or ``epoch`` (the per-cycle variant: lambda once per epoch).
         ema_momentum: alpha (``iter``) or lambda (``epoch``); the Tune sweep's ``twin.ema_momentum``.
-        label_mode: ``cross`` (seed 004: each twin labelled by its peer's EMA) or ``shared`` (MMT).
-        loss: ``hard`` (seed 004: CE on pseudo-labels) or ``mmt`` (soft CE + triplets from the peer EMA).
+        label_mode: ``cross`` (each twin labelled by its peer's EMA) or ``shared`` (MMT).
+        loss: ``hard`` (CE on the pseudo-labels) or ``mmt`` (soft CE + triplets from the peer EMA).
         lambda_id: MMT weight of the soft CE.
         lambda_tri: MMT weight of the soft triplet.
         label_smoothing: MMT's epsilon in the hard CE.

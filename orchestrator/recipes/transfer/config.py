@@ -1,4 +1,4 @@
-"""The ``transfer:`` section of an experiment spec (recipe ``transfer``, seed 003).
+"""The ``transfer:`` section of an experiment spec (recipe ``transfer``: online transfer with similarity-weighted gradient mixing).
 
 Source data (the meta-model's clean domain) is the spec's ``data.generator``; the new scene is the same
 generator seen through ``stream.shift``. Everything else about online transfer lives here, one
@@ -71,7 +71,7 @@ class StreamConfig:
 class VerificationConfig:
     """Simulated user verification of the model's predictions on each session's clips.
 
-    With ``background`` on, the digits in ``background_digits`` play the seed's "other objects": they
+    With ``background`` on, the digits in ``background_digits`` play "other objects": they
     share one extra "other" class (in source and new scene alike), a confident prediction of a real
     class on them is a false positive that becomes a hard negative, and the remaining digits are the
     classes of interest.
@@ -174,7 +174,7 @@ class SessionTrainingConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Online transfer of a meta-model to a new scene (seed 003; ALGORITHMS.md §4)."""
+    """Online transfer of a meta-model to a new scene (``docs/transfer.md`` has the math)."""
 
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
