@@ -36,6 +36,7 @@ _EXPORTS = {
     "AggregatedFit": "pipelines.federated.messages",
     "FedtwinError": "pipelines.core.errors",
     "PluginError": "pipelines.plugins",
+    "ActorCallError": "orchestrator.run.actor_calls",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

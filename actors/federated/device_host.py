@@ -5,13 +5,23 @@ A device is a small object (its shard path and its local state). A host owns the
 stays put), opens shards lazily through a bounded LRU cache, trains its selected devices one after
 another and returns one pre-summed ``HostFitResult``. Raw clips never leave this process: results carry weights, counts,
 label histograms and scalar metrics only.
+
+Restarts. A host process can die (OOM, a lost node, a drill's SIGKILL); Ray restarts it by running the
+constructor again, which starts every device with empty local state. Each start draws a fresh
+``incarnation`` token; the driver passes the token it last synced with to :meth:`DeviceHost.fit` and
+:meth:`DeviceHost.device_states`, and a host whose token differs raises :class:`StaleHostError` instead of
+training devices whose state it lost. The driver then restores the devices (:meth:`load_device_states`
+from its copy of the last checkpoint, then :meth:`replay` of the rounds since) and tries again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +65,10 @@ class HostSettings:
     chaos_rounds: tuple[int, ...] = ()
 
 
+class StaleHostError(RuntimeError):
+    """The host restarted since the driver last synced it: its devices' local state must be restored first."""
+
+
 class DeviceHost(TorchActor):
     """Plain class behind ``actors.federated.ray_actors.DeviceHostActor``; testable in-process."""
 
@@ -74,6 +88,8 @@ class DeviceHost(TorchActor):
         }
         self.model = self.new_model(settings.model, settings.seed)
         self._cache: OrderedDict[int, ClipArrays] = OrderedDict()
+        # A new token per process start (Ray reruns this constructor on restart): see the module docstring.
+        self.incarnation = uuid.uuid4().hex
 
     # ------------------------------------------------------------------ data
     def shard(self, device_id: int) -> ClipArrays:
@@ -89,28 +105,71 @@ class DeviceHost(TorchActor):
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, state: ModelState, tasks: Sequence[FitTask], payload: Mapping[str, ModelState] | None = None
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        payload: Mapping[str, ModelState] | None = None,
+        incarnation: str | None = None,
+        exit_after: int | None = None,
     ) -> HostFitResult:
         """Train each task's device from ``state`` in order; failures become ``DeviceFailure`` values.
 
-        ``payload`` holds other round-wide arrays the strategy broadcasts (e.g. FedDUM's global device
-        momentum under ``"optimizer_state"``); the driver puts it in the object store once per round.
+        Args:
+            state: the round's global weights.
+            tasks: this host's devices of the round, in the order their partial sum is folded.
+            payload: other round-wide arrays the strategy broadcasts (e.g. FedDUM's global device
+                momentum under ``"optimizer_state"``); the driver puts it in the object store once per round.
+            incarnation: the token the driver last synced with (None: do not check).
+            exit_after: fault drills only: SIGKILL this process after training that many devices.
+
+        Raises:
+            StaleHostError: ``incarnation`` is not this process's (the host restarted and lost device state).
         """
+        self._check_incarnation(incarnation)
         results: list[FitResult] = []
         failures: list[DeviceFailure] = []
-        for task in tasks:
+        for i, task in enumerate(tasks):
+            if exit_after is not None and i == exit_after:
+                self._die(f"after {i} of {len(tasks)} devices of round {task.round_num}")
             try:
-                results.append(self._fit_device(state, task, payload or {}))
+                self._device(task.device_id)
+                self._maybe_inject_fault(task)
+                results.append(self._train_device(state, task, payload or {}))
             except Exception as err:  # one bad device must not take the host's other devices down
                 logger.warning("device %d failed in round %d: %s", task.device_id, task.round_num, err)
                 failures.append(DeviceFailure(task.device_id, task.round_num, f"{type(err).__name__}: {err}"))
+        if exit_after is not None and exit_after >= len(tasks):
+            self._die(f"after all {len(tasks)} devices, before answering")
         return HostFitResult.from_devices(self.host_id, results, failures)
 
-    def _fit_device(self, state: ModelState, task: FitTask, payload: Mapping[str, ModelState]) -> FitResult:
-        device = self.devices.get(task.device_id)
+    def replay(
+        self, state: ModelState, tasks: Sequence[FitTask], payload: Mapping[str, ModelState] | None = None
+    ) -> int:
+        """Re-apply a past round to the local state of its devices (after a restart); returns devices retrained.
+
+        ``tasks`` are the devices of this host that succeeded in that round. Only a device whose training
+        keeps local state (``optimizer_start == "local"``, FedDUM's device momentum) is trained again,
+        exactly as it was (same weights, seed stream and starting buffers, so the same buffers come
+        out); for the others only the round counter moves. Fault injection does not fire here.
+        """
+        retrained = 0
+        for task in tasks:
+            device = self._device(task.device_id)
+            if task.settings.optimizer_start == "local":
+                self._train_device(state, task, payload or {})
+                retrained += 1
+            else:
+                device.rounds_trained += 1
+        return retrained
+
+    def _device(self, device_id: int) -> EdgeDevice:
+        device = self.devices.get(device_id)
         if device is None:
-            raise KeyError(f"device {task.device_id} is not served by host {self.host_id}/{self.num_hosts}")
-        self._maybe_inject_fault(task)
+            raise KeyError(f"device {device_id} is not served by host {self.host_id}/{self.num_hosts}")
+        return device
+
+    def _train_device(self, state: ModelState, task: FitTask, payload: Mapping[str, ModelState]) -> FitResult:
+        device = self._device(task.device_id)
         started = time.perf_counter()
         data = self.shard(task.device_id)
         load_state(self.model, state)
@@ -129,18 +188,33 @@ class DeviceHost(TorchActor):
         train = local_train(
             self.model, data, settings, optimizer_state=start_state, generator=generator, device=self.device
         )
-        if start_mode == "local":
-            device.local_state["optimizer_state"] = train.optimizer_state
         # Only the global variant needs the buffers back (pre-summed by the host, never per device).
         extras = {"optimizer_state": train.optimizer_state} if start_mode == "global" else {}
-        device.rounds_trained += 1
         metrics = {
             "train_loss": float(train.mean_loss),
             "steps": float(train.steps),
             "fit_seconds": time.perf_counter() - started,
         }
         hist = label_histogram(data.labels, self.num_classes)
-        return FitResult(task.device_id, len(data), hist, metrics, state_from_model(self.model), extras)
+        result = FitResult(task.device_id, len(data), hist, metrics, state_from_model(self.model), extras)
+        # The device's state moves last: a device that raised above keeps the state it had, which is
+        # what the driver's copy (checkpoint + replayed successful rounds) assumes.
+        if start_mode == "local":
+            device.local_state["optimizer_state"] = train.optimizer_state
+        device.rounds_trained += 1
+        return result
+
+    def _die(self, when: str) -> None:
+        """A drill's kill: no clean-up, no answer, exactly like an OOM kill or a lost node."""
+        logger.warning("host %d: chaos kill %s (federation.chaos.kills)", self.host_id, when)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _check_incarnation(self, incarnation: str | None) -> None:
+        if incarnation is not None and incarnation != self.incarnation:
+            raise StaleHostError(
+                f"host {self.host_id} restarted (incarnation {self.incarnation[:8]}, driver expected "
+                f"{incarnation[:8]}); its devices' local state must be restored first"
+            )
 
     def _maybe_inject_fault(self, task: FitTask) -> None:
         s = self.settings
@@ -152,24 +226,37 @@ class DeviceHost(TorchActor):
             time.sleep(s.hang_s)
 
     # ------------------------------------------------------------------ state
-    def device_states(self) -> dict[int, dict[str, Any]]:
-        """Local state of every device this host serves (for checkpoints)."""
+    def device_states(self, incarnation: str | None = None) -> dict[int, dict[str, Any]]:
+        """Local state of every device this host serves (for checkpoints).
+
+        Raises:
+            StaleHostError: ``incarnation`` is given and is not this process's.
+        """
+        self._check_incarnation(incarnation)
         return {d.device_id: {"rounds_trained": d.rounds_trained, **d.local_state} for d in self.devices.values()}
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        """Restore what :meth:`device_states` returned (on resume)."""
+    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> str:
+        """Restore what :meth:`device_states` returned (on resume, after a restart); returns the incarnation.
+
+        Devices of this host missing from ``states`` start empty (they had not trained at that point).
+        """
+        for device in self.devices.values():
+            device.local_state, device.rounds_trained = {}, 0
         for device_id, local in states.items():
             device = self.devices.get(int(device_id))
             if device is not None:
                 local = dict(local)
                 device.rounds_trained = int(local.pop("rounds_trained", 0))
                 device.local_state = local
+        return self.incarnation
 
     def info(self) -> dict[str, Any]:
         """Who and where this host is (used by tests and the progress banner)."""
         return {
             "host_id": self.host_id,
             "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "incarnation": self.incarnation,
             "devices": len(self.devices),
             "torch_device": self.device,
             "cached_shards": len(self._cache),

@@ -1,21 +1,67 @@
 """Central evaluation of a global state on held-out splits, inside an actor.
 
-The splits are loaded once in the actor; the driver sends a state reference and gets numbers back.
+The splits are loaded once in the actor; the driver sends a state reference and gets numbers back:
+accuracy, mean cross-entropy and the K x K confusion matrix of counts (per-class accuracy follows from
+it), never predictions or clips.
 :class:`actors.federated.server_node.ServerNode` extends this class with FedDU's server pass.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as nnf
 
 from actors.trainer_base import TorchActor
 from pipelines.data.clips import ClipArrays
-from pipelines.model.networks import ModelConfig
 from pipelines.data.partition_manifest import load_partition_manifest, load_shared, load_test
+from pipelines.model.networks import ModelConfig
 from pipelines.model.state import ModelState, load_state
-from pipelines.model.training import evaluate
+from pipelines.model.training import predict
 
 _LOADERS = {"test": load_test, "shared": load_shared}
+
+
+def classification_scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Accuracy, mean cross-entropy, confusion matrix and per-class accuracy of ``logits`` (N, K) vs ``labels``.
+
+    Accuracy and loss are computed exactly as :func:`pipelines.model.training.evaluate` does (same torch
+    ops on the same logits), so they match it bit for bit.
+
+    Returns:
+        ``accuracy``, ``loss``, ``num_examples`` (floats; NaN accuracy and loss when empty),
+        ``confusion_matrix`` (K lists of K ints; row = true class, column = predicted class) and
+        ``per_class_accuracy`` (K floats, None for a class without examples).
+    """
+    n = len(labels)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    if n == 0:
+        accuracy = loss = math.nan
+    else:
+        scores = torch.from_numpy(logits)
+        target = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: Parquet arrays are read-only
+        predicted = scores.argmax(dim=1)
+        loss = nnf.cross_entropy(scores, target).item()
+        accuracy = (predicted == target).float().mean().item()
+        # Predictions outside the label range (a head wider than num_classes) count in no column.
+        pred = predicted.numpy()
+        known = pred < num_classes
+        confusion = np.bincount(
+            target.numpy()[known] * num_classes + pred[known], minlength=num_classes * num_classes
+        ).reshape(num_classes, num_classes)
+    support = confusion.sum(axis=1)
+    per_class = [float(confusion[c, c] / support[c]) if support[c] else None for c in range(num_classes)]
+    return {
+        "accuracy": float(accuracy),
+        "loss": float(loss),
+        "num_examples": float(n),
+        "confusion_matrix": confusion.tolist(),
+        "per_class_accuracy": per_class,
+    }
 
 
 class Evaluator(TorchActor):
@@ -41,11 +87,12 @@ class Evaluator(TorchActor):
         self.data = self.splits[split]
         self.model = self.new_model(model, seed)
 
-    def evaluate(self, state: ModelState, batch_size: int = 256, split: str | None = None) -> dict[str, float]:
-        """Accuracy and mean cross-entropy of ``state`` on ``split`` (default: the primary split)."""
+    def evaluate(self, state: ModelState, batch_size: int = 256, split: str | None = None) -> dict[str, Any]:
+        """Scores of ``state`` on ``split`` (default: the primary split); see :func:`classification_scores`."""
         name = split or self.split
         if name not in self.splits:
             raise ValueError(f"this evaluator holds splits {sorted(self.splits)}, not {name!r}")
         load_state(self.model, state)
-        result = evaluate(self.model, self.splits[name], batch_size=batch_size, device=self.device)
-        return {"accuracy": float(result.accuracy), "loss": float(result.loss), "num_examples": float(result.num_examples)}
+        data = self.splits[name]
+        logits = predict(self.model, data, batch_size=batch_size, device=self.device)
+        return classification_scores(logits, data.labels, self.manifest.num_classes)

@@ -67,11 +67,15 @@ def add_data_commands(subparsers: Any) -> None:
         help="split a dataset into per-device shards, a shared server split and the test split",
         description="Partition dataset IN/ (train and test splits) into OUT/ for federated runs.",
     )
-    part.add_argument("in_dir", metavar="IN", help="dataset directory (from `fedtwin data make`)")
+    part.add_argument("in_dir", metavar="IN", help="dataset directory (from `fedtwin data make` or `import-videos`)")
     part.add_argument("out", metavar="OUT", help="partition directory to create")
-    part.add_argument("--devices", type=int, required=True)
+    part.add_argument(
+        "--devices", type=int, default=None,
+        help="number of devices (required, except for by-group: one device per group; if given it must match)",
+    )
     part.add_argument("--scheme", default=PartitionConfig.scheme,
-                      help=f"{', '.join(sorted(PARTITIONERS))}, an entry point of fedtwin.partitioners or pkg.module:Class")
+                      help=f"{', '.join(sorted(PARTITIONERS))}, an entry point of fedtwin.partitioners or "
+                      "pkg.module:Class; whole videos are assigned, by-group makes one device per group")
     part.add_argument("--alpha", type=float, default=PartitionConfig.alpha, help="Dirichlet concentration")
     part.add_argument("--labels-per-device", type=int, default=PartitionConfig.labels_per_device, help="shards scheme")
     part.add_argument(
@@ -87,6 +91,7 @@ def add_data_commands(subparsers: Any) -> None:
     part.add_argument("--devices-per-file", type=int, default=PartitionConfig.devices_per_file)
     part.add_argument("--seed", type=int, required=True)
     part.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    part.add_argument("--no-plot", action="store_true", help="skip OUT/plots/partition.png")
     part.set_defaults(func=_partition)
 
 
@@ -172,6 +177,12 @@ def _partition(args: argparse.Namespace) -> int:
     shared_js = f", JS {m.shared.js:.3f}" if m.shared.js is not None else ""
     classes = f", classes {list(m.shared.classes)}" if m.shared.classes is not None else ""
     print(f"  shared: {m.shared.num_examples} examples{classes}{shared_js}; test: {m.test.num_examples} examples")
+    if m.device_groups is not None:
+        print(f"  groups: {', '.join(f'{d}={g}' for d, g in enumerate(m.device_groups))}")
+    if not args.no_plot:
+        from pipelines.data.partition_plot import plot_partition  # matplotlib only when drawing
+
+        print(f"  plot: {plot_partition(m, m.directory / 'plots' / 'partition.png')}")
     return 0
 
 

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FedtwinError as err:
-        print(f"fedtwin: error: {err}", file=sys.stderr)
+        print(f"fedtwin: error: {_one_line(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         hint = ""
@@ -137,6 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f"; continue with `fedtwin run --resume {run_dir}`"
         print(f"fedtwin: interrupted{hint or '; resume a run with `fedtwin run --resume RUN_DIR`'}", file=sys.stderr)
         return 130
+    except Exception as err:
+        # A Ray failure that no guarded call turned into a FedtwinError (e.g. the cluster itself went
+        # away) is still one line and exit 1; anything else is a bug and keeps its traceback.
+        if not _is_ray_error(err):
+            raise
+        print(f"fedtwin: error: ray: {_one_line(err)}; the last checkpoint is kept, continue with "
+              "`fedtwin run --resume RUN_DIR`", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """The message on one line (multi-line messages from Ray or plugins are folded)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:1]) if type(err).__module__.startswith("ray") else " ".join(lines)
+
+
+def _is_ray_error(err: BaseException) -> bool:
+    ray = sys.modules.get("ray")
+    exceptions = getattr(ray, "exceptions", None)
+    return exceptions is not None and isinstance(err, exceptions.RayError)
 
 
 if __name__ == "__main__":

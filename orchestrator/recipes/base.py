@@ -10,6 +10,8 @@ actors and its science::
         unit = "round"                              # what one step is called in metrics and progress
         sections = {"my_recipe": MyRecipeConfig}    # top-level YAML sections this recipe owns
 
+        @classmethod
+        def preflight(cls, spec): ...               # optional: checks before the run folder exists
         def setup(self): ...                        # data, actors (self.ctx has the run folder, Ray facts)
         @classmethod
         def steps(cls, spec): ...                   # how many steps a run of spec has
@@ -81,6 +83,22 @@ class Recipe(ABC):
     @classmethod
     def validate(cls, spec: ExperimentSpec) -> None:
         """Checks across sections, run when a spec is loaded (raise ``ConfigError`` naming the field)."""
+
+    @classmethod
+    def preflight(cls, spec: ExperimentSpec) -> None:
+        """Check ``spec`` against the outside world before the run folder exists; start and write nothing.
+
+        Called by ``run_experiment`` before Ray is connected and before the run folder is created, so
+        input that cannot work (a missing or broken ``data.path``, sizes the data cannot meet) is one
+        line and exit 2, and leaves no run folder. The default runs the checks every recipe shares
+        (:func:`orchestrator.run.preflight.check_common`: ``run.output_dir``, ``data.path`` and its
+        manifest and clip files, ``data.dataset``). Override it (calling ``super().preflight(spec)``)
+        for recipe checks; raise ``FedtwinError``/``ConfigError`` naming the field. After Ray is connected, ``run_experiment`` also checks that the :meth:`footprint`
+        fits an embedded cluster.
+        """
+        from orchestrator.run.preflight import check_common
+
+        check_common(spec)
 
     @classmethod
     def needs_ray(cls, spec: ExperimentSpec) -> bool:

@@ -14,7 +14,9 @@ from orchestrator.config.spec import ExperimentSpec
 from orchestrator.run.callbacks import CallbackList, RunCallback
 from orchestrator.run.context import RecipeContext
 from orchestrator.run.loop import run_recipe
+from orchestrator.run.preflight import check_cluster, check_common
 from orchestrator.run.run_folder import RunFolder
+from orchestrator.run.tensorboard import TensorBoardCallback
 
 logger = logging.getLogger(__name__)
 
@@ -48,32 +50,59 @@ def run_experiment(
 
     Returns:
         The run folder and the summary also written to ``summary.json``.
+
+    Order: the recipe's ``preflight`` checks (no Ray, nothing written), the Ray connection and, on
+    embedded Ray, a check that the run's actors fit; only then is the run folder created. A run that
+    fails before its first step removes the folder it created.
     """
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir to resume")
     cls = recipe_class(spec.recipe)
-    run = RunFolder(run_dir) if run_dir is not None else RunFolder.create(spec.run.output_dir, spec.name)
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        run.save_spec(spec.to_dict())
+    _preflight(cls, spec)  # bad input fails here: nothing started, nothing written
     session = None
     if cls.needs_ray(spec):
         from orchestrator.run.ray_session import connect  # the in-process path never imports Ray
 
         session = connect(spec.ray, address)
+    created: RunFolder | None = None
     try:
+        if session is not None and session.owned:
+            # An attached cluster may autoscale, so only an embedded one is held to its current size.
+            check_cluster(cls, spec, session.cluster_resources, in_placement_group=scheduling_strategy is not None)
+        if run_dir is not None:
+            run = RunFolder(run_dir)
+        else:
+            run = created = RunFolder.create(spec.run.output_dir, spec.name)
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            run.save_spec(spec.to_dict())
         ctx = RecipeContext(
             spec=spec,
             run=run,
-            callbacks=CallbackList(callbacks),
+            callbacks=CallbackList([*callbacks, TensorBoardCallback()]),  # event files beside metrics.jsonl
             resume=resume,
             cluster_resources=session.cluster_resources if session else {"CPU": float(os.cpu_count() or 1)},
             scheduling_strategy=scheduling_strategy,
         )
-        summary = run_recipe(cls(spec, ctx), ctx)
+        try:
+            summary = run_recipe(cls(spec, ctx), ctx)
+        except BaseException:
+            # A start that failed before its first step leaves no run folder (there is nothing to resume).
+            if created is not None and not created.has_progress():
+                created.remove()
+            raise
         run.write_summary(summary)
         ctx.callbacks.on_run_end(summary)
         return RunResult(run.path, summary)
     finally:
         if session is not None:
             session.close()
+
+
+def _preflight(cls: type, spec: ExperimentSpec) -> None:
+    """The recipe's checks before anything starts (the common ones for a recipe without the hook)."""
+    check = getattr(cls, "preflight", None)
+    if callable(check):
+        check(spec)
+    else:
+        check_common(spec)

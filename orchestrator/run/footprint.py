@@ -14,7 +14,7 @@ Bundle = dict[str, float]
 
 @dataclass(frozen=True)
 class Footprint:
-    """The placement-group bundles of one trial: driver first, then hosts, then the server."""
+    """The placement-group bundles of one run: the driver first, then the recipe's actors (hosts first)."""
 
     bundles: tuple[Bundle, ...]
     hosts: int
@@ -23,8 +23,8 @@ class Footprint:
     def total(self) -> Bundle:
         """Sum over bundles."""
         out: Bundle = {}
-        for bundle in self.bundles:
-            for key, value in bundle.items():
+        for one in self.bundles:
+            for key, value in one.items():
                 out[key] = out.get(key, 0.0) + value
         return out
 
@@ -35,7 +35,8 @@ class Footprint:
         if self.hosts and rest and len(rest) >= self.hosts:
             parts.append(f"{self.hosts} hosts x {describe_bundle(rest[0])}")
             rest = rest[self.hosts:]
-        parts += [f"server {describe_bundle(b)}" for b in rest]
+        label = "server" if self.hosts else "actor"  # after device hosts comes their server node
+        parts += [f"{label} {describe_bundle(b)}" for b in rest]
         return " + ".join(parts)
 
 

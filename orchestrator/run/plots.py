@@ -1,4 +1,4 @@
-"""Training-curve plots for a run folder (matplotlib, Agg backend, atomic writes)."""
+"""Plots for a run folder: training curves and confusion matrices (matplotlib, Agg backend, atomic writes)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,52 @@ def plot_curves(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, *, title: str = ""
+) -> Path | None:
+    """A confusion matrix (rows: true class, columns: predicted) coloured by row share, counts printed.
+
+    Colours are row-normalised (a row is that class's recall spread over the predictions), so classes
+    with few test clips read as clearly as large ones; the cell text is the raw count. Counts are left
+    out above 30 classes. Returns the path, or None for an empty matrix.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=np.int64)
+    k = counts.shape[0] if counts.ndim == 2 else 0
+    if k == 0 or counts.shape != (k, k):
+        return None
+    support = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
+    size = min(14.0, max(4.0, 1.2 + 0.45 * k))
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if k <= 30:
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8 if k <= 12 else 6,
+                    color="white" if share[i, j] > 0.6 else "black")
+    names = [n if len(n) <= 14 else n[:13] + "…" for n in map(str, class_names)]
+    slanted = max(map(len, names)) > 2  # long names would overlap on the x axis
+    ax.set_xticks(range(k), labels=names, rotation=45 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=8)
+    ax.set_yticks(range(k), labels=names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = int(counts.sum())
+    accuracy = float(np.trace(counts)) / total if total else float("nan")
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {accuracy:.3f} on {total} clips", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
     path = Path(path)
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

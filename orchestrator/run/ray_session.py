@@ -3,13 +3,18 @@
 ``address`` (or ``RAY_ADDRESS``) attaches to a running cluster (``auto``, ``ray://...`` or
 ``host:port``). Without one, a private local Ray starts inside this process with the dashboard off
 (or on 127.0.0.1 when asked). When Ray is already initialised (tests, Tune trials, Ray jobs) it is reused.
+
+An embedded Ray is shut down by :meth:`RaySession.close` on every exit the driver sees (success, an
+error, Ctrl-C), and a watcher process (:mod:`orchestrator.run.reaper`) removes whatever of it is left
+when the driver dies without closing it (SIGKILL): no Ray process of the run outlives it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 
@@ -26,11 +31,20 @@ class RaySession:
     owned: bool
     address: str | None
     cluster_resources: dict[str, float]
+    reaper: Any = field(default=None, compare=False, repr=False)
 
     def close(self) -> None:
-        """Shut Ray down only if this session started it."""
-        if self.owned and ray.is_initialized():
-            ray.shutdown()
+        """Shut Ray down only if this session started it, then let the watcher remove any leftover."""
+        if not self.owned:
+            return
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            if self.reaper is not None:
+                from orchestrator.run.reaper import stop_reaper
+
+                stop_reaper(self.reaper)
 
 
 def connect(cfg: RayConfig, address: str | None = None) -> RaySession:
@@ -57,5 +71,17 @@ def connect(cfg: RayConfig, address: str | None = None) -> RaySession:
         kwargs["dashboard_host"] = "127.0.0.1"
     if cfg.object_store_mb:
         kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
-    ray.init(**kwargs)
-    return RaySession(True, None, dict(ray.cluster_resources()))
+    reaper = None
+    try:  # before ray.init: a driver killed while Ray starts is covered too
+        from orchestrator.run.reaper import start_reaper
+
+        reaper = start_reaper()
+    except OSError as err:  # clean-up after a driver crash is a convenience, not a reason to fail
+        logger.warning("could not start the embedded Ray's clean-up watcher: %s", err)
+    session = RaySession(True, None, {}, reaper)
+    try:
+        ray.init(**kwargs)
+        return RaySession(True, None, dict(ray.cluster_resources()), reaper)
+    except BaseException:  # Ctrl-C or a failure while Ray starts: leave nothing running
+        session.close()
+        raise

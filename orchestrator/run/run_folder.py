@@ -50,6 +50,16 @@ class RunFolder:
             raise FedtwinError(f"--resume {path}: no spec.yaml there; pass a folder created by `fedtwin run`")
         return folder
 
+    def has_progress(self) -> bool:
+        """Whether any step finished here (a metrics line or a checkpoint): something to resume from."""
+        return bool(self.read_metrics()) or (self.checkpoints.is_dir() and any(self.checkpoints.iterdir()))
+
+    def remove(self) -> None:
+        """Delete the folder and everything in it (a start that failed before its first step)."""
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
     @property
     def checkpoints(self) -> Path:
         """Where checkpoints go."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from orchestrator.config.loader import ConfigError
 from orchestrator.config.recipes import recipe_class
@@ -50,10 +49,10 @@ def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> Non
             "resources.driver_cpus in the sweep file, or add nodes (on an autoscaling cluster set "
             "resources.check_fit: false)"
         )
-    for bundle in footprint.bundles:
-        if not any(all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in bundle.items()) for node in nodes):
+    for one in footprint.bundles:
+        if not any(all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in one.items()) for node in nodes):
             raise SweepResourcesError(
-                f"no single node can hold the bundle {describe_bundle(bundle)} of one trial ({footprint.describe()}); "
+                f"no single node can hold the bundle {describe_bundle(one)} of one trial ({footprint.describe()}); "
                 "use smaller per-host shares (resources.cpus_per_host / gpus_per_host) or bigger nodes"
             )
 

@@ -1,11 +1,16 @@
 """``fedtwin data partition``: split a dataset's train split into per-device shards plus a server split.
 
-Steps (all seeded from ``PartitionConfig.seed``): carve the server-held ``shared`` split out of the
-train split (optionally restricted to K classes chosen by the seed, as in the FedDU papers),
-assign the remaining rows to devices with the partitioner ``scheme`` names (a built-in of ``PARTITIONERS``,
-an entry point or an import path; see :mod:`pipelines.data.partitioners`), then write the shards
-(packed, one row group per device), ``shared.parquet``, ``test.parquet`` and ``manifest.json``
-atomically. Layout and loaders: :mod:`pipelines.data.partition_manifest`.
+Whole videos move, never single clips: clips that share a ``video_id`` (the clips cut from one imported
+video) always end up on one device or all in ``shared``. Steps (all seeded from ``PartitionConfig.seed``):
+carve the server-held ``shared`` split out of the train videos (optionally restricted to K classes
+chosen by the seed, as in the FedDU papers), assign the remaining videos to devices with the
+partitioner ``scheme`` names (a built-in of ``PARTITIONERS``, an entry point or an import path; see
+:mod:`pipelines.data.partitioners`), each video by the label of its clips, then write the shards (packed,
+one row group per device), ``shared.parquet``, ``test.parquet`` and ``manifest.json`` atomically. Layout
+and loaders: :mod:`pipelines.data.partition_manifest`.
+
+With one clip per video (generated moving digits) a video is a row, so the results are those of
+assigning rows. ``by-group`` makes one device per value of the dataset's optional ``group`` column.
 """
 
 from __future__ import annotations
@@ -39,16 +44,20 @@ from pipelines.data.partition_manifest import (
 from pipelines.data.partitioners import (
     PARTITIONERS,
     DirichletPartitioner,
+    GroupPartitioner,
     IIDPartitioner,
     Partitioner,
     ShardPartitioner,
+    needs_groups,
     resolve_partitioner,
 )
+from pipelines.data.schema import GROUP
 
 __all__ = [
     "PARTITIONERS",
     "DeviceEntry",
     "DirichletPartitioner",
+    "GroupPartitioner",
     "IIDPartitioner",
     "PartitionConfig",
     "PartitionManifest",
@@ -62,6 +71,7 @@ __all__ = [
     "make_partitioner",
     "partition_dataset",
     "partitioner_kwargs",
+    "video_units",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,19 +81,20 @@ log = logging.getLogger(__name__)
 class PartitionConfig:
     """How to split a dataset over devices.
 
-    ``alpha`` and ``min_size`` apply to ``dirichlet``, ``labels_per_device`` to ``shards``; ``params``
-    holds the other constructor parameters of a plugin partitioner. Range errors are
+    ``alpha`` and ``min_size`` (videos per device) apply to ``dirichlet``, ``labels_per_device`` to
+    ``shards``; ``params`` holds the other constructor parameters of a plugin partitioner. ``devices``
+    may be None only for a scheme that reads groups (``by-group``): one device per group. Range errors are
     ``ValueError("field: ...")`` (the config loader and the CLI prefix the field). ``scheme`` is
     resolved here too, so a typo fails when the config loads.
     """
 
-    devices: int = 50
-    # iid | dirichlet | shards, a fedtwin.partitioners entry point or "pkg.module:MyPartitioner"
+    devices: int | None = 50  # None: one device per group (by-group only)
+    # iid | dirichlet | shards | by-group, a fedtwin.partitioners entry point or "pkg.module:MyPartitioner"
     scheme: str = "dirichlet"
     alpha: float = 0.5
     labels_per_device: int = 2
     min_size: int = 1
-    shared_fraction: float = 0.0  # share of the train split held by the server as `shared`
+    shared_fraction: float = 0.0  # share of the train videos held by the server as `shared`
     shared_classes: int | None = None  # restrict `shared` to this many classes (chosen by seed)
     seed: int = 0
     devices_per_file: int = 256  # devices packed per Parquet file (one row group each)
@@ -92,8 +103,10 @@ class PartitionConfig:
     def __post_init__(self) -> None:
         # The loader prefixes the section, so the field is "scheme" here and "data.partition.scheme" in the message.
         cls = resolve_partitioner(self.scheme, field="scheme")
+        if self.devices is None and not needs_groups(cls):
+            raise ValueError(f"devices: must be set for scheme {self.scheme} (only by-group derives it: one per group)")
         checks = [
-            (self.devices >= 1, "devices", "must be >= 1"),
+            (self.devices is None or self.devices >= 1, "devices", "must be >= 1"),
             (self.alpha > 0, "alpha", "must be > 0"),
             (self.labels_per_device >= 1, "labels_per_device", "must be >= 1"),
             (self.min_size >= 1, "min_size", "must be >= 1"),
@@ -156,7 +169,7 @@ def make_partitioner(cfg: PartitionConfig) -> Partitioner:
 def carve_shared(
     labels: np.ndarray, fraction: float, num_classes_kept: int | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...] | None]:
-    """Choose the server's ``shared`` rows.
+    """Choose the server's ``shared`` rows (videos, when called by :func:`partition_dataset`).
 
     ``round(fraction * n)`` rows (at least 1 when ``fraction > 0``) are drawn uniformly, only from
     ``num_classes_kept`` classes picked at random when given.
@@ -188,6 +201,30 @@ def carve_shared(
     return shared, rest, classes
 
 
+def video_units(video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group rows into videos (units), numbered in order of first appearance.
+
+    Returns:
+        (unit index of every row, first row of every unit). With unique ids, both are ``arange(n)``.
+    """
+    n = len(video_ids)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(video_ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # np.unique sorts by id; renumber by first row
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[inverse.reshape(n)], first[order].astype(np.int64)
+
+
+def read_groups(split_path: str | Path) -> np.ndarray | None:
+    """The ``group`` column of a clip file as a string array, or None if the file has none."""
+    pf = pq.ParquetFile(split_path)
+    if pf.schema_arrow.get_field_index(GROUP) < 0:
+        return None
+    return np.asarray(pf.read(columns=[GROUP]).column(GROUP).to_pylist(), dtype=str)
+
+
 def partition_dataset(
     in_dir: str | Path, out_dir: str | Path, cfg: PartitionConfig, *, overwrite: bool = False
 ) -> PartitionManifest:
@@ -195,7 +232,7 @@ def partition_dataset(
 
     Raises:
         DatasetError: unreadable input, an infeasible configuration (named option, value and fix),
-            or ``out_dir`` already exists without ``overwrite``.
+            ``by-group`` on a dataset without groups, or ``out_dir`` already exists without ``overwrite``.
     """
     src = load_dataset_manifest(in_dir)
     out = Path(out_dir)
@@ -204,24 +241,47 @@ def partition_dataset(
     test = load_split(in_dir, "test")
     seeds = np.random.SeedSequence(cfg.seed).spawn(2)
     partitioner = make_partitioner(cfg)
+    unit_of_row, first_rows = video_units(train.video_ids)
+    unit_labels = train.labels[first_rows]
+    _warn_mixed_labels(train, unit_of_row, unit_labels)
+    groups = None
+    if needs_groups(type(partitioner)):
+        groups = read_groups(src.split_path("train"))
+        if groups is None:
+            raise DatasetError(
+                f"data.partition.scheme: {cfg.scheme} needs a 'group' column, but {src.split_path('train')} has "
+                "none; import the videos with an index that has a group column (path,label,group)"
+            )
+        groups = groups[first_rows]
+    rows = f"{len(train)} rows" + (f" in {len(first_rows)} videos" if len(first_rows) != len(train) else "")
     try:
-        shared_idx, device_idx, shared_classes = carve_shared(
-            train.labels, cfg.shared_fraction, cfg.shared_classes, np.random.default_rng(seeds[0])
+        shared_units, device_units, shared_classes = carve_shared(
+            unit_labels, cfg.shared_fraction, cfg.shared_classes, np.random.default_rng(seeds[0])
         )
-        device = partitioner.assign(train.labels[device_idx], cfg.devices, np.random.default_rng(seeds[1]))
+        num_devices = cfg.devices if cfg.devices is not None else _count_groups(groups, device_units)
+        kwargs = {} if groups is None else {"groups": groups[device_units]}
+        unit_device = partitioner.assign(
+            unit_labels[device_units], num_devices, np.random.default_rng(seeds[1]), **kwargs
+        )
     except ValueError as err:
-        raise DatasetError(
-            f"cannot partition {src.split_path('train')} ({len(train)} rows) with {cfg.scheme}: {err}"
-        ) from None
-    device = _checked_assignment(device, len(device_idx), cfg)
+        raise DatasetError(f"cannot partition {src.split_path('train')} ({rows}) with {cfg.scheme}: {err}") from None
+    unit_device = _checked_assignment(unit_device, len(device_units), cfg.scheme, num_devices)
     params = partitioner.get_params()
     if not isinstance(params, dict):
         raise DatasetError(
             f"data.partition.scheme: {cfg.scheme!r}.get_params() returned {type(params).__name__}, not a dict"
         )
 
+    # Units back to rows: every clip follows its video (-1: the video is in `shared`).
+    device_of_unit = np.full(len(first_rows), -1, dtype=np.int64)
+    device_of_unit[device_units] = unit_device
+    row_device = device_of_unit[unit_of_row]
+    shared_idx = np.flatnonzero(row_device < 0)
+    device_idx = np.flatnonzero(row_device >= 0)
+    device = row_device[device_idx]
+
     k = src.num_classes
-    hists = np.bincount(device * k + train.labels[device_idx], minlength=cfg.devices * k).reshape(cfg.devices, k)
+    hists = np.bincount(device * k + train.labels[device_idx], minlength=num_devices * k).reshape(num_devices, k)
     global_hist = hists.sum(axis=0)
     global_p = distribution(global_hist)
     shared_hist = label_histogram(train.labels[shared_idx], k)
@@ -245,7 +305,7 @@ def partition_dataset(
             row_offsets=offsets,
             num_examples=sizes.astype(np.int64),
             label_histograms=hists.astype(np.int64),
-            js=np.asarray(js_divergence(distribution(hists), global_p), dtype=np.float64).reshape(cfg.devices),
+            js=np.asarray(js_divergence(distribution(hists), global_p), dtype=np.float64).reshape(num_devices),
             global_label_histogram=global_hist.astype(np.int64),
             shared=SplitEntry(
                 "shared.parquet", len(shared_idx), tuple(int(v) for v in shared_hist), shared_js, shared_classes
@@ -253,24 +313,58 @@ def partition_dataset(
             test=SplitEntry("test.parquet", len(test), tuple(int(v) for v in label_histogram(test.labels, k))),
             source=_source_info(in_dir, src),
             config=dataclasses.asdict(cfg),
+            device_groups=_device_groups(groups, device_units, unit_device, num_devices),
         )
         write_json_atomic(tmp / MANIFEST_NAME, manifest.to_json())
-    log.info("partitioned %s into %d devices at %s", in_dir, cfg.devices, out)
+    log.info("partitioned %s into %d devices at %s", in_dir, num_devices, out)
     return load_partition_manifest(out)  # exactly what hosts will read (JS rounded as stored)
 
 
-def _checked_assignment(device: object, num_rows: int, cfg: PartitionConfig) -> np.ndarray:
+def _count_groups(groups: np.ndarray | None, device_units: np.ndarray) -> int:
+    """Devices of a by-group partition left to the data: the groups among the device videos."""
+    if groups is None:  # PartitionConfig allows devices=None only for schemes that read groups
+        raise ValueError("devices: must be set for a scheme that does not read groups")
+    return len(np.unique(groups[device_units]))
+
+
+def _warn_mixed_labels(train: ClipArrays, unit_of_row: np.ndarray, unit_labels: np.ndarray) -> None:
+    """Log once when a video's clips carry several labels (it is assigned by its first clip's label)."""
+    mixed = np.flatnonzero(train.labels != unit_labels[unit_of_row])
+    if mixed.size:
+        log.warning(
+            "%d clips (e.g. of video %s) differ in label from the first clip of their video; "
+            "videos are assigned to devices by their first clip's label",
+            mixed.size, train.video_ids[mixed[0]],
+        )
+
+
+def _device_groups(
+    groups: np.ndarray | None, device_units: np.ndarray, unit_device: np.ndarray, num_devices: int
+) -> tuple[str, ...] | None:
+    """Each device's group when every device holds exactly one (by-group), else None."""
+    if groups is None:
+        return None
+    names: list[str] = []
+    for d in range(num_devices):
+        held = np.unique(groups[device_units[unit_device == d]])
+        if len(held) != 1:
+            return None
+        names.append(str(held[0]))
+    return tuple(names)
+
+
+def _checked_assignment(device: object, num_rows: int, scheme: str, num_devices: int) -> np.ndarray:
     """``assign``'s result as int64, checked against the contract (plugins are not trusted blindly)."""
     arr = np.asarray(device)
     problem = None
     if arr.shape != (num_rows,) or not np.issubdtype(arr.dtype, np.integer):
         problem = f"an array shaped {arr.shape} of {arr.dtype}, not {num_rows} integer device indices"
-    elif num_rows and (arr.min() < 0 or arr.max() >= cfg.devices):
-        problem = f"device indices in [{arr.min()}, {arr.max()}], outside [0, {cfg.devices})"
-    elif num_rows and (empty := np.flatnonzero(np.bincount(arr, minlength=cfg.devices) == 0)).size:
+    elif num_rows and (arr.min() < 0 or arr.max() >= num_devices):
+        problem = f"device indices in [{arr.min()}, {arr.max()}], outside [0, {num_devices})"
+    elif num_rows and (empty := np.flatnonzero(np.bincount(arr, minlength=num_devices) == 0)).size:
         problem = f"no rows for {empty.size} device(s) (e.g. device {empty[0]}); every device needs at least one"
     if problem:
-        raise DatasetError(f"data.partition.scheme: {cfg.scheme!r}.assign() returned {problem}")
+        raise DatasetError(f"data.partition.scheme: {scheme!r}.assign() returned {problem}")
     return arr.astype(np.int64, copy=False)
 
 

@@ -9,7 +9,8 @@ Layout of a partition directory::
     test.parquet             the source dataset's test split, unchanged
 
 Each device entry records its file, its first row inside that file, its size, label histogram and the
-JS divergence of its labels to the label distribution of all device data. Hosts keep the (picklable)
+JS divergence of its labels to the label distribution of all device data, plus its ``group`` (camera,
+owner) when every device holds the videos of exactly one group (``by-group``). Hosts keep the (picklable)
 ``PartitionManifest`` and call :func:`load_device_shard`, which decodes only that device's row group.
 """
 
@@ -75,6 +76,7 @@ class PartitionManifest:
     test: SplitEntry
     source: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    device_groups: tuple[str, ...] | None = None  # each device's group (by-group), else None
 
     @property
     def num_devices(self) -> int:
@@ -104,6 +106,7 @@ class PartitionManifest:
                 "num_examples": int(self.num_examples[i]),
                 "label_histogram": self.label_histograms[i].tolist(),
                 "js": round(float(self.js[i]), 6),
+                **({"group": self.device_groups[i]} if self.device_groups is not None else {}),
             }
             for i in range(self.num_devices)
         ]
@@ -182,7 +185,7 @@ def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
     devices = fr.get(obj, "devices", list)
     if len(devices) != fr.get(obj, "num_devices", int) or not devices:
         raise fr.fail(f"num_devices is {obj['num_devices']} but {len(devices)} device entries are listed")
-    paths, offsets, sizes, hists, js = [], [], [], [], []
+    paths, offsets, sizes, hists, js, groups = [], [], [], [], [], []
     for i, d in enumerate(devices):
         where = f"devices[{i}]."
         if fr.get(d, "id", int, where) != i:
@@ -192,6 +195,10 @@ def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
         sizes.append(fr.get(d, "num_examples", int, where))
         hists.append(fr.int_list(d, "label_histogram", k, where))
         js.append(fr.get(d, "js", (int, float), where))
+        if "group" in d:
+            groups.append(fr.get(d, "group", str, where))
+    if groups and len(groups) != len(devices):
+        raise fr.fail("either every device entry has a group or none has")
     hist_arr = np.asarray(hists, dtype=np.int64).reshape(len(devices), k)
     sizes_arr = np.asarray(sizes, dtype=np.int64)
     if np.any(hist_arr.sum(axis=1) != sizes_arr):
@@ -215,6 +222,7 @@ def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
         test=_read_split(fr, obj, "test", k),
         source=obj.get("source", {}),
         config=obj.get("config", {}),
+        device_groups=tuple(groups) if groups else None,
     )
 
 

@@ -1,10 +1,16 @@
-"""Device partitioners: which device gets each row. Pure numpy, seeded through an explicit Generator.
+"""Device partitioners: which device gets each video. Pure numpy, seeded through an explicit Generator.
 
 Each partitioner follows the scikit-learn habit: ``__init__`` only stores parameters, ``assign`` does
-the work and returns one device index per row. Every device receives at least one row.
+the work and returns one device index per row of ``labels``. Every device receives at least one row.
+:func:`pipelines.data.partition.partition_dataset` calls ``assign`` with one row per *video* (the label
+of its clips), so all clips of a video land on one device; for datasets with one clip per video
+(generated moving digits) a row is a clip.
+
+A partitioner that sets the class attribute ``needs_groups = True`` also receives ``groups=``, the
+``group`` column (camera, owner) of every video; ``by-group`` (:class:`GroupPartitioner`) is one.
 
 Partitioner plugins. ``data.partition.scheme`` names a built-in (``PARTITIONERS``: iid, dirichlet,
-shards), an entry point of the ``fedtwin.partitioners`` group, or an import path
+shards, by-group), an entry point of the ``fedtwin.partitioners`` group, or an import path
 ``"pkg.module:MyPartitioner"`` to a class following :class:`Partitioner`. Its constructor parameters are
 filled by name: a parameter named like a ``PartitionConfig`` field (``alpha``, ``min_size``,
 ``labels_per_device``, ...) gets that field, any other from ``data.partition.params``. The class is
@@ -23,11 +29,12 @@ PARTITIONER_GROUP = "fedtwin.partitioners"
 
 
 class Partitioner(Protocol):
-    """Assigns rows (given their labels) to ``num_devices`` devices.
+    """Assigns rows (videos, given their labels) to ``num_devices`` devices.
 
     Implementations must be deterministic given ``rng`` (draw nothing from global random state), give
     every device at least one row, and raise ``ValueError("...")`` for infeasible settings (it becomes
-    a one-line error naming the scheme).
+    a one-line error naming the scheme). With ``needs_groups = True`` on the class, ``assign`` is
+    called with the keyword ``groups`` (one string per row).
     """
 
     def assign(self, labels: np.ndarray, num_devices: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,6 +168,38 @@ class ShardPartitioner:
         return device
 
 
+class GroupPartitioner:
+    """One device per ``group`` value (a camera, an owner): the natural federated split.
+
+    Device ``i`` holds every video of the ``i``-th group in sorted order (string order, so ``cam10``
+    sorts before ``cam2``). ``num_devices`` must equal the number of groups; the partition derives it
+    when ``data.partition.devices`` is null (``--devices`` omitted). ``rng`` is not used.
+    """
+
+    needs_groups = True
+
+    def get_params(self) -> dict[str, Any]:
+        """See :class:`Partitioner`."""
+        return {}
+
+    def assign(
+        self, labels: np.ndarray, num_devices: int, rng: np.random.Generator, *, groups: np.ndarray | None = None
+    ) -> np.ndarray:
+        """See :class:`Partitioner`; ``groups`` holds one group name per row."""
+        if groups is None:
+            raise ValueError("the dataset has no 'group' column (import videos with an index that has one)")
+        groups = np.asarray(groups)
+        if len(groups) != len(labels):
+            raise ValueError(f"groups: {len(groups)} values for {len(labels)} rows")
+        names, device = np.unique(groups, return_inverse=True)
+        if num_devices != len(names):
+            raise ValueError(
+                f"devices: {num_devices} given but the data has {len(names)} groups; set it to {len(names)}, "
+                "or to null (omit --devices) for one device per group"
+            )
+        return device.astype(np.int64).reshape(len(labels))
+
+
 def _apportion(total: int, sizes: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Split ``total`` shards over classes proportionally to ``sizes``, each in [1, upper]."""
     if total < len(sizes) or total > upper.sum():
@@ -226,7 +265,13 @@ PARTITIONERS: dict[str, type] = {
     "iid": IIDPartitioner,
     "dirichlet": DirichletPartitioner,
     "shards": ShardPartitioner,
+    "by-group": GroupPartitioner,
 }
+
+
+def needs_groups(cls: type) -> bool:
+    """Whether partitioner class ``cls`` asks for the ``groups`` of the rows (``needs_groups = True``)."""
+    return bool(getattr(cls, "needs_groups", False))
 
 
 def _is_partitioner_class(obj: Any) -> bool:

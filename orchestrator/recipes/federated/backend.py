@@ -50,8 +50,14 @@ class Backend(Protocol):
         """
         ...
 
-    def evaluate(self, state: ModelState) -> dict[str, float]:
+    def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss of ``state`` on the test split."""
+        ...
+
+    def take_faults(self) -> dict[str, int]:
+        """Recovery since the last call: ``device_retries`` (devices dispatched again after their host
+        was lost), ``host_restarts`` and ``server_restarts`` (processes that came back: Ray restarts and
+        replacements). The round loop records them in every round's metrics."""
         ...
 
     def server_access(self) -> ServerAccess:
@@ -59,7 +65,7 @@ class Backend(Protocol):
         ...
 
     def device_states(self) -> dict[int, dict[str, Any]]:
-        """Every device's local state (for checkpoints)."""
+        """Every device's local state (for checkpoints; the Ray backend also restores restarted hosts from it)."""
         ...
 
     def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:

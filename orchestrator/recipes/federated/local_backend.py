@@ -70,9 +70,13 @@ class LocalBackend:
                 on_host_done(done, len(by_host))
         return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
 
-    def evaluate(self, state: ModelState) -> dict[str, float]:
+    def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split."""
         return self.evaluator.evaluate(state, split="test")
+
+    def take_faults(self) -> dict[str, int]:
+        """Nothing restarts in-process: all zero (same record keys as on Ray)."""
+        return {"device_retries": 0, "host_restarts": 0, "server_restarts": 0}
 
     def server_access(self) -> ServerAccess:
         """The server node itself: its ``evaluate`` defaults to D0 and it has ``server_pass``."""

@@ -1,27 +1,46 @@
 """The Ray transport of a federated round: a pool of device hosts and an evaluator (or server node).
 
 ``RayBackend.fit`` puts the global state in the object store once, sends each host the tasks of its
-devices, and folds host answers as they arrive under one deadline. A host that errors or misses the
-deadline turns into ``DeviceFailure`` values for its devices (and a timed-out host is killed so Ray
-restarts it: a hung device cannot block the next round).
+devices, and folds host answers in host order as they arrive, under one deadline
+(``federation.round_timeout_s``).
+
+Failures inside a round:
+
+- a device whose own training raises is a ``DeviceFailure`` (not retried: it would raise again);
+- a host that dies or whose call is lost is waited for (Ray restarts it, or the pool starts a
+  replacement with the same host id), its devices' local state is restored
+  (:mod:`~orchestrator.recipes.federated.host_pool`), and its devices are dispatched to it again, at
+  most ``federation.device_retries`` times and while the deadline allows. The same host id folds in
+  the same place with the same partial sum, so a round that needed retries gives the same weights as
+  one that did not;
+- a host that misses the deadline turns into ``DeviceFailure`` values and is restarted (a hung device
+  cannot block the next round).
+
+Every other call (evaluation, FedDU's server pass, gathering device state for a checkpoint, loading it
+on resume) goes through :mod:`orchestrator.run.actor_calls`: recovered and retried the same way, or
+one line and exit 1. Per round, :meth:`RayBackend.take_faults` reports retries and restarts.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from actors.federated.device_host import StaleHostError
 from actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
 from actors.placement import actor_options
 from orchestrator.config.spec import ExperimentSpec
 from orchestrator.recipes.federated.backend_common import finish_round, host_settings, plan_hosts
+from orchestrator.recipes.federated.config import KillConfig
+from orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
+from orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, cause_of, classify, describe, get
 from pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from pipelines.federated.hosts import host_of
 from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitTask, ServerPassResult
@@ -39,8 +58,8 @@ CONTROL_TIMEOUT_S = 300.0
 class RayBackend:
     """Owns the host actors and the evaluator of one experiment.
 
-    With ``server_node=True`` the evaluator is a :class:`~actors.federated.server_node.ServerNode`, which holds the
-    shared server data D0 as well as the test split; :meth:`server_access` hands it to a strategy.
+    With ``server_node=True`` the evaluator is a :class:`~actors.federated.server_node.ServerNode`, which
+    holds the shared server data D0 as well as the test split; :meth:`server_access` hands it to a strategy.
     """
 
     def __init__(
@@ -56,23 +75,31 @@ class RayBackend:
         self.partition_dir = partition_dir
         self.num_devices = num_devices
         self.num_hosts = num_hosts
+        self.retries = spec.federation.device_retries
         self._scheduling = scheduling_strategy
         self._settings = host_settings(spec)
-        self.hosts: list[Any] = [self._make_host(h) for h in range(num_hosts)]
-        res = spec.resources
-        options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
-                                scheduling_strategy=scheduling_strategy, plugin_paths=spec.plugins.paths)
+        self._kills = _Kills(spec.federation.chaos.kills)
+        self._round = 0
+        self._faults: Counter[str] = Counter()
+        self._seen = (0, 0)  # comebacks of hosts and server already reported
         self.has_server_node = server_node
-        if server_node:
-            self.evaluator = ServerNodeActor.options(**options).remote(
-                partition_dir, spec.model, seed=spec.seed, torch_threads=res.torch_threads, extra_splits=("test",)
-            )
-        else:
-            self.evaluator = EvaluatorActor.options(**options).remote(
-                partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=res.torch_threads
-            )
-        ray.get([h.ping.remote() for h in self.hosts] + [self.evaluator.__ray_ready__.remote()],
-                timeout=CONTROL_TIMEOUT_S)
+        self.pool = HostPool(self._make_host, num_hosts, CONTROL_TIMEOUT_S, self.retries)
+        self.server = ActorSlot("server node" if server_node else "evaluator", self._make_server(),
+                                start=self._make_server)
+        deadline = time.monotonic() + CONTROL_TIMEOUT_S
+        get(self.server.handle.__ray_ready__.remote(), what=f"starting the {self.server.name}",
+            timeout_s=CONTROL_TIMEOUT_S)
+        self.pool.start(deadline)
+
+    @property
+    def hosts(self) -> list[Any]:
+        """The current host actor handles, by host id."""
+        return [slot.handle for slot in self.pool.slots]
+
+    @property
+    def evaluator(self) -> Any:
+        """The current evaluator (or server node) actor handle."""
+        return self.server.handle
 
     def _make_host(self, host_id: int) -> Any:
         res = self.spec.resources
@@ -86,10 +113,23 @@ class RayBackend:
         )
         return DeviceHostActor.options(**options).remote(host_id, self.num_hosts, self.partition_dir, self._settings)
 
+    def _make_server(self) -> Any:
+        spec, res = self.spec, self.spec.resources
+        options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
+                                scheduling_strategy=self._scheduling, plugin_paths=spec.plugins.paths)
+        if self.has_server_node:
+            return ServerNodeActor.options(**options).remote(
+                self.partition_dir, spec.model, seed=spec.seed, torch_threads=res.torch_threads, extra_splits=("test",)
+            )
+        return EvaluatorActor.options(**options).remote(
+            self.partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=res.torch_threads
+        )
+
     def host_of(self, device_id: int) -> int:
         """The host serving ``device_id`` (the sticky rule)."""
         return host_of(device_id, self.num_hosts)
 
+    # ------------------------------------------------------------------ the round
     def fit(
         self,
         state: ModelState,
@@ -105,88 +145,198 @@ class RayBackend:
         Raises:
             RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
         """
+        deadline = time.monotonic() + timeout_s
+        self._round = tasks[0].round_num if tasks else self._round
         state_ref = ray.put(state)  # once per round, never per device
         payload_ref = ray.put(dict(payload)) if payload else None
         by_host = tasks_by_host(tasks, self.num_hosts)
-        pending = {self.hosts[h].fit.remote(state_ref, ts, payload_ref): h for h, ts in by_host.items()}
+        kills = {k.host: k.after_devices for k in self._kills.take(self._round, "fit")}
         fold = OrderedFold(list(by_host))
-        deadline = time.monotonic() + timeout_s
-        done_hosts = 0
+        attempts = dict.fromkeys(by_host, 0)
+        pending: dict[Any, int] = {}
+        succeeded: dict[int, list[FitTask]] = {}
+        done = 0
+
+        def finished(host_id: int) -> None:
+            nonlocal done
+            done += 1
+            if on_host_done is not None:
+                on_host_done(done, len(by_host))
+
+        def skip(host_id: int, reason: str) -> None:
+            logger.warning(reason)
+            fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in by_host[host_id]])
+            self.pool.mark_stale(host_id)  # it may have trained some devices the driver will not count
+            finished(host_id)
+
+        def dispatch(host_id: int) -> None:
+            try:
+                self.pool.ensure_synced(host_id, deadline)
+            except ActorCallError as err:
+                skip(host_id, f"host {host_id} failed: {err.reason}")
+                return
+            ref = self.pool.handle(host_id).fit.remote(
+                state_ref, by_host[host_id], payload_ref, incarnation=self.pool.incarnation[host_id],
+                exit_after=kills.pop(host_id, None),
+            )
+            pending[ref] = host_id
+
+        for host_id in by_host:
+            dispatch(host_id)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
-            ref = ready[0]
-            host_id = pending.pop(ref)
+            host_id = pending.pop(ready[0])
             try:
-                fold.add(ray.get(ref, timeout=CONTROL_TIMEOUT_S))
-            except (RayActorError, RayError, GetTimeoutError) as err:
-                reason = f"host {host_id} failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                logger.warning(reason)
-                fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in by_host[host_id]])
-            done_hosts += 1
-            if on_host_done is not None:
-                on_host_done(done_hosts, len(by_host))
-        for ref, host_id in pending.items():
-            reason = f"host {host_id} timed out after {timeout_s:.0f}s (federation.round_timeout_s)"
-            logger.warning(reason + "; restarting it")
-            fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in by_host[host_id]])
+                answer = ray.get(ready[0], timeout=CONTROL_TIMEOUT_S)
+            except Exception as err:  # noqa: BLE001 - classified; non-Ray errors are re-raised
+                kind = classify(err, HOST_LOST)
+                if kind is None:
+                    raise
+                reason = f"host {host_id} failed: {describe(kind, err)}"
+                # A host that answers "I restarted" never started the work: that costs no retry (each
+                # such answer needs a new process, so the deadline bounds them); a lost call does.
+                refused = isinstance(cause_of(err), StaleHostError)
+                if kind == LOST and (refused or attempts[host_id] < self.retries) and time.monotonic() < deadline:
+                    attempts[host_id] += 0 if refused else 1
+                    self._faults["device_retries"] += len(by_host[host_id])
+                    used = "no retry used" if refused else f"retry {attempts[host_id]} of {self.retries}"
+                    logger.warning("%s; dispatching its %d devices again when it is back (%s)",
+                                   reason, len(by_host[host_id]), used)
+                    try:
+                        self.pool.mark_stale(host_id)
+                        self.pool.recover(host_id, deadline)
+                    except ActorCallError as lost:
+                        skip(host_id, f"{reason}; then: {lost.reason}")
+                        continue
+                    dispatch(host_id)
+                    continue
+                skip(host_id, reason)
+                continue
+            ok = {r.device_id for r in answer.results}
+            succeeded[host_id] = [t for t in by_host[host_id] if t.device_id in ok]
+            fold.add(answer)
+            finished(host_id)
+        for host_id in pending.values():
+            skip(host_id, f"host {host_id} timed out after {timeout_s:.0f}s (federation.round_timeout_s); "
+                          "restarting it")
             self._restart_host(host_id)
-        return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
+        outcome = finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
+        self.pool.log_round(state_ref, payload_ref, succeeded)
+        return outcome
 
     def _restart_host(self, host_id: int) -> None:
-        """Kill a stuck host; Ray restarts it (``max_restarts``), else we start a replacement."""
-        handle = self.hosts[host_id]
-        ray.kill(handle, no_restart=False)
+        """Kill a stuck host; Ray restarts it (``max_restarts``), else the pool starts a replacement."""
+        slot = self.pool.slots[host_id]
+        slot.kill(restart=True)
+        self.pool.mark_stale(host_id)
         try:
-            ray.get(handle.ping.remote(), timeout=CONTROL_TIMEOUT_S)
-        except RayError:
-            logger.warning("host %d did not come back; starting a replacement", host_id)
-            self.hosts[host_id] = self._make_host(host_id)
+            self.pool.recover(host_id, time.monotonic() + CONTROL_TIMEOUT_S)
+        except ActorCallError as err:  # the next round's dispatch tries again
+            logger.warning("host %d did not come back after its restart: %s", host_id, err.reason)
 
-    def evaluate(self, state: ModelState) -> dict[str, float]:
+    def take_faults(self) -> dict[str, int]:
+        """Retries and restarts since the last call: one round's worth, and its checkpoint's restarts
+        land in the next round's record."""
+        hosts, server = self.pool.comebacks, self.server.comebacks
+        out = {
+            "device_retries": self._faults.pop("device_retries", 0),
+            "host_restarts": hosts - self._seen[0],
+            "server_restarts": server - self._seen[1],
+        }
+        self._seen = (hosts, server)
+        return out
+
+    # ------------------------------------------------------------------ other calls
+    def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split (in the evaluator actor)."""
-        return ray.get(self.evaluator.evaluate.remote(state, split="test"), timeout=CONTROL_TIMEOUT_S)
+        self._server_chaos("evaluate", self._round)
+        return call(self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S,
+                    retries=self.retries)
+
+    def _server_chaos(self, phase: str, round_num: int) -> None:
+        if not self._kills.take(round_num, phase, target="server"):
+            return
+        try:
+            pid = get(self.server.handle.ping.remote(), what="chaos: ping the server", timeout_s=CONTROL_TIMEOUT_S)
+        except ActorCallError:
+            return  # already gone: the call below finds out
+        kill_actor_process(self.server, int(pid), socket.gethostname())
 
     def server_access(self) -> RayServerAccess:
         """The server node as a strategy's injected ``ServerAccess`` (needs ``server_node=True``)."""
         if not self.has_server_node:
             raise RuntimeError("this backend was started without a server node (server_node=False)")
-        return RayServerAccess(self.evaluator, CONTROL_TIMEOUT_S)
+        return RayServerAccess(self.server, CONTROL_TIMEOUT_S, self.retries,
+                               before_pass=lambda n: self._server_chaos("server_pass", n))
 
     def device_states(self) -> dict[int, dict[str, Any]]:
-        """Every device's local state, gathered from the hosts (for checkpoints)."""
+        """Every device's local state, gathered from the hosts (for checkpoints).
+
+        A host lost meanwhile is restored and asked again. What is gathered becomes the base a restarted
+        host is rebuilt from (see :mod:`~orchestrator.recipes.federated.host_pool`).
+        """
+        for kill in self._kills.take(self._round, "checkpoint"):
+            self.pool.kill_process(kill.host)
         out: dict[int, dict[str, Any]] = {}
-        for part in ray.get([h.device_states.remote() for h in self.hosts], timeout=CONTROL_TIMEOUT_S):
+        for part in self.pool.gather_states(time.monotonic() + CONTROL_TIMEOUT_S).values():
             out.update(part)
         return out
 
     def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        """Send each host the saved local states of its devices."""
+        """Send each host the saved local states of its devices (they also become the restore base)."""
         by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
         for device_id, local in states.items():
             by_host[self.host_of(int(device_id))][int(device_id)] = local
-        ray.get([self.hosts[h].load_device_states.remote(s) for h, s in by_host.items()], timeout=CONTROL_TIMEOUT_S)
+        self.pool.set_base(by_host)
+        deadline = time.monotonic() + CONTROL_TIMEOUT_S
+        for host_id in range(self.num_hosts):
+            self.pool.mark_stale(host_id)
+            self.pool.ensure_synced(host_id, deadline)
 
     def shutdown(self) -> None:
         """Kill the actors (they hold no state we need after the final checkpoint)."""
-        for handle in [*self.hosts, self.evaluator]:
-            try:
-                ray.kill(handle, no_restart=True)
-            except RayError as err:  # already dead: nothing left to clean up
-                logger.debug("actor already gone at shutdown: %s", err)
+        self.pool.shutdown()
+        self.server.kill(restart=False)
+
+
+class _Kills:
+    """The drill's kills (``federation.chaos.kills``); each fires once."""
+
+    def __init__(self, kills: Sequence[KillConfig]) -> None:
+        self._kills = list(kills)
+        self._fired: set[int] = set()
+
+    def take(self, round_num: int, phase: str, target: str = "host") -> list[KillConfig]:
+        """The kills due now, marked as fired."""
+        due = [i for i, k in enumerate(self._kills)
+               if i not in self._fired and k.round == round_num and k.phase == phase and k.target == target]
+        self._fired.update(due)
+        return [self._kills[i] for i in due]
 
 
 class RayServerAccess:
-    """A strategy's ``ServerAccess`` backed by a ``ServerNodeActor`` (bounded waits)."""
+    """A strategy's ``ServerAccess`` backed by a ``ServerNodeActor`` (guarded calls, see ``actor_calls``)."""
 
-    def __init__(self, handle: Any, timeout_s: float) -> None:
-        self.handle = handle
+    def __init__(
+        self, slot: ActorSlot, timeout_s: float, retries: int = 2,
+        before_pass: Callable[[int], None] | None = None,
+    ) -> None:
+        self.slot = slot
         self.timeout_s = timeout_s
+        self.retries = retries
+        self._before_pass = before_pass
+
+    @property
+    def handle(self) -> Any:
+        """The current server-node actor handle."""
+        return self.slot.handle
 
     def evaluate(self, state: ModelState) -> dict[str, float]:
         """Accuracy and loss on D0."""
-        return ray.get(self.handle.evaluate.remote(state, split="shared"), timeout=self.timeout_s)
+        return call(self.slot, "evaluate", ray.put(state), split="shared", timeout_s=self.timeout_s,
+                    retries=self.retries)
 
     def server_pass(
         self,
@@ -197,5 +347,7 @@ class RayServerAccess:
         optimizer_state: Mapping[str, np.ndarray] | None = None,
     ) -> ServerPassResult:
         """One server pass on D0 (see ``ServerNode.server_pass``)."""
-        ref = self.handle.server_pass.remote(state, settings, round_num=round_num, optimizer_state=optimizer_state)
-        return ray.get(ref, timeout=self.timeout_s)
+        if self._before_pass is not None:
+            self._before_pass(round_num)
+        return call(self.slot, "server_pass", ray.put(state), settings, round_num=round_num,
+                    optimizer_state=optimizer_state, timeout_s=self.timeout_s, retries=self.retries)

@@ -21,13 +21,14 @@ from orchestrator.config.spec import ExperimentSpec
 from orchestrator.recipes.base import CheckpointState, Recipe
 from orchestrator.recipes.federated.backend import make_backend, plan_hosts
 from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from orchestrator.recipes.federated.preflight import check_federated
 from orchestrator.recipes.federated.round import run_round
 from orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
 from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.context import first_reaching
 from orchestrator.run.data_prep import ensure_partition
 from orchestrator.run.footprint import Bundle, Footprint, bundle
-from orchestrator.run.plots import plot_curves
+from orchestrator.run.plots import plot_confusion, plot_curves
 from pipelines.core.errors import FedtwinError
 from pipelines.data.partition_manifest import PartitionManifest, load_partition_manifest
 from pipelines.model.networks import build_model
@@ -64,6 +65,12 @@ class FederatedRecipe(Recipe):
     def validate(cls, spec: ExperimentSpec) -> None:
         """The strategy resolves and its ``params`` parse (errors name ``strategy.params.<key>``)."""
         strategy_class(spec.strategy.name).parse_params(spec.strategy.params)
+
+    @classmethod
+    def preflight(cls, spec: ExperimentSpec) -> None:
+        """The common checks, then the partition against the federation settings (no actors started)."""
+        super().preflight(spec)
+        check_federated(spec)
 
     @classmethod
     def needs_ray(cls, spec: ExperimentSpec) -> bool:
@@ -144,6 +151,7 @@ class FederatedRecipe(Recipe):
         plot_curves(records, plots / "server_update.png", title=f"{spec.name}: server update",
                     panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))))
         evaluated = [r for r in records if r.get("test_accuracy") is not None]
+        per_class = self._final_per_class(plots)
         return {
             "strategy": self.strategy.describe(),
             "rounds": fed.num_rounds,
@@ -156,6 +164,31 @@ class FederatedRecipe(Recipe):
             "num_devices": self.num_devices,
             "num_hosts": self.num_hosts,
             "partition": str(self.partition_dir),
+            **per_class,
+        }
+
+    def _final_per_class(self, plots: Any) -> dict[str, Any]:
+        """Per-class test accuracy and the confusion matrix of the final state; draws ``confusion.png``.
+
+        The evaluator scores the final state once more (rounds keep only accuracy and loss in their
+        records); only the K x K counts travel back. A failure here costs the per-class numbers, not
+        the finished run.
+        """
+        try:
+            scores = self.backend.evaluate(self.state)
+        except Exception as err:  # noqa: BLE001 (every round is done and checkpointed already)
+            logger.warning("no per-class test accuracy: the final evaluation failed (%s)", err)
+            return {}
+        matrix = scores.get("confusion_matrix")
+        if matrix is None:  # an evaluator that does not count per class
+            return {}
+        names = list(load_partition_manifest(self.partition_dir).class_names)
+        plot_confusion(matrix, names, plots / "confusion.png",
+                       title=f"{self.spec.name} ({self.strategy.name}), test split")
+        return {
+            "class_names": names,
+            "per_class_accuracy": dict(zip(names, scores["per_class_accuracy"], strict=True)),
+            "confusion_matrix": matrix,
         }
 
     def close(self) -> None:

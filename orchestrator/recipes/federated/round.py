@@ -59,6 +59,9 @@ def run_round(
     if round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds:
         ev = backend.evaluate(new_state)
         record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+    # Recovery this round: devices dispatched again after their host was lost, processes that came back
+    # (a checkpoint's restarts show in the next round's record).
+    record.update(backend.take_faults())
     record["fit_seconds"] = fit_seconds
     record["round_seconds"] = time.perf_counter() - started
     return new_state, record

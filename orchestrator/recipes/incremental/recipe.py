@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.incremental.ray_actors import IncrementalTrainerActor
 from actors.incremental.trainer import TaskOutcome, TrainerSettings
@@ -27,6 +26,7 @@ from orchestrator.config.spec import ExperimentSpec
 from orchestrator.recipes.base import CheckpointState, Recipe
 from orchestrator.recipes.incremental.config import IncrementalConfig
 from orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
+from orchestrator.run import actor_calls
 from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.data_prep import dataset_or_generated
 from orchestrator.run.plots import plot_curves
@@ -96,15 +96,17 @@ def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
 
 
 def _wait(ref: ray.ObjectRef, timeout_s: float, task: int, what: str) -> Any:
-    try:
-        return ray.get(ref, timeout=timeout_s)
-    except GetTimeoutError:
-        raise TaskFailedError(task, f"{what} ran past {timeout_s:.0f} s (incremental.task_timeout_s)") from None
-    except RayActorError as err:
-        raise TaskFailedError(task, f"the trainer actor died during {what} ({type(err).__name__})") from None
-    except RayTaskError as err:
-        cause = err.cause if err.cause is not None else err
-        raise TaskFailedError(task, f"{what} raised {type(cause).__name__}: {cause}") from None
+    """The trainer's answer, or a one-line ``TaskFailedError`` (the trainer is not restarted: its model
+    and memory live only in its process; the last task is checkpointed)."""
+
+    def failed(kind: str, err: BaseException) -> Exception:
+        if kind == actor_calls.TIMEOUT:
+            return TaskFailedError(task, f"{what} ran past {timeout_s:.0f} s (incremental.task_timeout_s)")
+        if kind == actor_calls.RAISED:
+            return TaskFailedError(task, f"{what} raised {actor_calls.first_line(err, limit=300)}")
+        return TaskFailedError(task, f"the trainer actor died during {what} ({type(err).__name__})")
+
+    return actor_calls.get(ref, what=f"incremental trainer: {what}", timeout_s=timeout_s, on_error=failed)
 
 
 class IncrementalRecipe(Recipe):

@@ -37,6 +37,7 @@ from orchestrator.config.spec import ExperimentSpec
 from orchestrator.recipes.base import CheckpointState, Recipe
 from orchestrator.recipes.mutual.config import TwinConfig
 from orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
+from orchestrator.run import actor_calls
 from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.context import RecipeContext
 from orchestrator.run.footprint import Bundle, Footprint, bundle
@@ -81,8 +82,10 @@ class _Twins:
         for actor in self.actors:
             ray.kill(actor)
 
-    def get(self, refs: Any) -> Any:
-        return ray.get(refs, timeout=self.timeout)
+    def get(self, refs: Any, what: str) -> Any:
+        """Results of twin calls or tasks under ``twin.timeout_s``; a lost twin is one line, exit 1
+        (twins are not restarted: their weights live only in their process)."""
+        return actor_calls.get(refs, what=what, timeout_s=self.timeout)
 
     def cluster(self, epoch: int, hidden_ref: Any) -> tuple[list[Any], dict[str, Any]]:
         """Embed with the EMA models and cluster; returns assignment refs and the (small) report."""
@@ -93,7 +96,7 @@ class _Twins:
                                  num_clusters=self.num_clusters, eps=self.eps)
         a_ref, b_ref, report_ref = cluster_epoch_task.options(**self.task_options).remote(
             feats[0], feats[1] if len(feats) > 1 else None, request, self.previous[0], self.previous[1], hidden_ref)
-        report = self.get(report_ref)
+        report = self.get(report_ref, "clustering task")
         self.num_clusters, self.eps = int(report["num_clusters"]), report["eps"]
         assignments = [a_ref, b_ref][: len(self.actors)]
         return assignments, report
@@ -105,20 +108,21 @@ class _Twins:
         if tw.loss == "mmt" and len(self.actors) == 2:
             targets = [a.peer_targets.remote(asg, epoch) for a, asg in zip(self.actors, assignments, strict=True)]
             peers = [targets[1], targets[0]]
-        results = self.get([a.train_epoch.remote(asg, peer, epoch=epoch)
-                            for a, asg, peer in zip(self.actors, assignments, peers, strict=True)])
+        refs = [a.train_epoch.remote(asg, peer, epoch=epoch)
+                for a, asg, peer in zip(self.actors, assignments, peers, strict=True)]
+        results = self.get(refs, "twins: train_epoch")
         self.previous = list(assignments) + [None] * (2 - len(assignments))
         return results
 
     def evaluate(self) -> list[dict[str, float]]:
-        return self.get([a.evaluate_test.remote() for a in self.actors])
+        return self.get([a.evaluate_test.remote() for a in self.actors], "twins: evaluate_test")
 
     def states(self) -> list[dict[str, Any]]:
-        return self.get([a.get_state.remote() for a in self.actors])
+        return self.get([a.get_state.remote() for a in self.actors], "twins: get_state")
 
     def restore(self, extra: dict[str, Any]) -> None:
         states = [extra["twins"][str(j)] for j in range(len(self.actors))]
-        self.get([a.set_state.remote(s) for a, s in zip(self.actors, states, strict=True)])
+        self.get([a.set_state.remote(s) for a, s in zip(self.actors, states, strict=True)], "twins: set_state")
         self.previous = [ray.put(np.asarray(s["labels"])) for s in states] + [None] * (2 - len(states))
         self.num_clusters = extra["clustering"].get("num_clusters")
         self.eps = extra["clustering"].get("eps")
@@ -152,7 +156,7 @@ class MutualRecipe(Recipe):
         if self.ctx.scheduling_strategy is not None:
             options["scheduling_strategy"] = self.ctx.scheduling_strategy
         kept_ref, quality_ref = select_quality_task.options(**options).remote(self.target_dir, tw.q_min)
-        self.quality = ray.get(quality_ref, timeout=tw.timeout_s)
+        self.quality = actor_calls.get(quality_ref, what="quality selection task", timeout_s=tw.timeout_s)
         if self.quality["kept"] < 2:
             q = self.quality
             raise ConfigError(f"twin.q_min={tw.q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
@@ -183,7 +187,7 @@ class MutualRecipe(Recipe):
     def _pretrain(self) -> dict[str, Any]:
         twins = self.twins
         assert twins is not None
-        results = twins.get([a.pretrain.remote() for a in twins.actors])
+        results = twins.get([a.pretrain.remote() for a in twins.actors], "twins: pretrain")
         record: dict[str, Any] = {"phase": "pretrain", **{f"quality_{k}": v for k, v in self.quality.items()}}
         for name, result in zip("ab", results, strict=False):
             record.update(_suffixed(result, name))
@@ -254,12 +258,13 @@ class MutualRecipe(Recipe):
             weights = convergence_weights(losses)
             peer_ref = twins.actors[1].ema_state.remote()
             final = twins.get(twins.actors[0].fuse_and_finetune.remote(
-                peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs))
+                peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs),
+                "twin a: fuse_and_finetune")
             chosen, out["fusion_weights"] = 0, [float(w) for w in weights]
         else:
             chosen = select_final(losses)
-            final = twins.get(twins.actors[chosen].evaluate_test.remote())
-        state = twins.get(twins.actors[chosen].ema_state.remote())
+            final = twins.get(twins.actors[chosen].evaluate_test.remote(), "twins: evaluate_test")
+        state = twins.get(twins.actors[chosen].ema_state.remote(), "twins: ema_state")
         path = self.ctx.run.path / "final_model.safetensors"
         write_with(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
         out.update({"final_losses": losses, "selected_twin": "ab"[chosen], "final_target_acc": final["test_acc"],

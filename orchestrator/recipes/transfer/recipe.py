@@ -30,6 +30,7 @@ from actors.placement import actor_options, trainer_gpus
 from orchestrator.config.spec import ExperimentSpec
 from orchestrator.recipes.base import CheckpointState, Recipe
 from orchestrator.recipes.transfer.config import TransferConfig
+from orchestrator.run import actor_calls
 from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.data_prep import ensure_generated
 from orchestrator.run.plots import plot_curves
@@ -155,24 +156,30 @@ class TransferRecipe(Recipe):
         return spec.transfer.stream.sessions
 
     def restore(self, ckpt: Checkpoint) -> None:
-        ray.get(self.trainer.restore.remote({"model": ckpt.model, **ckpt.extra}), timeout=_CONTROL_TIMEOUT_S)
+        self._get(self.trainer.restore.remote({"model": ckpt.model, **ckpt.extra}), "restore", _CONTROL_TIMEOUT_S)
 
     def step(self, n: int) -> dict[str, Any]:
         timeout = self.spec.transfer.session_timeout_s
         self.session = n
         if n == 0:
-            return ray.get(self.trainer.pretrain.remote(), timeout=timeout)
-        record, trace = ray.get(self.trainer.run_session.remote(n), timeout=timeout)
+            return self._get(self.trainer.pretrain.remote(), "pretrain", timeout)
+        record, trace = self._get(self.trainer.run_session.remote(n), f"session {n}", timeout)
         _write_trace(self.ctx.run.path / "traces", n, trace)
         return record
 
+    @staticmethod
+    def _get(ref: Any, what: str, timeout_s: float) -> Any:
+        """The trainer's answer, or one line and exit 1 (the trainer is not restarted: its model and
+        history bank live only in its process; resume from the last checkpoint)."""
+        return actor_calls.get(ref, what=f"transfer trainer: {what}", timeout_s=timeout_s)
+
     def checkpoint_state(self) -> CheckpointState:
-        snap = ray.get(self.trainer.snapshot.remote(), timeout=_CONTROL_TIMEOUT_S)
+        snap = self._get(self.trainer.snapshot.remote(), "snapshot", _CONTROL_TIMEOUT_S)
         model = snap.pop("model")
         return CheckpointState(model, snap, {"session": self.session})
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        spec, t = self.spec, self.spec.transfer
+        t = self.spec.transfer
         records = list(records)
         self._plot(records)
         meta = next((r for r in records if r["session"] == 0), {})

@@ -34,12 +34,21 @@ def test_make_then_partition_prints_a_summary(tmp_path, capsys):
     assert "shared: 6 examples" in out and "test: 20 examples" in out
     m = load_partition_manifest(tmp_path / "p")
     assert m.num_examples.sum() == 54 and ((m.label_histograms > 0).sum(axis=1) == 2).all()
+    assert f"plot: {part}/plots/partition.png" in out
+    assert (part / "plots" / "partition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # by-group needs a group column, which generated moving digits do not have: one line, nothing written
+    with pytest.raises(DatasetError, match=r"^data\.partition\.scheme: by-group needs a 'group' column, but "
+                                           r"\S+train\.parquet has none; import the videos with an index") as err:
+        run(f"data partition {md} {tmp_path / 'g'} --scheme by-group --seed 0".split())
+    assert "\n" not in str(err.value) and not (tmp_path / "g").exists()
 
 
 @pytest.mark.parametrize(
     "argv,message",
     [
         (["--devices", "0"], "--devices: must be >= 1, got 0"),
+        ([], r"--devices: must be set for scheme dirichlet \(only by-group derives it: one per group\)"),
         (["--devices", "2", "--alpha", "-1"], "--alpha: must be > 0, got -1.0"),
         (["--devices", "2", "--shared-fraction", "1.5"], r"--shared-fraction: must be in \[0, 1\), got 1.5"),
         (["--devices", "2", "--min-size", "0"], "--min-size: must be >= 1, got 0"),

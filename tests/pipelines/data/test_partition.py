@@ -101,7 +101,7 @@ def test_shards_reject_more_labels_than_classes():
 
 
 def test_registry_and_config_build_the_named_partitioner():
-    assert set(PARTITIONERS) == {"iid", "dirichlet", "shards"}
+    assert set(PARTITIONERS) == {"iid", "dirichlet", "shards", "by-group"}
     p = make_partitioner(PartitionConfig(scheme="dirichlet", alpha=0.2, min_size=3))
     assert isinstance(p, DirichletPartitioner) and p.get_params() == {"alpha": 0.2, "min_size": 3}
     assert make_partitioner(PartitionConfig(scheme="shards", labels_per_device=4)).get_params() == {
@@ -109,10 +109,11 @@ def test_registry_and_config_build_the_named_partitioner():
     }
     for kwargs, message in [
         ({"devices": 0}, "devices: must be >= 1"),
-        ({"scheme": "zipf"}, "scheme: unknown partitioner 'zipf'; choose one of dirichlet, iid, shards"),
+        ({"scheme": "zipf"}, "scheme: unknown partitioner 'zipf'; choose one of by-group, dirichlet, iid, shards"),
         ({"alpha": 0.0}, "alpha: must be > 0"),
         ({"shared_fraction": 1.0}, r"shared_fraction: must be in \[0, 1\)"),
         ({"shared_classes": 0}, "shared_classes: must be >= 1"),
+        ({"devices": None}, "devices: must be set for scheme dirichlet"),
     ]:
         with pytest.raises(ValueError, match=message):
             PartitionConfig(**kwargs)

@@ -1,0 +1,105 @@
+"""Process kills on real Ray (``federation.chaos.kills``): device hosts killed mid-fit and at a checkpoint,
+two hosts in one round, the server node; every run finishes every round, the killed rounds record their
+retries and restarts, and because a retried host folds in its place with device state restored, a run
+with kills ends with exactly the weights of the same run without kills (FedAvg and FedDUM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.recipes.federated.host_pool import HostPool
+from orchestrator.run.checkpoint import latest_checkpoint
+from orchestrator.run.experiment import run_experiment
+from orchestrator.run.run_folder import RunFolder
+from tests.orchestrator.recipes.federated.test_feddu_ray import FEDDUM
+from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
+
+FEDAVG = {"federation.num_rounds": 3, "run.checkpoint_every": 2, "training.epochs": 1}
+
+
+def _run(data_root, out, kills=(), **overrides):
+    spec = tiny_spec(data_root, out, **overrides, **{"federation.chaos": {"kills": list(kills)}})
+    result = run_experiment(spec)
+    return result, RunFolder(result.run_dir).read_metrics(), latest_checkpoint(result.run_dir / "checkpoints")
+
+
+def _assert_same_weights(a, b):
+    assert a.round_num == b.round_num
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+
+
+@pytest.fixture(scope="module")
+def fedavg_baseline(ray_session, tiny_data_root, tmp_path_factory):
+    """The same FedAvg run without kills."""
+    return _run(tiny_data_root, tmp_path_factory.mktemp("baseline"), **FEDAVG)
+
+
+@pytest.mark.parametrize(
+    ("kills", "round_num", "retries", "restarts"),
+    [
+        pytest.param([{"round": 2, "host": 1, "phase": "fit", "after_devices": 2}], 2, 5, 1, id="host-mid-fit"),
+        # killed while the driver gathers round 2's checkpoint: restored from the round log, asked again;
+        # the restart shows in the next round's record
+        pytest.param([{"round": 2, "host": 0, "phase": "checkpoint"}], 3, 0, 1, id="host-at-checkpoint"),
+        pytest.param([{"round": 3, "host": 0, "phase": "fit", "after_devices": 0},
+                      {"round": 3, "host": 1, "phase": "fit", "after_devices": 4}], 3, 10, 2, id="two-in-one-round"),
+    ],
+)
+def test_killed_hosts_are_restored_and_their_devices_retried(
+    fedavg_baseline, tiny_data_root, tmp_path, kills, round_num, retries, restarts
+):
+    # Execute
+    _, records, ckpt = _run(tiny_data_root, tmp_path, kills, **FEDAVG)
+    # Assert: every round, every device; the killed round shows its retries and restarts
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert all(r["devices_ok"] == 10 and r["devices_failed"] == 0 for r in records)
+    killed = records[round_num - 1]
+    assert killed["device_retries"] == retries and killed["host_restarts"] == restarts
+    others = [r for r in records if r["round"] != round_num]
+    assert all(r["device_retries"] == 0 and r["host_restarts"] == 0 for r in others)
+    # Assert: the same weights and accuracy as without kills
+    _, base_records, base_ckpt = fedavg_baseline
+    _assert_same_weights(base_ckpt, ckpt)
+    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in base_records]
+
+
+FEDDUM_RUN = {**FEDDUM, "run.checkpoint_every": 3}  # checkpoints after rounds 3 and 4
+
+
+def test_feddum_device_momentum_survives_host_and_server_kills(ray_session, tiny_data_root, tmp_path, monkeypatch):
+    # Prepare: host 1 dies mid-fit in round 3, so its devices' momentum from rounds 1 and 2 must be
+    # rebuilt from the log (no checkpoint yet); the server node dies before round 2's server pass
+    kills = [{"round": 3, "host": 1, "phase": "fit", "after_devices": 1},
+             {"round": 2, "target": "server", "phase": "server_pass"}]
+    _, base_records, base = _run(tiny_data_root, tmp_path / "base", **FEDDUM_RUN)
+    # Execute
+    _, records, killed = _run(tiny_data_root, tmp_path / "kills", kills, **FEDDUM_RUN)
+    # Assert: all rounds; the retries and restarts are recorded in the killed rounds
+    assert [r["round"] for r in records] == [1, 2, 3, 4]
+    assert records[1]["server_restarts"] == 1 and records[2]["host_restarts"] == 1
+    assert records[2]["device_retries"] > 0
+    # Assert: identical weights, strategy state and device momentum buffers
+    _assert_same_weights(base, killed)
+    for key, value in base.extra["strategy"].items():
+        np.testing.assert_array_equal(value, killed.extra["strategy"][key])
+    trained = {d: v for d, v in base.extra["devices"].items() if "optimizer_state" in v}
+    assert trained
+    for device, state in trained.items():
+        for key, value in state["optimizer_state"].items():
+            np.testing.assert_array_equal(value, killed.extra["devices"][device]["optimizer_state"][key])
+    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in base_records]
+
+    # Execute: the same kills, but a restarted host gets its devices back empty (no restore)
+    def forgetful_sync(self, host_id, deadline):
+        self._stale.discard(host_id)
+        info = self.handle(host_id).info.remote()
+        import ray
+
+        self._note(host_id, ray.get(info))
+
+    monkeypatch.setattr(HostPool, "sync", forgetful_sync)
+    _, _, forgetful = _run(tiny_data_root, tmp_path / "forgetful", kills, **FEDDUM_RUN)
+    # Assert: losing the momentum buffers changes the result, so the restore above is what kept it
+    assert any(not np.array_equal(base.model[k], forgetful.model[k]) for k in base.model)
