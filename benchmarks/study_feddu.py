@@ -50,7 +50,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "FedAvg": {"name": "fedavg", "params": {}},
     "naive full pass": {"name": "feddu", "params": {"fixed_alpha": 1.0}},
     "FedDU": {"name": "feddu", "params": {}},
-    "FedDUM": {"name": "feddu", "params": {"feddum": True}},
+    "FedDUM": {"name": "feddum", "params": {}},
     # Supplementary, not one of the arms the study's targets compare: a larger C raises small alphas.
     "FedDU C=3": {"name": "feddu", "params": {"C": 3.0}},
 }

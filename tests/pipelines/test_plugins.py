@@ -270,7 +270,7 @@ def test_builtin_arch_resolves_to_its_spec() -> None:
 def test_strategy_by_name_entry_point_and_import_path(user_dir: Path, fake_entry_points) -> None:
     from orchestrator.recipes.federated.strategies import STRATEGIES, FedAvg, strategy_class
 
-    assert strategy_class("fedavg") is FedAvg and set(STRATEGIES) == {"fedavg", "fedavgm", "feddu"}
+    assert strategy_class("fedavg") is FedAvg and set(STRATEGIES) == {"fedavg", "fedavgm", "feddu", "feddum"}
     assert strategy_class(f"{USER_MODULE}:HalfStrategy").name == "half"
     fake_entry_points("fedtwin.strategies", "half", f"{USER_MODULE}:HalfStrategy")
     assert strategy_class("half").name == "half"

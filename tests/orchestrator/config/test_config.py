@@ -93,7 +93,7 @@ def test_cli_bad_set_option_exits_2():
     assert "federation.num_rounds: must be >= 1" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["quickstart", "fedavg", "feddu_short", "mutual", "incremental", "transfer"])
+@pytest.mark.parametrize("name", ["quickstart", "fedavg", "feddum", "feddu_short", "mutual", "incremental", "transfer"])
 def test_shipped_configs_load_with_only_their_recipe_sections(name):
     # Execute
     spec = ExperimentSpec.from_yaml(ROOT / "configs" / f"{name}.yaml")

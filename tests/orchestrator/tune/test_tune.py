@@ -33,7 +33,7 @@ def tiny_feddu(data_root: Path, tmp_path: Path) -> Path:
         },
         "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.003},
         "federation": {"num_rounds": 3, "devices_per_round": 10, "round_timeout_s": 120},
-        "strategy": {"name": "feddu", "params": {"feddum": True, "device_momentum": 0.0}},
+        "strategy": {"name": "feddum", "params": {"device_momentum": 0.0}},
         "resources": {"hosts": 1, "cpus_per_host": 0.5},
         "run": {"output_dir": str(tmp_path / "runs"), "checkpoint_every": 1},
     }

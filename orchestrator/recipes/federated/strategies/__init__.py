@@ -16,11 +16,12 @@ from orchestrator.recipes.federated.strategies.context import ServerAccess, Stra
 from orchestrator.recipes.federated.strategies.fedavg import FedAvg
 from orchestrator.recipes.federated.strategies.fedavgm import FedAvgM
 from orchestrator.recipes.federated.strategies.feddu import FedDU
+from orchestrator.recipes.federated.strategies.feddum import FedDUM
 from pipelines.plugins import PluginError, load_plugin
 
 STRATEGY_GROUP = "fedtwin.strategies"
 #: The built-in strategies (the ``builtins`` table of the ``fedtwin.strategies`` group).
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedAvgM, FedDU)}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedAvgM, FedDU, FedDUM)}
 
 __all__ = [
     "STRATEGIES",
@@ -29,6 +30,7 @@ __all__ = [
     "FedAvg",
     "FedAvgM",
     "FedDU",
+    "FedDUM",
     "ServerAccess",
     "Strategy",
     "StrategyContext",
@@ -44,7 +46,7 @@ def strategy_class(name: str, *, field: str = "strategy.name") -> type[Strategy]
     """The strategy class that ``strategy.name`` refers to.
 
     Args:
-        name: a built-in name (``fedavg``, ``fedavgm``, ``feddu``), an entry point of
+        name: a built-in name (``fedavg``, ``fedavgm``, ``feddu``, ``feddum``), an entry point of
             ``fedtwin.strategies`` or an import path ``"pkg.module:MyStrategy"``.
         field: the config key named in errors.
 

@@ -1,4 +1,4 @@
-"""FedDU (from FedDUAP, IJCAI 2022) and FedDUM (from FedDUMAP, TIST 2024): dynamic server update.
+"""FedDU (from FedDUAP, IJCAI 2022): dynamic server update on shared server data.
 
 After FedAvg has produced ``w_half`` the server measures how inaccurate ``w_half`` is on its shared
 data D0 and how non-IID this round's devices are compared with D0, and moves the model towards a
@@ -9,31 +9,24 @@ full server pass over D0 by a fraction ``alpha_t`` (FedDUAP's dynamic server upd
 
 ``D`` is the base-2 Jensen-Shannon divergence to the label distribution of all device data (or the
 uniform one), computed from the label histograms the selected devices *report*: the server sees
-weights and class counts, never device data. FedDUM (flag ``feddum``) adds server momentum on the
-global update and device momentum (:mod:`orchestrator.recipes.federated.strategies.feddum`). Docs: ``docs/feddu.md``.
+weights and class counts, never device data. FedDUM (server and device momentum) is its own strategy,
+:class:`orchestrator.recipes.federated.strategies.feddum.FedDUM`. Docs: ``docs/feddu.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from orchestrator.config.loader import ConfigError
 from orchestrator.recipes.federated.strategies.base import AggregatedFit
 from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
 from orchestrator.recipes.federated.strategies.fedavg import FedAvg, fedavg_update
-from orchestrator.recipes.federated.strategies.feddum import (
-    ema_momentum_step,
-    interpolate,
-    load_prefixed,
-    prefixed,
-    state_norm,
-)
+from orchestrator.recipes.federated.strategies.state_ops import interpolate
 from pipelines.data.heterogeneity import distribution, js_divergence
 from pipelines.federated.messages import FitTask
 from pipelines.model.settings import TrainSettings
@@ -47,7 +40,7 @@ RATIO_EPS = 1e-12
 
 @dataclass(frozen=True)
 class FedDUParams:
-    """Parameters of FedDU/FedDUM (``strategy.params``); defaults follow the FedDUAP/FedDUMAP reference code.
+    """Parameters of FedDU (``strategy.params``); defaults follow the FedDUAP reference code.
 
     Attributes:
         decay: per-round decay of the server's influence (README value 0.999; argparse default 0.99).
@@ -56,27 +49,16 @@ class FedDUParams:
             the papers give no bound).
         skip_below: no server pass when ``alpha_t <= skip_below`` (reference code: 1e-3).
         revert_factor: revert to ``w_half`` when the D0 loss after the update exceeds this multiple of
-            the loss before it (reference: 3); ``null`` disables the guard.
+            the loss before it, or is not finite (reference: 3); ``null`` disables the guard.
         server_epochs: E of the server pass; ``null`` = ``training.epochs``.
         server_batch_size: B of the server pass; ``null`` = ``training.batch_size``.
         server_lr: eta of the server pass; ``null`` = the round's device learning rate (with its decay).
         server_optimizer: ``sgd`` (the reference's plain SGD) or ``adam``; ``null`` = ``training.optimizer``.
         server_sgd_momentum: SGD momentum of the server pass (fresh buffer each pass); ``null`` = the
-            momentum the devices train with this round (``training.momentum``, or beta_d under FedDUM).
+            momentum the devices train with this round (``training.momentum``).
         js_reference: the distribution D measures against: ``global`` (all device data, P) or ``uniform``.
         fixed_alpha: use this alpha every round instead of the schedule; 1.0 is the naive "always a full
             server pass" baseline.
-        feddum: FedDUM: server momentum ``momentum`` on the global update plus device momentum.
-        momentum: beta_s, the server (global) momentum of FedDUM in EMA form (the Tune sweep's name).
-        momentum_init: ``delta`` starts the EMA at m_0 = Delta_0 (as the reference code does), so
-            the first round's update is applied 1/(1 - beta_s) times in total; ``zero`` starts it at
-            m_{-1} = 0, so every update is applied exactly once in total (spread over rounds).
-        device_momentum: beta_d, SGD momentum of local training under FedDUM (0 = no device momentum).
-            With ``training.optimizer: adam`` the device momentum is Adam's moment estimates, kept per
-            device (``local`` only).
-        device_momentum_init: where a device's momentum buffer starts each round: ``local`` (its own
-            buffer from the last round it trained, kept on its host and checkpointed) or ``global`` (the
-            averaged, server-interpolated buffer, as in the reference code's fsgdm path).
     """
 
     decay: float = 0.999
@@ -91,11 +73,6 @@ class FedDUParams:
     server_sgd_momentum: float | None = None
     js_reference: Literal["global", "uniform"] = "global"
     fixed_alpha: float | None = None
-    feddum: bool = False
-    momentum: float = 0.9
-    momentum_init: Literal["delta", "zero"] = "delta"
-    device_momentum: float = 0.9
-    device_momentum_init: Literal["local", "global"] = "local"
 
     def __post_init__(self) -> None:
         checks = [
@@ -110,8 +87,6 @@ class FedDUParams:
             (self.fixed_alpha is None or 0 <= self.fixed_alpha <= 1, "fixed_alpha", "must be in [0, 1] or null"),
             (self.server_sgd_momentum is None or 0 <= self.server_sgd_momentum < 1, "server_sgd_momentum",
              "must be in [0, 1) or null"),
-            (0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
-            (0 <= self.device_momentum < 1, "device_momentum", "must be in [0, 1)"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -152,22 +127,71 @@ def feddu_alpha(
     return float(min(max(alpha, 0.0), alpha_max))
 
 
+def should_revert(loss_after: float, loss_before: float, factor: float) -> bool:
+    """The revert guard: the D0 loss after an update is not finite or exceeds ``factor`` x the loss before.
+
+    A NaN or infinite loss always reverts (``NaN > x`` is false, so a plain comparison would keep it).
+    A non-finite loss *before* the update cannot bound anything: then only a non-finite after reverts.
+    """
+    if not math.isfinite(loss_after):
+        return True
+    return math.isfinite(loss_before) and loss_after > factor * loss_before
+
+
+@dataclass
+class ServerStep:
+    """FedDU's update of one round before its revert guard (what FedDUM puts its momentum on).
+
+    Attributes:
+        w_half: the FedAvg state w^{t-1/2}.
+        candidate: ``w_half + alpha (w_server - w_half)``; ``w_half`` itself when the pass was skipped.
+        alpha: alpha_t (schedule or ``fixed_alpha``).
+        skipped: no server pass ran (``alpha <= skip_below``).
+        loss_before: D0 loss of ``w_half`` (the guard's reference).
+        tau0: steps of one full server pass.
+        optimizer_state: the server pass's optimizer buffers (empty when skipped or without momentum).
+        metrics: the round's FedDU fields that do not depend on the guard.
+    """
+
+    w_half: ModelState
+    candidate: ModelState
+    alpha: float
+    skipped: bool
+    loss_before: float
+    tau0: int
+    optimizer_state: ModelState = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def finish(self, applied: float, reverted: bool) -> dict[str, float]:
+        """The round's metrics once the guard has decided (``applied``: the alpha that took effect)."""
+        return {**self.metrics, "alpha_applied": applied, "tau_eff": applied * self.tau0, "reverted": reverted}
+
+
 class FedDU(FedAvg):
-    """FedAvg followed by an adaptive, guarded step towards a server pass on D0 (optionally FedDUM)."""
+    """FedAvg followed by an adaptive, guarded step towards a server pass on D0."""
 
     name = "feddu"
     needs_server = True
     Params = FedDUParams  # type: ignore[assignment]
+
+    def __new__(cls, params: Any = None, *args: Any, **kwargs: Any) -> FedDU:
+        # Deprecated alias: `strategy.name: feddu` with `params.feddum: true` parses into FedDUM's params
+        # (see parse_params); building "FedDU" from those params builds a FedDUM.
+        from orchestrator.recipes.federated.strategies.feddum import FedDUM, FedDUMParams
+
+        if cls is FedDU and isinstance(params, FedDUMParams):
+            return super().__new__(FedDUM)
+        return super().__new__(cls)
 
     def __init__(
         self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None
     ) -> None:
         super().__init__(params, num_devices=num_devices, devices_per_round=devices_per_round, context=context)
         if context is None or context.global_label_histogram is None or context.server_label_histogram is None:
-            raise ValueError("FedDU needs a StrategyContext with the global and the server label histograms")
+            raise ValueError(f"{self.name} needs a StrategyContext with the global and the server label histograms")
         if context.num_server_examples == 0:
             raise ValueError(
-                "strategy feddu needs shared server data; set data.partition.shared_fraction > 0"
+                f"strategy {self.name} needs shared server data; set data.partition.shared_fraction > 0"
             )
         k = context.num_classes
         if params.js_reference == "global":
@@ -176,39 +200,39 @@ class FedDU(FedAvg):
             self.reference = np.full(k, 1.0 / k)
         self.n0 = context.num_server_examples
         self.js_server = float(js_divergence(distribution(np.asarray(context.server_label_histogram)), self.reference))
-        self.server_velocity: ModelState = {}  # FedDUM m_t (float64)
-        self.device_velocity: ModelState = {}  # FedDUM global device buffer v_t ("global" variant)
         self._round_settings: TrainSettings | None = None
 
+    @classmethod
+    def parse_params(cls, raw: Mapping[str, Any]) -> Any:
+        """Validate ``strategy.params``; the deprecated ``feddum: true`` gives FedDUM's params instead.
+
+        ``feddum`` was FedDUM's on/off flag on FedDU; FedDUM is now ``strategy.name: feddum``. The key
+        still works (with a ``FutureWarning``) and will be removed.
+        """
+        raw = dict(raw)
+        if cls is FedDU and "feddum" in raw:
+            from orchestrator.recipes.federated.strategies.feddum import FedDUM
+
+            flag = raw.pop("feddum")
+            warnings.warn(
+                "strategy.params.feddum is deprecated: use strategy.name: feddum (without the feddum key)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if flag:
+                return FedDUM.parse_params(raw)
+        return super().parse_params(raw)
+
     # ------------------------------------------------------------------ configure
-    @property
-    def _global_device_momentum(self) -> bool:
-        p = self.params
-        return bool(p.feddum and p.device_momentum > 0 and p.device_momentum_init == "global")
-
     def configure_fit(self, round_num: int, device_ids: Sequence[int], settings: TrainSettings) -> list[FitTask]:
-        """Add FedDUM device momentum; remember the round's device settings (the server pass's defaults)."""
-        p = self.params
-        if p.feddum and p.device_momentum > 0:
-            if settings.optimizer == "sgd":
-                settings = dataclasses.replace(settings, momentum=p.device_momentum)
-            elif p.device_momentum_init == "global":
-                raise ConfigError(
-                    "strategy.params.device_momentum_init: the global FedDUM variant averages SGD momentum "
-                    f"buffers but training.optimizer is {settings.optimizer!r}; use training.optimizer: sgd "
-                    "or device_momentum_init: local"
-                )
-            # With Adam, the device momentum is Adam's own moment estimates (beta_d does not apply):
-            # "local" keeps them on the device between its rounds, like SGD buffers.
-            settings = dataclasses.replace(settings, optimizer_start=p.device_momentum_init)
+        """Remember the round's ``training`` settings (the server pass's defaults); the devices train with
+        :meth:`device_settings` of them."""
         self._round_settings = settings
-        return super().configure_fit(round_num, device_ids, settings)
+        return super().configure_fit(round_num, device_ids, self.device_settings(settings))
 
-    def round_payload(self, round_num: int) -> dict[str, ModelState]:
-        """The global device momentum buffer, in the ``global`` variant of FedDUM."""
-        if self._global_device_momentum:
-            return {"optimizer_state": self.device_velocity}
-        return {}
+    def device_settings(self, settings: TrainSettings) -> TrainSettings:
+        """What the devices train with this round: the round's settings unchanged (FedDUM adds momentum)."""
+        return settings
 
     def server_settings(self) -> TrainSettings:
         """E, B, eta, optimizer and SGD momentum of this round's server pass: the params where set, else
@@ -236,7 +260,29 @@ class FedDU(FedAvg):
     def aggregate_fit(
         self, round_num: int, current: ModelState, fit: AggregatedFit
     ) -> tuple[ModelState, dict[str, float]]:
-        """FedAvg, then the dynamic server update with its skip and revert guards (then FedDUM momentum)."""
+        """FedAvg, then the dynamic server update with its skip and revert guards."""
+        step = self.server_step(round_num, current, fit)
+        if step.skipped:
+            return step.w_half, step.finish(0.0, False)
+        if self.check_revert(step.candidate, step.loss_before, step.metrics):
+            return step.w_half, step.finish(0.0, True)
+        return step.candidate, step.finish(step.alpha, False)
+
+    def server_step(
+        self,
+        round_num: int,
+        current: ModelState,
+        fit: AggregatedFit,
+        optimizer_state: Mapping[str, np.ndarray] | None = None,
+    ) -> ServerStep:
+        """FedAvg, alpha_t and (unless skipped) the server pass and the interpolation; no guard yet.
+
+        Args:
+            round_num: 1-based round.
+            current: w_{t-1}.
+            fit: the folded device results.
+            optimizer_state: buffers the server pass starts from (FedDUM's global device momentum).
+        """
         p = self.params
         server = self._server()
         w_half = fedavg_update(current, fit)
@@ -254,36 +300,21 @@ class FedDU(FedAvg):
             )
         settings = self.server_settings()
         tau0 = math.ceil(self.n0 / settings.batch_size) * settings.epochs
-        v_half = dict(fit.extra_means.get("optimizer_state", {})) if self._global_device_momentum else {}
-        new, v_new, applied = w_half, v_half, 0.0
         skipped = alpha <= p.skip_below
-        reverted = False
-        metrics: dict[str, float] = {}
+        candidate, buffers = w_half, {}
         if not skipped:
-            if v_half and settings.optimizer != "sgd":
-                raise ConfigError("strategy.params.server_optimizer: FedDUM's global device momentum needs sgd")
-            # The global FedDUM variant starts the pass from the averaged device buffer v^{t-1/2}.
-            result = server.server_pass(w_half, settings, round_num=round_num, optimizer_state=v_half or None)
+            result = server.server_pass(w_half, settings, round_num=round_num, optimizer_state=optimizer_state or None)
             candidate = interpolate(w_half, result.state, alpha)
-            if p.revert_factor is not None:
-                after = server.evaluate(candidate)
-                metrics["server_loss_after"] = float(after["loss"])
-                reverted = float(after["loss"]) > p.revert_factor * float(before["loss"])
-            if not reverted:
-                new, applied = candidate, alpha
-                if v_half:
-                    v_new = interpolate(v_half, result.optimizer_state, alpha)
+            buffers = dict(result.optimizer_state)
         m = max(len(fit.results), 1)
         device = self._round_settings
         epochs, batch_size = (device.epochs, device.batch_size) if device is not None else (1, 1)
         tau_avg_dev = n_selected * float(epochs) / (m * float(batch_size))
-        metrics.update({
+        metrics = {
             "acc_t": acc,
             "server_loss": float(before["loss"]),
             "alpha_t": alpha,
-            "alpha_applied": applied,
             "tau0": float(tau0),
-            "tau_eff": applied * tau0,
             "tau_avg_dev": tau_avg_dev,  # the reference code's average device step count ...
             "server_iter": alpha * tau_avg_dev,  # ... and the server step count it logs
             "js_selected": js_selected,
@@ -291,34 +322,32 @@ class FedDU(FedAvg):
             "n_selected": float(n_selected),
             "n0": float(self.n0),
             "skipped": skipped,
-            "reverted": reverted,
-        })
-        if p.feddum:
-            new = self._server_momentum(current, new)
-            metrics["server_momentum_norm"] = state_norm(self.server_velocity)
-            if self._global_device_momentum:
-                self.device_velocity = v_new
-                metrics["device_momentum_norm"] = state_norm(v_new)
-        return new, metrics
+        }
+        return ServerStep(w_half, candidate, alpha, skipped, float(before["loss"]), tau0, buffers, metrics)
+
+    def check_revert(self, state: ModelState, loss_before: float, metrics: dict[str, float]) -> bool:
+        """The revert guard on ``state`` (logs ``server_loss_after``); False when the guard is off."""
+        factor = self.params.revert_factor
+        if factor is None:
+            return False
+        after = float(self._server().evaluate(state)["loss"])
+        metrics["server_loss_after"] = after
+        return should_revert(after, loss_before, factor)
 
     def _server(self) -> ServerAccess:
         if self.context is None or self.context.server is None:
-            raise RuntimeError("FedDU has no server access; build it with StrategyContext(server=...)")
+            raise RuntimeError(f"{self.name} has no server access; build it with StrategyContext(server=...)")
         return self.context.server
-
-    def _server_momentum(self, current: ModelState, proposed: ModelState) -> ModelState:
-        """w <- w_old + m_t with m_t = beta_s m_{t-1} + (1 - beta_s) (proposed - w_old)."""
-        new, self.server_velocity = ema_momentum_step(
-            current, proposed, self.server_velocity, self.params.momentum, first=self.params.momentum_init
-        )
-        return new
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
-        """FedDUM's server momentum and (global variant) device momentum buffer."""
-        return {**prefixed("server_momentum", self.server_velocity), **prefixed("device_momentum", self.device_velocity)}
+        """FedDU keeps no state between rounds."""
+        return {}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.server_velocity = load_prefixed("server_momentum", state)
-        self.device_velocity = load_prefixed("device_momentum", state)
+        """Accept the (empty) state of :meth:`state_dict`; FedDUM momentum is not FedDU state."""
+        if state:
+            raise ValueError(
+                f"{self.name} keeps no state but the checkpoint holds {sorted(state)[:3]}...; a FedDUM "
+                "checkpoint needs strategy.name: feddum"
+            )

@@ -1,4 +1,4 @@
-"""FedDU / FedDUM strategy math against hand-computed values (no Ray, no model).
+"""FedDU strategy math against hand-computed values (no Ray, no model); FedDUM is in test_feddum.py.
 
 A fake server stands in for the server node: it scores states with a fixed accuracy and loss (or a
 callable) and its "server pass" returns a constant state, so every expected weight is arithmetic.
@@ -25,7 +25,7 @@ from pipelines.federated.messages import FitResult, ServerPassResult
 from pipelines.federated.aggregate import aggregate_results
 from orchestrator.config.loader import ConfigError
 from orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, StrategyContext
-from orchestrator.recipes.federated.strategies.feddu import feddu_alpha
+from orchestrator.recipes.federated.strategies.feddu import feddu_alpha, should_revert
 from pipelines.data.heterogeneity import js_divergence
 from pipelines.model.settings import TrainSettings
 from tests.fakes import make_state
@@ -37,11 +37,13 @@ TRAIN = TrainSettings(epochs=2, batch_size=8, lr=0.1, optimizer="sgd")
 
 
 class FakeServer:
-    """Scores every state with ``score(state) -> (accuracy, loss)``; the pass returns w=10, b=20."""
+    """Scores every state with ``score(state) -> (accuracy, loss)``; the pass returns w=10, b=20 (or
+    ``pass_state``) and the optimizer buffers ``buffer``."""
 
-    def __init__(self, accuracy=0.25, loss=1.0, score=None, buffer=None):
+    def __init__(self, accuracy=0.25, loss=1.0, score=None, buffer=None, pass_state=None):
         self.score = score or (lambda state: (accuracy, loss))
         self.buffer = buffer or {}
+        self.pass_state = pass_state
         self.evaluated = []
         self.passes = []
 
@@ -52,7 +54,8 @@ class FakeServer:
 
     def server_pass(self, state, settings, *, round_num, optimizer_state=None):
         self.passes.append({"settings": settings, "round_num": round_num, "optimizer_state": optimizer_state})
-        return ServerPassResult(make_state(10.0, 20.0), 6, 0.5, dict(self.buffer))
+        state = make_state(10.0, 20.0) if self.pass_state is None else dict(self.pass_state)
+        return ServerPassResult(state, 6, 0.5, dict(self.buffer))
 
 
 def make_feddu(server, server_hist=(10, 10, 0, 0), global_hist=(100, 100, 100, 100), **params):
@@ -177,6 +180,20 @@ def test_revert_when_d0_loss_more_than_triples():
     assert run_round(make_feddu(server, revert_factor=None), 1)[1]["reverted"] is False
 
 
+def test_a_non_finite_d0_loss_after_the_update_reverts():
+    # Prepare: the server pass returns NaN weights, whose D0 loss is NaN (NaN > 3 * 1.0 is False)
+    server = FakeServer(score=lambda s: (0.0, float(np.mean(s["w"])) if np.isnan(s["w"]).any() else 1.0),
+                        pass_state=make_state(np.nan, 0.0))
+    # Execute
+    new, metrics = run_round(make_feddu(server, fixed_alpha=0.5), 1, w=1.0)
+    # Assert: w_half is kept
+    np.testing.assert_array_equal(new["w"], np.ones((2, 3), dtype=np.float32))
+    assert metrics["reverted"] is True and np.isnan(metrics["server_loss_after"]) and metrics["alpha_applied"] == 0.0
+    # an infinite loss reverts too; a NaN loss *before* the update cannot bound a finite one after it
+    assert should_revert(float("inf"), 1.0, 3.0) and not should_revert(2.0, float("nan"), 3.0)
+    assert should_revert(float("nan"), float("nan"), 3.0)
+
+
 def test_iid_devices_and_iid_server_fall_back_to_size_ratio():
     # both divergences 0: ratio n0 / (n0 + n'_t) = 20 / 60; acc 0.4, round 1 -> 0.6 / 3
     server = FakeServer(accuracy=0.4)
@@ -205,99 +222,9 @@ def test_naive_full_server_pass_takes_the_server_state():
     assert metrics["alpha_t"] == 1.0 and metrics["tau_eff"] == 6.0
 
 
-def test_feddum_server_momentum_hand_sequence():
-    # beta_s 0.5, schedule skipped (acc 1), so each round proposes the FedAvg mean.
-    # r1: w 0 -> mean 1: Delta 1, m 1, w 1.  r2: 1 -> 3: Delta 2, m 0.5+1 = 1.5, w 2.5.
-    # r3: 2.5 -> 2.5: Delta 0, m 0.75, w 3.25.
-    server = FakeServer(accuracy=1.0)
-    strategy = make_feddu(server, feddum=True, momentum=0.5, device_momentum=0.0)
-    w, got = make_state(0.0, 0.0), []
-    for r, mean in enumerate((1.0, 3.0, None), start=1):
-        mean = float(w["w"][0, 0]) if mean is None else mean
-        strategy.configure_fit(r, [0], TRAIN)
-        fit = aggregate_results([FitResult(0, 4, np.array([1, 1, 1, 1]), {}, make_state(mean, mean))], w)
-        w, metrics = strategy.aggregate_fit(r, w, fit)
-        got.append(float(w["w"][0, 0]))
-    assert got == pytest.approx([1.0, 2.5, 3.25])
-    assert metrics["server_momentum_norm"] == pytest.approx(0.75 * np.sqrt(9))  # 9 float entries of 0.75
-
-
-def test_feddum_zero_initialised_momentum_applies_each_update_once_in_total():
-    # beta_s 0.5, m_{-1} = 0: r1 mean 1 from 0: m 0.5, w 0.5. r2 mean 0.5 (Delta 0): m 0.25, w 0.75.
-    # r3 Delta 0: m 0.125, w 0.875 -> the first update's total gain tends to 1 (not 1/(1-beta) = 2).
-    server = FakeServer(accuracy=1.0)
-    strategy = make_feddu(server, feddum=True, momentum=0.5, momentum_init="zero", device_momentum=0.0)
-    w, got = make_state(0.0, 0.0), []
-    for r, mean in enumerate((1.0, None, None), start=1):
-        mean = float(w["w"][0, 0]) if mean is None else mean
-        strategy.configure_fit(r, [0], TRAIN)
-        fit = aggregate_results([FitResult(0, 4, np.array([1, 1, 1, 1]), {}, make_state(mean, mean))], w)
-        w, _ = strategy.aggregate_fit(r, w, fit)
-        got.append(float(w["w"][0, 0]))
-    assert got == pytest.approx([0.5, 0.75, 0.875])
-
-
-def test_feddum_without_momenta_reduces_to_feddu():
-    # beta_s = 0 and beta_d = 0: m_t = Delta_t, so the global state is FedDU's (up to float32 rounding)
-    plain = make_feddu(FakeServer(accuracy=0.3), decay=0.9)
-    dum = make_feddu(FakeServer(accuracy=0.3), decay=0.9, feddum=True, momentum=0.0, device_momentum=0.0)
-    for r in (1, 2, 3):
-        a, _ = run_round(plain, r, w=float(r))
-        b, _ = run_round(dum, r, w=float(r))
-        for key in a:
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
-    assert dum.configure_fit(4, [0], TRAIN)[0].settings == TRAIN
-
-
-def test_feddum_local_device_momentum_is_configured_per_task():
-    strategy = make_feddu(FakeServer(), feddum=True, device_momentum=0.7)
-    tasks = strategy.configure_fit(1, [3, 4], TRAIN)
-    assert [t.settings for t in tasks] == [replace(TRAIN, momentum=0.7, optimizer_start="local")] * 2
-    assert TRAIN.momentum == 0.0 and TRAIN.optimizer_start == "fresh"  # the round's settings are not mutated
-    assert strategy.round_payload(1) == {}
-    # Adam: its moments are the device momentum, persisted locally; beta_d does not apply
-    adam = strategy.configure_fit(1, [3], replace(TRAIN, optimizer="adam"))
-    assert adam[0].settings.optimizer_start == "local" and adam[0].settings.momentum == 0.0
-    shared = make_feddu(FakeServer(), feddum=True, device_momentum_init="global")
-    with pytest.raises(ConfigError, match="training.optimizer"):
-        shared.configure_fit(1, [3], replace(TRAIN, optimizer="adam"))
-
-
-def test_feddum_global_device_momentum_is_averaged_and_interpolated():
-    # devices upload buffers 1 (30 ex.) and 3 (10 ex.) -> mean 1.5; server pass buffer 4; alpha 0.5
-    # -> v = 1.5 + 0.5 * (4 - 1.5) = 2.75, broadcast next round; the pass starts from v_half = 1.5
-    server = FakeServer(buffer={"momentum_buffer/w": np.full((2, 3), 4.0, dtype=np.float32)})
-    strategy = make_feddu(server, feddum=True, device_momentum=0.9, device_momentum_init="global", fixed_alpha=0.5)
-    assert strategy.round_payload(1) == {"optimizer_state": {}}
-    strategy.configure_fit(1, [0, 1], TRAIN)
-    current = make_state(0.0, 0.0)
-    results = [
-        FitResult(0, 30, np.array([30, 0, 0, 0]), {}, make_state(1.0, 1.0),
-                  {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 1.0, dtype=np.float32)}}),
-        FitResult(1, 10, np.array([0, 10, 0, 0]), {}, make_state(1.0, 1.0),
-                  {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 3.0, dtype=np.float32)}}),
-    ]
-    _, metrics = strategy.aggregate_fit(1, current, aggregate_results(results, current))
-    np.testing.assert_allclose(server.passes[0]["optimizer_state"]["momentum_buffer/w"], 1.5)
-    assert server.passes[0]["settings"].momentum == 0.9
-    np.testing.assert_allclose(strategy.round_payload(2)["optimizer_state"]["momentum_buffer/w"], 2.75)
-    assert metrics["device_momentum_norm"] == pytest.approx(2.75 * np.sqrt(6))
-
-
-def test_feddum_state_round_trip_restores_both_momenta():
-    server = FakeServer(buffer={"momentum_buffer/w": np.full((2, 3), 4.0, dtype=np.float32)})
-    params = dict(feddum=True, device_momentum_init="global", fixed_alpha=0.5)
-    a = make_feddu(server, **params)
-    run_round(a, 1, extras={"optimizer_state": {"momentum_buffer/w": np.ones((2, 3), dtype=np.float32)}})
-    b = make_feddu(server, **params)
-    b.load_state_dict(a.state_dict())
-    assert set(a.state_dict()) == {"server_momentum/w", "server_momentum/b", "device_momentum/momentum_buffer/w"}
-    for key, value in a.state_dict().items():
-        np.testing.assert_array_equal(b.state_dict()[key], value)
-
-
 def test_feddu_needs_server_data_and_is_registered():
     assert STRATEGIES["feddu"] is FedDU and FedDU.needs_server
+    assert "momentum" not in FedDU.parse_params({}).__dataclass_fields__  # FedDUM's keys are FedDUM's
     with pytest.raises(ValueError, match="shared_fraction"):
         make_feddu(FakeServer(), server_hist=(0, 0, 0, 0))
     with pytest.raises(ConfigError, match=r"strategy.params.decay"):

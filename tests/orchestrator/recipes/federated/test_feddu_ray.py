@@ -19,7 +19,9 @@ FEDDUM = {
     "data.partition": {"devices": 10, "scheme": "shards", "labels_per_device": 2, "seed": 0,
                        "shared_fraction": 0.1, "shared_classes": 5},
     "training": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05},
-    "strategy": {"name": "feddu", "params": {"feddum": True, "decay": 0.99}},
+    # device buffers kept on the hosts between a device's rounds (not the default), so that resume and
+    # host restarts have device state to restore
+    "strategy": {"name": "feddum", "params": {"decay": 0.99, "device_momentum_init": "local"}},
     "federation.num_rounds": 4,
     "federation.devices_per_round": 6,
     "run.checkpoint_every": 2,
