@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from orchestrator.config.loader import ConfigError
 from orchestrator.recipes.federated.strategies.base import AggregatedFit
 from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
 from orchestrator.recipes.federated.strategies.fedavg import FedAvg, fedavg_update
@@ -174,15 +175,6 @@ class FedDU(FedAvg):
     needs_server = True
     Params = FedDUParams  # type: ignore[assignment]
 
-    def __new__(cls, params: Any = None, *args: Any, **kwargs: Any) -> FedDU:
-        # Deprecated alias: `strategy.name: feddu` with `params.feddum: true` parses into FedDUM's params
-        # (see parse_params); building "FedDU" from those params builds a FedDUM.
-        from orchestrator.recipes.federated.strategies.feddum import FedDUM, FedDUMParams
-
-        if cls is FedDU and isinstance(params, FedDUMParams):
-            return super().__new__(FedDUM)
-        return super().__new__(cls)
-
     def __init__(
         self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None
     ) -> None:
@@ -204,23 +196,16 @@ class FedDU(FedAvg):
 
     @classmethod
     def parse_params(cls, raw: Mapping[str, Any]) -> Any:
-        """Validate ``strategy.params``; the deprecated ``feddum: true`` gives FedDUM's params instead.
-
-        ``feddum`` was FedDUM's on/off flag on FedDU; FedDUM is now ``strategy.name: feddum``. The key
-        still works (with a ``FutureWarning``) and will be removed.
-        """
+        """Validate ``strategy.params``. ``feddum`` was FedDUM's on/off flag here in fedtwin 0.1; FedDUM is
+        its own strategy now (``strategy.name: feddum``), so ``feddum: true`` is an error saying so and
+        ``feddum: false`` (what it always meant) is dropped with a warning."""
         raw = dict(raw)
         if cls is FedDU and "feddum" in raw:
-            from orchestrator.recipes.federated.strategies.feddum import FedDUM
-
-            flag = raw.pop("feddum")
-            warnings.warn(
-                "strategy.params.feddum is deprecated: use strategy.name: feddum (without the feddum key)",
-                FutureWarning,
-                stacklevel=2,
-            )
-            if flag:
-                return FedDUM.parse_params(raw)
+            if raw.pop("feddum"):
+                raise ConfigError("strategy.params.feddum: FedDUM is its own strategy now; set strategy.name: "
+                                  "feddum and drop the feddum key")
+            warnings.warn("strategy.params.feddum: false is the default and will be rejected; drop the key",
+                          FutureWarning, stacklevel=2)
         return super().parse_params(raw)
 
     # ------------------------------------------------------------------ configure

@@ -1,6 +1,6 @@
 """FedDUM strategy math against hand-computed values (no Ray, no model): server momentum in its three
 first-round forms, the guard on the final (after-momentum) update, device and server-pass settings,
-the global device buffer, checkpoint state and the deprecated ``feddu`` + ``feddum: true`` alias.
+the global device buffer, checkpoint state and the old ``feddu`` + ``feddum: true`` flag (now an error naming the new strategy).
 
 Uses the fake server and the two-device setting of ``test_feddu.py``; ``FakeServer(accuracy=1.0)``
 makes alpha 0, so the server pass is skipped and FedDU proposes the FedAvg mean.
@@ -234,14 +234,10 @@ def test_state_round_trip_restores_both_momenta_and_the_update_count():
         np.testing.assert_array_equal(_two_devices_with_buffers(b, 2)[0][key], x[key])
 
 
-def test_registered_and_the_old_flag_is_a_deprecated_alias():
+def test_registered_and_the_old_flag_says_how_to_switch():
     assert STRATEGIES["feddum"] is FedDUM and strategy_class("feddum") is FedDUM and FedDUM.needs_server
-    context = StrategyContext(4, np.array((100,) * 4), np.array((10, 10, 0, 0)), FakeServer())
-    with pytest.warns(FutureWarning, match="strategy.name: feddum"):
-        params = FedDU.parse_params({"feddum": True, "momentum": 0.5})
-    strategy = FedDU(params, num_devices=10, devices_per_round=2, context=context)
-    assert type(strategy) is FedDUM and strategy.params.momentum == 0.5
-    assert strategy.describe()["name"] == "feddum"
+    with pytest.raises(ConfigError, match="set strategy.name: feddum"):
+        FedDU.parse_params({"feddum": True, "momentum": 0.5})
     with pytest.warns(FutureWarning):
         assert type(FedDU.parse_params({"feddum": False})).__name__ == "FedDUParams"
     with warnings.catch_warnings():
