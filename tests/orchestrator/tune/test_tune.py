@@ -88,7 +88,7 @@ def test_asha_sweep_over_decay_c_momentum_writes_the_summary(ray_session, tiny_d
     assert len(csv_lines) == 3
     # the best config is a runnable experiment carrying the best trial's values
     best = ExperimentSpec.from_yaml(result.path / "best.yaml")
-    assert best.strategy.name == "feddu" and best.name == "feddu-asha-best"
+    assert best.strategy.name == "feddum" and best.name == "feddu-asha-best"
     assert best.strategy.params["decay"] == rows[0].params["strategy.params.decay"]
     assert best.strategy.params["C"] == rows[0].params["strategy.params.C"]
     # a trial that ran all rounds finished its own run folder (Tune's trial folder holds it)
