@@ -8,7 +8,7 @@ Ray: the options are plain dicts.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -21,6 +21,7 @@ def actor_options(
     name: str | None = None,
     scheduling_strategy: Any = None,
     plugin_paths: Sequence[str] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Keyword options for ``ActorClass.options(...)``.
 
@@ -36,6 +37,8 @@ def actor_options(
         scheduling_strategy: e.g. a Tune trial's placement group strategy, or ``None``.
         plugin_paths: folders holding user plugin modules (``plugins.paths``); they are put first on
             the actor's ``PYTHONPATH`` (before the driver's own) so plugins import inside the worker.
+        resources: custom Ray resources the actor also reserves (e.g. ``{"edge": 1}`` to pin it to the
+            nodes that advertise ``edge``).
     """
     options: dict[str, Any] = {
         "num_cpus": num_cpus,
@@ -43,6 +46,8 @@ def actor_options(
         "max_restarts": max_restarts,
         "max_task_retries": max_task_retries,
     }
+    if resources:
+        options["resources"] = {str(k): float(v) for k, v in resources.items()}
     if name is not None:
         options["name"] = name
     if scheduling_strategy is not None:

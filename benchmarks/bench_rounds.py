@@ -2,7 +2,8 @@
 
 Both sides run the same rounds of the same experiment: the same sampled devices, the same local
 training (``pipelines.model.training.local_train`` with the same per-device seeds), the same FedAvg mean and
-the same test-set evaluation. The compute-limit side keeps every shard in memory, trains the devices
+the same test-set evaluations (on the rounds fedtwin evaluates: every ``federation.eval_every`` rounds and
+the last). ``benchmarks/bench_throughput.py`` measures devices per second against a per-core limit. The compute-limit side keeps every shard in memory, trains the devices
 one after another in this process with ``torch.set_num_threads(<cores>)`` and pays no Ray, no
 serialisation and no shard I/O. Medians are over rounds 2..N (round 1 includes actor start-up and
 first shard reads).
@@ -56,8 +57,9 @@ def compute_limit_rounds(spec: ExperimentSpec, threads: int) -> list[float]:
             states.append(state_from_model(model))
             sizes.append(len(shards[d]))
         state = weighted_average(states, sizes)
-        load_state(model, state)
-        evaluate(model, test, batch_size=256)
+        if round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds:
+            load_state(model, state)
+            evaluate(model, test, batch_size=256)
         times.append(time.perf_counter() - started)
     return times
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Ray prints a lot on start-up; tests read their own output, not Ray's.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Device hosts keep their devices' rows in a per-node cache; tests use a throw-away one (Ray workers
+# started by the tests inherit it), never the user's ~/.cache/fedtwin.
+if "FEDTWIN_CACHE_DIR" not in os.environ:
+    os.environ["FEDTWIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedtwin-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FEDTWIN_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,15 @@
 """Device hosts: one process serving many virtual edge devices.
 
-A device is a small object (its shard path and its local state). A host owns the devices
+A device is a small object (its id, size and local state). A host owns the devices
 :func:`pipelines.federated.hosts.devices_of` gives it (sticky, so device state such as momentum buffers
-stays put), opens shards lazily through a bounded LRU cache, trains its selected devices one after
-another and returns one pre-summed ``HostFitResult``. Raw clips never leave this process: results carry weights, counts,
+stays put), reads their rows from its :class:`~pipelines.data.device_store.DeviceStore` (one
+memory-mapped file of exactly its devices, built on first use and reused by later runs on the node),
+trains its selected devices one after another and returns one pre-summed ``HostFitResult``.
+
+Per device, a host pays for the training and little else: the model, its optimizer and one torch
+generator are reused (reset per device, not rebuilt; same results bit for bit), weights are copied in
+and summed out through numpy views of the parameters (the partial sum grows in place, no per-device
+copy), and label histograms come from the manifest. Raw clips never leave this process: results carry weights, counts,
 label histograms and scalar metrics only.
 
 Restarts. A host process can die (OOM, a lost node, a drill's SIGKILL); Ray restarts it by running the
@@ -27,16 +33,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
 from actors.trainer_base import TorchActor
-from pipelines.core.seeding import torch_generator
+from pipelines.core.errors import FedtwinError
+from pipelines.core.seeding import reseed
 from pipelines.data.clips import ClipArrays
-from pipelines.data.heterogeneity import label_histogram
+from pipelines.data.device_store import DeviceStore, cache_dir, cache_max_bytes
 from pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
 from pipelines.federated.hosts import devices_of
 from pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
 from pipelines.model.networks import ModelConfig
-from pipelines.model.state import ModelState, load_state, state_from_model
-from pipelines.model.training import local_train
+from pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
+from pipelines.model.training import TrainWorkspace, local_train
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +68,9 @@ class HostSettings:
     seed: int
     model: ModelConfig
     torch_threads: int = 1
-    shard_cache_size: int = 64
+    shard_cache_size: int = 64  # decoded shards kept when the device store is off
+    cache_dir: str | None = None  # device store folder (None: $FEDTWIN_CACHE_DIR or ~/.cache/fedtwin)
+    cache_max_gb: float | None = None  # device store bound (None: $FEDTWIN_CACHE_MAX_GB or 20; 0: off)
     fail_devices: tuple[int, ...] = ()
     hang_devices: tuple[int, ...] = ()
     hang_s: float = 3600.0
@@ -87,17 +99,49 @@ class DeviceHost(TorchActor):
             for d in devices_of(host_id, num_hosts, self.manifest.num_devices)
         }
         self.model = self.new_model(settings.model, settings.seed)
-        self._cache: OrderedDict[int, ClipArrays] = OrderedDict()
+        self._workspace = TrainWorkspace()
+        self._generator = torch.Generator()
+        # numpy views of the model's tensors (CPU): weights go in and partial sums come out without copies.
+        self._views = (
+            {k: v.numpy() for k, v in self.model.state_dict().items()} if self.device == "cpu" else None
+        )
+        self._store: DeviceStore | None = None
+        self._store_error: str | None = None
+        self._cache: OrderedDict[int, ClipArrays] = OrderedDict()  # only when the store is off
+        self._shard_reads = 0
         # A new token per process start (Ray reruns this constructor on restart): see the module docstring.
         self.incarnation = uuid.uuid4().hex
 
     # ------------------------------------------------------------------ data
-    def shard(self, device_id: int) -> ClipArrays:
-        """The device's clips, from the LRU cache or disk."""
+    def store(self) -> DeviceStore | None:
+        """This host's device store, opened (or built) on first use; None when the store is off.
+
+        A store that cannot be built (a device file missing or not matching the manifest) is not tried
+        again by this process: the host reads each device's rows directly, so only the devices of the
+        bad file fail, each with its own one-line error.
+        """
+        if self._store is None and self._store_error is None and cache_max_bytes(self.settings.cache_max_gb) > 0:
+            try:
+                self._store = DeviceStore(
+                    self.manifest, sorted(self.devices), cache_dir(self.settings.cache_dir),
+                    cache_max_bytes(self.settings.cache_max_gb),
+                )
+            except (FedtwinError, OSError) as err:  # a bad file, an unreachable store, a full disk
+                self._store_error = f"{type(err).__name__}: {err}"
+                logger.warning("host %d: no device store (%s); reading devices one by one", self.host_id, err)
+        return self._store
+
+    def shard(self, device_id: int) -> ClipArrays | tuple[np.ndarray, np.ndarray]:
+        """The device's clips: ``(clips, labels)`` views from the store, or ``ClipArrays`` read from the
+        partition (LRU of ``shard_cache_size``) when the store is off."""
+        store = self.store()
+        if store is not None:
+            return store.arrays(device_id)
         if device_id in self._cache:
             self._cache.move_to_end(device_id)
             return self._cache[device_id]
         data = load_device_shard(self.manifest, device_id)
+        self._shard_reads += 1
         self._cache[device_id] = data
         while len(self._cache) > self.settings.shard_cache_size:
             self._cache.popitem(last=False)
@@ -125,22 +169,25 @@ class DeviceHost(TorchActor):
         Raises:
             StaleHostError: ``incarnation`` is not this process's (the host restarted and lost device state).
         """
+        started = time.time()
         self._check_incarnation(incarnation)
         results: list[FitResult] = []
         failures: list[DeviceFailure] = []
+        fold = _HostSum()
         for i, task in enumerate(tasks):
             if exit_after is not None and i == exit_after:
                 self._die(f"after {i} of {len(tasks)} devices of round {task.round_num}")
             try:
                 self._device(task.device_id)
                 self._maybe_inject_fault(task)
-                results.append(self._train_device(state, task, payload or {}))
+                results.append(self._train_device(state, task, payload or {}, fold))
             except Exception as err:  # one bad device must not take the host's other devices down
                 logger.warning("device %d failed in round %d: %s", task.device_id, task.round_num, err)
                 failures.append(DeviceFailure(task.device_id, task.round_num, f"{type(err).__name__}: {err}"))
         if exit_after is not None and exit_after >= len(tasks):
             self._die(f"after all {len(tasks)} devices, before answering")
-        return HostFitResult.from_devices(self.host_id, results, failures)
+        return HostFitResult(self.host_id, tuple(results), tuple(failures), fold.partial, fold.total, fold.extras,
+                             started=started, finished=time.time())
 
     def replay(
         self, state: ModelState, tasks: Sequence[FitTask], payload: Mapping[str, ModelState] | None = None
@@ -168,11 +215,13 @@ class DeviceHost(TorchActor):
             raise KeyError(f"device {device_id} is not served by host {self.host_id}/{self.num_hosts}")
         return device
 
-    def _train_device(self, state: ModelState, task: FitTask, payload: Mapping[str, ModelState]) -> FitResult:
+    def _train_device(
+        self, state: ModelState, task: FitTask, payload: Mapping[str, ModelState], fold: _HostSum | None = None
+    ) -> FitResult:
         device = self._device(task.device_id)
         started = time.perf_counter()
         data = self.shard(task.device_id)
-        load_state(self.model, state)
+        self._load(state)
         settings = task.settings
         start_mode = settings.optimizer_start
         # Where the optimizer's buffers start: "fresh" each round, "local" = this device's own buffers
@@ -184,9 +233,10 @@ class DeviceHost(TorchActor):
             "global": payload.get("optimizer_state"),
         }[start_mode]
         # One stream per (run, round, device): training is reproducible whatever host runs the device.
-        generator = torch_generator(self.settings.seed, task.round_num, task.device_id)
+        generator = reseed(self._generator, self.settings.seed, task.round_num, task.device_id)
         train = local_train(
-            self.model, data, settings, optimizer_state=start_state, generator=generator, device=self.device
+            self.model, data, settings, optimizer_state=start_state, generator=generator, device=self.device,
+            workspace=self._workspace, return_optimizer_state=start_mode != "fresh",
         )
         # Only the global variant needs the buffers back (pre-summed by the host, never per device).
         extras = {"optimizer_state": train.optimizer_state} if start_mode == "global" else {}
@@ -195,14 +245,29 @@ class DeviceHost(TorchActor):
             "steps": float(train.steps),
             "fit_seconds": time.perf_counter() - started,
         }
-        hist = label_histogram(data.labels, self.num_classes)
-        result = FitResult(task.device_id, len(data), hist, metrics, state_from_model(self.model), extras)
+        num_examples = int(self.manifest.num_examples[task.device_id])
+        hist = self.manifest.label_histograms[task.device_id].copy()
+        result = FitResult(task.device_id, num_examples, hist, metrics)
+        if fold is not None:
+            fold.add(self._weights(), num_examples, extras)
         # The device's state moves last: a device that raised above keeps the state it had, which is
         # what the driver's copy (checkpoint + replayed successful rounds) assumes.
         if start_mode == "local":
             device.local_state["optimizer_state"] = train.optimizer_state
         device.rounds_trained += 1
         return result
+
+    def _load(self, state: ModelState) -> None:
+        """Copy the round's weights into the model (straight into the parameters' memory on the CPU)."""
+        if self._views is None or state.keys() != self._views.keys():
+            load_state(self.model, state)  # also names missing or unexpected keys
+            return
+        for key, view in self._views.items():
+            np.copyto(view, state[key])
+
+    def _weights(self) -> ModelState:
+        """The model's weights: views of its memory on the CPU (read before the next device trains)."""
+        return self._views if self._views is not None else state_from_model(self.model)
 
     def _die(self, when: str) -> None:
         """A drill's kill: no clean-up, no answer, exactly like an OOM kill or a lost node."""
@@ -251,7 +316,13 @@ class DeviceHost(TorchActor):
         return self.incarnation
 
     def info(self) -> dict[str, Any]:
-        """Who and where this host is (used by tests and the progress banner)."""
+        """Who and where this host is, and what it read (tests, the progress banner, benchmarks).
+
+        ``source_reads`` lists the partition files this process opened to build its device store (empty
+        when it reused an entry: ``cache_hits`` is then 1); ``store`` describes the entry (None until the
+        first device trained, or when the store is off, in which case ``shard_reads`` counts row-group reads).
+        """
+        store = self._store.info() if self._store is not None else None
         return {
             "host_id": self.host_id,
             "pid": os.getpid(),
@@ -260,8 +331,43 @@ class DeviceHost(TorchActor):
             "devices": len(self.devices),
             "torch_device": self.device,
             "cached_shards": len(self._cache),
+            "store": store,
+            "store_error": self._store_error,
+            "source_reads": store["source_reads"] if store else [],
+            "cache_hits": int(bool(store and store["cache_hit"])),
+            "shard_reads": self._shard_reads,
+            "peak_rss_mb": _peak_rss_mb(),
         }
 
     def ping(self) -> int:
         """Liveness probe: returns the host id."""
         return self.host_id
+
+
+class _HostSum:
+    """A host's round partial sum ``sum_k n_k w_k`` (float64), grown in place device by device.
+
+    The same arithmetic, in the same order, as ``HostFitResult.from_devices`` over per-device copies.
+    """
+
+    def __init__(self) -> None:
+        self.partial: ModelState | None = None
+        self.extras: dict[str, ModelState] = {}
+        self.total = 0
+
+    def add(self, weights: Mapping[str, np.ndarray], num_examples: int, extras: Mapping[str, ModelState]) -> None:
+        if self.partial is None:
+            self.partial = zeros_like(weights)
+        add_scaled(self.partial, weights, float(num_examples))
+        for name, extra in extras.items():
+            if name not in self.extras:
+                self.extras[name] = zeros_like(extra)
+            add_scaled(self.extras[name], extra, float(num_examples))
+        self.total += num_examples
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux ``ru_maxrss`` is in KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -4,6 +4,10 @@ sheet, partition a dataset over devices.
 The main CLI calls :func:`add_data_commands` on its subparsers and runs ``args.func(args)``; user
 errors are raised as ``FedtwinError`` (``DatasetError``), which the main CLI turns into one stderr
 line and exit code 2.
+
+Every IN/OUT/DIR may be a local folder or a URI (``s3://bucket/prefix``, ``gs://``, ``file://``): an
+output on object storage is written locally and uploaded with its ``manifest.json`` last, an input on
+object storage that the partitioner reads whole is downloaded first.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core import storage
+from pipelines.core.atomic_write import check_remote_output, staged_input, staged_output
 from pipelines.core.errors import DatasetError
 from pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
 from pipelines.data.partition import PARTITIONERS, PartitionConfig, partition_dataset
+from pipelines.data.partition_manifest import record_source
 
 
 def add_data_commands(subparsers: Any) -> None:
@@ -138,10 +145,13 @@ def _make_moving_digits(args: argparse.Namespace) -> int:
         shift=shift,
     )
     start = time.perf_counter()
-    manifest = make_moving_digits_dataset(args.out, cfg, args.seed, overwrite=args.overwrite)
+    _check_out(args.out, args.overwrite)
+    with staged_output(args.out, args.overwrite, what="OUT") as local:
+        manifest = make_moving_digits_dataset(local, cfg, args.seed, overwrite=args.overwrite)
     counts = ", ".join(f"{name} {s.num_examples}" for name, s in manifest.splits.items())
+    out = args.out if storage.is_remote(args.out) else manifest.directory
     print(
-        f"wrote {manifest.directory}: {counts} clips of {list(manifest.clip_shape)} (T, C, H, W), "
+        f"wrote {out}: {counts} clips of {list(manifest.clip_shape)} (T, C, H, W), "
         f"{manifest.num_classes} classes, in {time.perf_counter() - start:.1f}s"
     )
     return 0
@@ -161,12 +171,23 @@ def _partition(args: argparse.Namespace) -> int:
         devices_per_file=args.devices_per_file,
     )
     start = time.perf_counter()
-    m = partition_dataset(args.in_dir, args.out, cfg, overwrite=args.overwrite)
+    storage.check_location(args.in_dir, "IN")
+    _check_out(args.out, args.overwrite)
+    with staged_input(args.in_dir) as in_dir, staged_output(args.out, args.overwrite, what="OUT") as local:
+        m = partition_dataset(in_dir, local, cfg, overwrite=args.overwrite)
+        if storage.is_remote(args.in_dir):
+            record_source(local, args.in_dir)
+        plot = None
+        if not args.no_plot:
+            from pipelines.data.partition_plot import plot_partition  # matplotlib only when drawing
+
+            plot = plot_partition(m, local / "plots" / "partition.png")
+    where = str(args.out) if storage.is_remote(args.out) else str(m.directory)
     elapsed = time.perf_counter() - start
     params = ", ".join(f"{k}={v}" for k, v in m.params.items())
     sizes = m.num_examples
     print(
-        f"wrote {m.directory}: {m.num_devices} devices ({m.scheme}{' ' + params if params else ''}, seed {m.seed}) "
+        f"wrote {where}: {m.num_devices} devices ({m.scheme}{' ' + params if params else ''}, seed {m.seed}) "
         f"in {elapsed:.1f}s"
     )
     print(
@@ -179,11 +200,16 @@ def _partition(args: argparse.Namespace) -> int:
     print(f"  shared: {m.shared.num_examples} examples{classes}{shared_js}; test: {m.test.num_examples} examples")
     if m.device_groups is not None:
         print(f"  groups: {', '.join(f'{d}={g}' for d, g in enumerate(m.device_groups))}")
-    if not args.no_plot:
-        from pipelines.data.partition_plot import plot_partition  # matplotlib only when drawing
-
-        print(f"  plot: {plot_partition(m, m.directory / 'plots' / 'partition.png')}")
+    if plot is not None:
+        print(f"  plot: {storage.join(where, 'plots', 'partition.png')}")
     return 0
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    """OUT as a URI: a known scheme, an existing bucket we may write to, and empty unless --overwrite."""
+    storage.check_scheme(out, "OUT")
+    if storage.is_remote(out):
+        check_remote_output(out, overwrite, "OUT")
 
 
 def _add_import_videos(data_sub: Any) -> None:
@@ -307,24 +333,27 @@ def _import_videos(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     require_av()
+    _check_out(args.out, args.overwrite)
     if args.index:
         sources, where = read_index(args.index, base=args.src), args.index
     elif args.src:
         sources, where = discover_folders(args.src), args.src
     else:
         raise DatasetError("import-videos: give SRC (a folder of class folders) or --index FILE")
-    result = import_videos(
-        sources, args.out, cfg, source=str(where), overwrite=args.overwrite, progress=_ImportProgress(args.quiet)
-    )
+    with staged_output(args.out, args.overwrite, what="OUT") as local:
+        result = import_videos(
+            sources, local, cfg, source=str(where), overwrite=args.overwrite, progress=_ImportProgress(args.quiet)
+        )
     m = result.manifest
+    out = args.out if storage.is_remote(args.out) else m.directory
     counts = ", ".join(f"{name} {s.num_examples}" for name, s in m.splits.items())
     print(
-        f"wrote {m.directory}: {counts} clips of {list(m.clip_shape)} (T, C, H, W), {m.num_classes} classes, "
+        f"wrote {out}: {counts} clips of {list(m.clip_shape)} (T, C, H, W), {m.num_classes} classes, "
         f"from {result.imported} of {result.videos} videos ({len(result.skipped)} skipped, {result.padded} padded) "
         f"in {result.seconds:.1f}s"
     )
     if result.skipped:
-        print(f"  skipped videos and their reasons: {m.directory}/manifest.json, info.skipped")
+        print(f"  skipped videos and their reasons: {storage.join(str(out), 'manifest.json')}, info.skipped")
     return 0
 
 
@@ -333,7 +362,13 @@ def _show(args: argparse.Namespace) -> int:
 
     from pipelines.data.contact_sheet import write_contact_sheet
 
-    out = args.out or str(Path(args.dataset) / f"contact_sheet_{args.split}.png")
+    storage.check_location(args.dataset, "DIR")
+    if args.out:
+        out = args.out
+    elif storage.is_remote(args.dataset):  # a picture of a bucket's dataset lands in this folder
+        out = f"contact_sheet_{storage.name_of(args.dataset)}_{args.split}.png"
+    else:
+        out = str(Path(args.dataset) / f"contact_sheet_{args.split}.png")
     sheet = write_contact_sheet(args.dataset, out, split=args.split, per_class=args.per_class)
     shown = sum(sheet.clips_per_class)
     print(f"wrote {sheet.path}: {shown} clips of {len(sheet.clips_per_class)} classes, {sheet.width}x{sheet.height} px")

@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dotted overrides, e.g. --set strategy.params.C=2 training.lr=0.01 (repeatable; "
                           "values are YAML)")
     run.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else embedded local Ray)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
-    run.add_argument("--output", metavar="DIR", help="parent folder for the run folder (run.output_dir)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a run from its newest checkpoint (a folder, or a URI such as s3://bucket/runs/x)")
+    run.add_argument("--output", metavar="DIR",
+                     help="parent folder for the run folder (run.output_dir; a path or s3://, gs://, file:// URI)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.add_argument("--print-config", action="store_true",
                      help="print the resolved spec (bases, overrides and defaults applied) as YAML and exit")
@@ -75,14 +77,15 @@ def _resolve_spec(args: argparse.Namespace) -> ExperimentSpec:
     """The spec of ``fedtwin run``: from CONFIG, or from the run folder's ``spec.yaml`` with --resume."""
     from orchestrator.config.files import read_mapping
     from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.run.run_folder import RunFolder
+    from orchestrator.run.run_folder import spec_to_resume
+    from pipelines.core import storage
 
     overrides = _overrides(args.overrides)
     if args.output:
+        storage.check_scheme(args.output, "--output")
         overrides["run.output_dir"] = args.output
     if args.resume:
-        folder = RunFolder.open_existing(args.resume)
-        spec_file = folder.path / "spec.yaml"
+        spec_file = spec_to_resume(args.resume)
         data = read_mapping(spec_file, what="run spec")
         try:
             return ExperimentSpec.from_stored(data).with_overrides(overrides)

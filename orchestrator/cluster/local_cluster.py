@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ MAX_ROOT_LEN = 40
 _PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
                "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
                "runtime-env-agent-port")
+#: The ports a worker node (``ray start --address``) opens itself; the GCS and dashboard are the head's.
+_WORKER_PORT_FLAGS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                      "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
 
 
 class LocalClusterError(FedtwinError):
@@ -76,16 +80,23 @@ def free_port() -> int:
 
 
 def ray_start_command(root: Path, ports: dict[str, int], num_cpus: int, num_gpus: int | None,
-                      object_store_mb: int) -> list[str]:
-    """The ``ray start --head --block`` command line of a private cluster."""
+                      object_store_mb: int, resources: Mapping[str, float] | None = None,
+                      head_address: str | None = None) -> list[str]:
+    """The ``ray start --block`` command line of a private head node, or with ``head_address`` of a worker node."""
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin)] if ray_bin.is_file() else [sys.executable, "-m", "ray.scripts.scripts"]
-    cmd += ["start", "--head", "--block", "--temp-dir", str(root),
-            "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats",
-            "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_mb * 1024 * 1024)]
+    if head_address is None:
+        cmd += ["start", "--head", "--block", "--temp-dir", str(root),
+                "--dashboard-host", "127.0.0.1", "--include-dashboard", "true"]
+    else:
+        cmd += ["start", "--address", head_address, "--block", "--temp-dir", str(root)]
+    cmd += ["--disable-usage-stats", "--num-cpus", str(num_cpus),
+            "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     if num_gpus is not None:
         cmd += ["--num-gpus", str(num_gpus)]
-    for flag in _PORT_FLAGS:
+    if resources:
+        cmd += ["--resources", json.dumps({str(k): float(v) for k, v in resources.items()})]
+    for flag in (_PORT_FLAGS if head_address is None else _WORKER_PORT_FLAGS):
         cmd += [f"--{flag}", str(ports[flag])]
     return cmd
 
@@ -97,8 +108,14 @@ def start_local_cluster(
     num_gpus: int | None = None,
     object_store_mb: int = 300,
     timeout_s: float = 120.0,
+    resources: Mapping[str, float] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[LocalClusterInfo, subprocess.Popen]:
-    """Start a private head node and wait (at most ``timeout_s``) until its job server answers."""
+    """Start a private head node and wait (at most ``timeout_s``) until its job server answers.
+
+    ``resources`` are custom Ray resources of the node; ``env`` is added to the environment of its Ray
+    processes (and so of every worker process on it).
+    """
     root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="fedtwin-ray-", dir="/tmp"))
     if len(str(root)) > MAX_ROOT_LEN:
         raise LocalClusterError(f"--dir {root}: keep it under {MAX_ROOT_LEN} characters (Ray's socket paths)")
@@ -110,14 +127,11 @@ def start_local_cluster(
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32))
     ports = {flag: free_port() for flag in _PORT_FLAGS}
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
-    # Job entrypoints inherit this environment: put this interpreter's scripts (fedtwin, ray) first.
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
     log = open(root / "ray-start.log", "w")  # noqa: SIM115 (handed to the child, closed below)
     try:
-        proc = subprocess.Popen(ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb),
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb, resources),
+                                env=_node_env(token, env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     finally:
         log.close()
     info = LocalClusterInfo(str(root), proc.pid, f"127.0.0.1:{ports['port']}",
@@ -129,6 +143,76 @@ def start_local_cluster(
         stop_local_cluster(info, proc=proc)
         raise
     return info, proc
+
+
+def start_local_worker(
+    head: LocalClusterInfo,
+    root: str | Path | None = None,
+    *,
+    num_cpus: int = 1,
+    num_gpus: int | None = None,
+    object_store_mb: int = 200,
+    resources: Mapping[str, float] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[LocalClusterInfo, subprocess.Popen]:
+    """Join a second node to a private cluster, on this machine (its own temp dir, ports and process group).
+
+    For tests and development of multi-node behaviour: ``resources`` (e.g. ``{"edge": 2}``) let actors
+    choose this node, ``env`` gives its processes their own settings (e.g. a per-node cache folder).
+    Stop it with :func:`stop_local_cluster` on the info returned (before the head).
+    """
+    root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="fedtwin-rayw-", dir="/tmp"))
+    if len(str(root)) > MAX_ROOT_LEN:
+        raise LocalClusterError(f"{root}: keep the worker's folder under {MAX_ROOT_LEN} characters")
+    root.mkdir(parents=True, exist_ok=True)
+    ports = {flag: free_port() for flag in _WORKER_PORT_FLAGS}
+    cmd = ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb, resources, head_address=head.gcs_address)
+    log = open(root / "ray-start.log", "w")  # noqa: SIM115 (handed to the child, closed below)
+    try:
+        proc = subprocess.Popen(cmd, env=_node_env(Path(head.token_path), env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+    info = LocalClusterInfo(str(root), proc.pid, head.gcs_address, head.dashboard_url, head.token_path, num_cpus)
+    write_text_atomic(root / STATE_FILE, json.dumps(asdict(info), indent=2))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (root / "ray-start.log").read_text()[-2000:]
+            raise LocalClusterError(f"`ray start --address` exited with {proc.returncode}; its log ends with:\n{tail}")
+        if _node_alive(head, ports["node-manager-port"]):
+            return info, proc
+        time.sleep(1.0)
+    stop_local_cluster(info, proc=proc)
+    raise LocalClusterError(f"the worker node in {root} did not join {head.gcs_address} within {timeout_s:.0f}s")
+
+
+def _node_env(token: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a node's ``ray start``: ours without client settings, token auth on, ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
+    # Job entrypoints inherit this environment: put this interpreter's scripts (fedtwin, ray) first.
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    env.update(extra or {})
+    return env
+
+
+def _node_alive(head: LocalClusterInfo, node_manager_port: int) -> bool:
+    """Whether the head's dashboard lists the node of that raylet port as alive, with its resources known."""
+    token = Path(head.token_path).read_text().strip()
+    request = urllib.request.Request(f"{head.dashboard_url}/nodes?view=summary",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            data = json.loads(resp.read()).get("data", {})
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    for node in data.get("summary", []):
+        raylet = node.get("raylet", {})
+        if raylet.get("nodeManagerPort") == node_manager_port and str(raylet.get("state", "")).upper() == "ALIVE":
+            return raylet.get("nodeId") in data.get("nodeLogicalResources", {})
+    return False
 
 
 def read_info(root: str | Path) -> LocalClusterInfo:

@@ -31,20 +31,29 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """Parse the YAML mapping in ``path``.
 
     Args:
-        path: the file.
+        path: the file (a local path, or a URI such as ``s3://bucket/runs/x/spec.yaml``).
         what: what the file is, for errors ("config file", "sweep file").
 
     Raises:
         ConfigError: one line naming the file when it is missing, unreadable, not UTF-8 text, not
             YAML, empty, or not a mapping at the top level.
+        StorageError: a URI whose store refuses (missing bucket, no credentials).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    from pipelines.core import storage
+
+    if storage.is_remote(path):
+        try:
+            raw = storage.read_bytes(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: {what} not found") from None
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: {what} not found")
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -91,6 +100,13 @@ def load_with_bases(path: str | Path, relative_keys: Iterable[str] = ()) -> dict
     Raises:
         ConfigError: one line naming the file at fault (missing base, cycle, bad YAML, ...).
     """
+    from pipelines.core import storage
+
+    if storage.is_remote(path):  # e.g. a sweep's best.yaml in a bucket: self-contained, no base chain
+        data = read_mapping(str(path))
+        if BASE_KEY in data:
+            raise ConfigError(f"{path}: base: is not supported in a file on object storage; download it first")
+        return data
     return _load(Path(path), tuple(relative_keys), ())
 
 

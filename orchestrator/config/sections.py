@@ -29,8 +29,9 @@ class DataConfig:
     dataset plugin ``dataset`` called with ``dataset_params``; either way partitioned with ``partition``.
 
     Attributes:
-        path: an existing partition or dataset folder; null = make one under ``root``.
-        root: parent folder of generated data.
+        path: an existing partition or dataset folder (a path, or a URI: ``s3://``, ``gs://``, ``file://``);
+            null = make one under ``root``.
+        root: parent folder of generated data (a path or a URI).
         seed: data generation seed (the partition has its own ``partition.seed``).
         dataset: a dataset plugin: a short name (entry point of ``fedtwin.datasets`` or a built-in) or an
             import path ``pkg.module:make``; null = moving digits from ``generator``.
@@ -48,6 +49,8 @@ class DataConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     def __post_init__(self) -> None:
+        check(_known_scheme(self.path), f"path: {_scheme_problem(self.path)}")
+        check(_known_scheme(self.root), f"root: {_scheme_problem(self.root)}")
         check(self.dataset is None or bool(self.dataset.strip()),
               f"dataset: must be a plugin name, an import path 'pkg.module:make' or null, got {self.dataset!r}")
 
@@ -92,6 +95,9 @@ class ResourcesConfig:
 
     ``backend: local`` runs the same hosts and server node in the driver process without Ray (debugging,
     studies of many short runs); it cannot enforce round timeouts. Recipes that have no such path ignore it.
+
+    ``host_resources`` are custom Ray resources every device host also asks for, e.g. ``{edge: 1}`` to
+    place hosts only on nodes started with ``ray start --resources '{"edge": 4}'``.
     """
 
     hosts: int | None = None
@@ -104,8 +110,14 @@ class ResourcesConfig:
     max_restarts: int = 2
     max_task_retries: int = 0
     backend: Literal["ray", "local"] = "ray"
+    host_resources: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key, value in self.host_resources.items():
+            check(key not in ("CPU", "GPU", "memory", "object_store_memory"),
+                  f"host_resources: {key} is set by cpus_per_host/gpus_per_host or by Ray; name a custom resource")
+            check(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
+                  f"host_resources.{key}: must be a number > 0, got {value!r}")
         check(self.hosts is None or self.hosts >= 1, f"hosts: must be >= 1 or null, got {self.hosts}")
         check(self.cpus_per_host >= 0, f"cpus_per_host: must be >= 0, got {self.cpus_per_host}")
         check(self.gpus_per_host >= 0, f"gpus_per_host: must be >= 0, got {self.gpus_per_host}")
@@ -135,13 +147,17 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Run folder and checkpointing: ``checkpoint_every`` steps, keeping the newest ``keep_checkpoints``."""
+    """Run folder and checkpointing: ``checkpoint_every`` steps, keeping the newest ``keep_checkpoints``.
+
+    ``output_dir`` is a local folder or a URI (``s3://bucket/runs``, ``gs://``, ``file://``).
+    """
 
     output_dir: str = "runs"
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        check(_known_scheme(self.output_dir), f"output_dir: {_scheme_problem(self.output_dir)}")
         check(self.checkpoint_every >= 1, f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
         check(self.keep_checkpoints >= 1, f"keep_checkpoints: must be >= 1, got {self.keep_checkpoints}")
 
@@ -161,3 +177,17 @@ class PluginsConfig:
     def __post_init__(self) -> None:
         for i, path in enumerate(self.paths):
             check(bool(path.strip()), f"paths[{i}]: must be a folder, got {path!r}")
+
+
+def _known_scheme(location: str | None) -> bool:
+    """A plain path, or a URI whose scheme fedtwin reads and writes."""
+    from pipelines.core.storage import SCHEMES, scheme_of
+
+    return location is None or scheme_of(location) in ("", *SCHEMES)
+
+
+def _scheme_problem(location: str | None) -> str:
+    from pipelines.core.storage import scheme_of
+
+    scheme = scheme_of(location or "")
+    return f"unknown scheme '{scheme}://' in {location!r}; use a local path, s3://, gs:// or file://"

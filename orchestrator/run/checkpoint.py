@@ -4,6 +4,11 @@ Layout of ``checkpoints/round-00010/``: ``model.safetensors`` (the global state)
 (strategy and device arrays, flattened keys) and ``meta.json`` (round, scalars, dataset hash). Loading
 uses safetensors only, never pickle. Sampling and device seeds derive from ``(seed, round, device)``,
 so no RNG stream needs saving: resuming from round r replays rounds r+1.. exactly.
+
+Locally a checkpoint is written into a temporary folder and renamed into place. Object stores have no
+rename: :meth:`orchestrator.run.run_folder.RunFolder.publish_checkpoint` uploads the files and then
+``meta.json``, the marker :func:`list_checkpoints` (and its remote twin) require, so a reader never
+takes a half-uploaded checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pipelines.core.atomic_write import atomic_directory
 from pipelines.core.errors import FedtwinError
 from pipelines.model.state import ModelState
 
-_ROUND_DIR = re.compile(r"^round-(\d{5,})$")
+#: Checkpoint folder names: ``round-00010``.
+ROUND_DIR = re.compile(r"^round-(\d{5,})$")
+_ROUND_DIR = ROUND_DIR
 
 
 @dataclass(frozen=True)

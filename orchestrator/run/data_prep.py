@@ -11,6 +11,11 @@ the ``fedtwin.datasets`` group or an import path ``"pkg.module:make"``: a callab
 yet) as a fedtwin dataset directory with ``train`` and ``test`` splits: Parquet clips plus
 ``manifest.json``, most simply through :func:`pipelines.data.dataset_io.write_dataset`. Its output is
 validated before it is moved into place; a failure is one line naming ``data.dataset``.
+
+Object storage. ``data.root`` (and ``data.path``) may be URIs (``s3://bucket/prefix``, ``gs://``): data
+is then made in a local temporary folder and uploaded with its ``manifest.json`` last, so a folder
+without a manifest is never used. The lock is per node; two nodes making the same data at once both
+upload the same deterministic files, which is harmless.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,11 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.loader import from_dict, to_dict
+from pipelines.core import storage
+from pipelines.core.atomic_write import staged_input, staged_output
 from pipelines.core.errors import DatasetError, FedtwinError
 from pipelines.data.dataset_io import load_split
 from pipelines.data.manifest import MANIFEST_NAME, load_dataset_manifest
 from pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
 from pipelines.data.partition import PartitionConfig, partition_dataset
+from pipelines.data.partition_manifest import record_source
 from pipelines.plugins import load_plugin
 
 if TYPE_CHECKING:
@@ -73,19 +82,34 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_generated(root: str | Path, generator: MovingDigitsConfig, seed: int) -> Path:
+def _lock_path(root: Path | str, name: str) -> Path:
+    """The lock file of ``name`` under ``root`` (for a URI root, a per-node file in the temp folder)."""
+    if storage.is_remote(root):
+        digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "fedtwin-locks" / f"{digest}{name}"
+    return Path(root) / name
+
+
+def _has_manifest(folder: Path | str) -> bool:
+    if storage.is_remote(folder):
+        return storage.is_file(storage.join(str(folder), MANIFEST_NAME))
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def ensure_generated(root: str | Path, generator: MovingDigitsConfig, seed: int) -> Path | str:
     """A moving-digits dataset directory for ``(generator, seed)`` under ``root``, created if missing.
 
     Every recipe that needs generated clips (clean source data, a shifted target domain, motion
-    classes) calls this; equal settings share one directory.
+    classes) calls this; equal settings share one directory. A URI ``root`` gives a URI.
     """
-    root = Path(root)
+    root = storage.as_location(root)
     key = _digest({"generator": to_dict(generator), "seed": seed})
-    out = root / "datasets" / f"moving-digits-{key}"
-    with _locked(root / f".lock-dataset-{key}"):
-        if not (out / "manifest.json").is_file():
+    out = storage.child(root, "datasets", f"moving-digits-{key}")
+    with _locked(_lock_path(root, f".lock-dataset-{key}")):
+        if not _has_manifest(out):
             logger.info("generating moving digits into %s", out)
-            make_moving_digits_dataset(out, generator, seed=seed)
+            with staged_output(out, overwrite=True, what="data.root") as local:
+                make_moving_digits_dataset(local, generator, seed=seed)
     return out
 
 
@@ -118,7 +142,7 @@ def resolve_dataset(ref: str, *, field: str = "data.dataset") -> Any:
     )
 
 
-def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any], seed: int) -> Path:
+def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any], seed: int) -> Path | str:
     """The dataset directory dataset plugin ``ref`` makes from ``(params, seed)``, made once under ``root``.
 
     The plugin writes into a fresh temporary folder; its output is validated (manifest, the ``train``
@@ -131,11 +155,17 @@ def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any],
             ``data.dataset_params`` or ``data.dataset``).
     """
     make = resolve_dataset(ref)
-    root = Path(root)
+    root = storage.as_location(root)
     key = _digest({"dataset": ref, "params": to_dict(params), "seed": seed})
-    out = root / "datasets" / f"{_slug(ref)}-{key}"
-    with _locked(root / f".lock-dataset-{key}"):
-        if (out / MANIFEST_NAME).is_file():
+    out = storage.child(root, "datasets", f"{_slug(ref)}-{key}")
+    with _locked(_lock_path(root, f".lock-dataset-{key}")):
+        if _has_manifest(out):
+            return out
+        if isinstance(out, str):  # object storage: made and checked locally, then uploaded
+            logger.info("making dataset %s (%s) into %s", ref, params, out)
+            with staged_output(out, overwrite=True, what="data.root") as local:
+                _call_plugin(make, ref, local, params, seed)
+                _validate_output(local, ref)
             return out
         if out.exists():  # a folder without a manifest is no finished dataset (e.g. made by hand)
             raise FedtwinError(f"data.dataset: {out} exists without {MANIFEST_NAME}; remove it and run again")
@@ -195,7 +225,7 @@ def _check_one_source(data: DataConfig) -> None:
         )
 
 
-def ensure_dataset(data: DataConfig) -> Path:
+def ensure_dataset(data: DataConfig) -> Path | str:
     """The (unpartitioned) dataset directory of ``data``: a dataset plugin's or moving digits from ``generator``."""
     _check_one_source(data)
     dataset = getattr(data, "dataset", None)
@@ -204,10 +234,10 @@ def ensure_dataset(data: DataConfig) -> Path:
     return ensure_plugin_dataset(data.root, dataset, getattr(data, "dataset_params", None) or {}, data.seed)
 
 
-def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path:
+def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path | str:
     """``data.path`` checked to hold a ``manifest.json``; ``kind``/``make_hint`` name what and how."""
-    path = Path(path)
-    if not (path / "manifest.json").is_file():
+    path = storage.as_location(path)
+    if not _has_manifest(path):
         raise FedtwinError(
             f"data.path {path}: no manifest.json there; this recipe needs a {kind} ({make_hint}) "
             "or no data.path to generate moving digits"
@@ -215,7 +245,7 @@ def existing_dir(path: str | Path, kind: str, make_hint: str) -> Path:
     return path
 
 
-def dataset_or_generated(data: DataConfig) -> Path:
+def dataset_or_generated(data: DataConfig) -> Path | str:
     """``data.path`` (a dataset directory with train and test splits) or the made dataset (see ``ensure_dataset``)."""
     _check_one_source(data)
     if data.path is None:
@@ -232,17 +262,24 @@ def _partition_key(partition: PartitionConfig) -> dict[str, Any]:
     return key
 
 
-def ensure_partition(data: DataConfig) -> Path:
-    """The partition directory the run trains on: ``data.path`` or one made from the dataset."""
+def ensure_partition(data: DataConfig) -> Path | str:
+    """The partition directory the run trains on: ``data.path`` or one made from the dataset.
+
+    A URI ``data.root`` gives a URI: the dataset is downloaded, partitioned locally and uploaded.
+    """
     _check_one_source(data)
     if data.path is not None:
         return existing_dir(data.path, "partition directory", "`fedtwin data partition IN/ OUT/ ...`")
     dataset = ensure_dataset(data)
-    root = Path(data.root)
-    key = _digest({"dataset": dataset.name, "partition": _partition_key(data.partition)})
-    out = root / "partitions" / f"{dataset.name}-{key}"
-    with _locked(root / f".lock-partition-{key}"):
-        if not (out / "manifest.json").is_file():
+    name = storage.name_of(dataset)
+    root = storage.as_location(data.root)
+    key = _digest({"dataset": name, "partition": _partition_key(data.partition)})
+    out = storage.child(root, "partitions", f"{name}-{key}")
+    with _locked(_lock_path(root, f".lock-partition-{key}")):
+        if not _has_manifest(out):
             logger.info("partitioning %s into %s", dataset, out)
-            partition_dataset(dataset, out, data.partition)
+            with staged_input(dataset) as src, staged_output(out, overwrite=True, what="data.root") as local:
+                partition_dataset(src, local, data.partition)
+                if storage.is_remote(dataset):
+                    record_source(local, str(dataset))
     return out

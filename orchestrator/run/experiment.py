@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run lives and what it achieved (``summary`` is what ``summary.json`` holds)."""
+    """Where the run lives (a path, or a URI string) and what it achieved (``summary`` is ``summary.json``)."""
 
-    run_dir: Path
+    run_dir: Path | str
     summary: dict[str, Any]
 
 
@@ -43,7 +43,7 @@ def run_experiment(
     Args:
         spec: the validated experiment.
         address: a Ray cluster to attach to (default: ``spec.ray.address``, ``RAY_ADDRESS``, else embedded).
-        run_dir: use this folder instead of creating ``<run.output_dir>/<name>-<timestamp>``.
+        run_dir: use this folder (a path or a URI) instead of creating ``<run.output_dir>/<name>-<timestamp>``.
         resume: continue from the newest checkpoint in ``run_dir``.
         callbacks: observers of the run (progress bar, Tune reporting, tests).
         scheduling_strategy: Ray scheduling strategy for the run's actors (a Tune trial's placement group).
@@ -70,7 +70,7 @@ def run_experiment(
             # An attached cluster may autoscale, so only an embedded one is held to its current size.
             check_cluster(cls, spec, session.cluster_resources, in_placement_group=scheduling_strategy is not None)
         if run_dir is not None:
-            run = RunFolder(run_dir)
+            run = RunFolder.attach(run_dir, resume)
         else:
             run = created = RunFolder.create(spec.run.output_dir, spec.name)
         run.path.mkdir(parents=True, exist_ok=True)
@@ -90,13 +90,23 @@ def run_experiment(
             # A start that failed before its first step leaves no run folder (there is nothing to resume).
             if created is not None and not created.has_progress():
                 created.remove()
+            else:
+                _close_quietly(run)  # object storage: what was written so far still goes up
             raise
         run.write_summary(summary)
         ctx.callbacks.on_run_end(summary)
-        return RunResult(run.path, summary)
+        run.close()  # object storage: the last files (TensorBoard's close) go up, the working copy goes
+        return RunResult(run.path if not run.remote else run.location, summary)
     finally:
         if session is not None:
             session.close()
+
+
+def _close_quietly(run: RunFolder) -> None:
+    try:
+        run.close()
+    except Exception as err:  # noqa: BLE001 (the run's own error is the one to report)
+        logger.warning("could not upload the last files of %s (%s)", run.location, err)
 
 
 def _preflight(cls: type, spec: ExperimentSpec) -> None:

@@ -33,7 +33,9 @@ def run_recipe(recipe: Recipe, ctx: RecipeContext) -> dict[str, Any]:
         start = _resume(recipe, ctx)
         total = recipe.total_steps
         ctx.callbacks.on_run_start({
-            "recipe": recipe.name, "run_dir": str(ctx.run.path), "total_steps": total,
+            # run_dir: the local folder callbacks write into; run_location: where the run lives (maybe a URI)
+            "recipe": recipe.name, "run_dir": str(ctx.run.path), "run_location": ctx.run.location,
+            "total_steps": total,
             "start_step": max(start, 1), "unit": unit, **recipe.run_info(),
         })
         for n in range(start, total + 1):
@@ -45,7 +47,7 @@ def run_recipe(recipe: Recipe, ctx: RecipeContext) -> dict[str, Any]:
                 _checkpoint(recipe, ctx, n)
         records = ctx.run.read_metrics()
         summary = {
-            "run_dir": str(ctx.run.path),
+            "run_dir": ctx.run.location,
             "recipe": recipe.name,
             "name": ctx.spec.name,
             "unit": unit,
@@ -77,5 +79,6 @@ def _checkpoint(recipe: Recipe, ctx: RecipeContext, n: int) -> None:
     state = recipe.checkpoint_state()
     meta: Mapping[str, Any] = {"recipe": recipe.name, "unit": recipe.unit, **state.meta}
     path = save_checkpoint(ctx.run.checkpoints, n, state.model, state.extra, meta, keep=ctx.spec.run.keep_checkpoints)
+    ctx.run.publish_checkpoint(path)  # object storage: upload, marker last (nothing to do for a local run)
     if n > 0:  # a warm-up step is a restart point, not a reported step
         ctx.callbacks.on_checkpoint(n, path)

@@ -8,11 +8,14 @@ half-made run folder behind.
 
 What is checked here for every recipe (:func:`check_common`):
 
-- ``run.output_dir`` is a directory or can become one (not an existing file);
+- ``run.output_dir`` is a directory or can become one (not an existing file); a URI has a known scheme,
+  and its bucket exists and takes a write with the credentials found (one probe object);
+- ``data.root``, when data is to be made there and it is a URI: the same;
 - ``data.path`` and ``data.dataset`` do not both name the data; a ``data.dataset`` plugin resolves;
 - ``data.path``, when set, is an existing directory with a readable ``manifest.json`` (a dataset or a
   partition), and every clip file the manifest names exists, is a readable Parquet file with the
-  manifest's clip shape, and holds the rows the manifest points at.
+  manifest's clip shape, and holds the rows the manifest points at. A URI is checked the same way
+  (scheme, bucket, credentials, then the manifest and every file's Parquet footer).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.run.footprint import Bundle, bundle, describe_bundle
+from pipelines.core import storage
 from pipelines.core.errors import DatasetError, FedtwinError
 
 NO_DATA_HINT = (
@@ -47,11 +51,19 @@ def check_common(spec: Any) -> None:
         resolve_dataset(dataset)
     if data.path is not None:
         check_data_dir(data.path)
+    else:
+        storage.check_scheme(data.root, "data.root")
+        if storage.is_remote(data.root):
+            storage.check_location(data.root, "data.root", writable=True)
 
 
-def check_output_dir(output_dir: str | Path) -> None:
-    """``run.output_dir`` must be a directory or a path where one can be made."""
-    path = Path(output_dir)
+def check_output_dir(output_dir: str | Path, field: str = "run.output_dir") -> None:
+    """``run.output_dir`` must be a directory or a path where one can be made (or a writable URI)."""
+    storage.check_scheme(output_dir, field)
+    if storage.is_remote(output_dir):
+        storage.check_location(output_dir, field, writable=True)
+        return
+    path = Path(storage.as_location(output_dir))
     for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -72,14 +84,19 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
     """
     from pipelines.data.manifest import MANIFEST_NAME, read_json
 
-    root = Path(path)
-    if not root.exists():
+    storage.check_location(path, "data.path")
+    root = storage.as_location(path)
+    manifest_path = storage.child(root, MANIFEST_NAME)
+    if isinstance(root, str):  # object storage: a folder is a prefix, so only the manifest tells
+        if not storage.is_file(manifest_path):
+            what = "no such folder" if not storage.exists(root) else f"no {MANIFEST_NAME} there"
+            raise FedtwinError(f"data.path {root}: {what}; {NO_DATA_HINT}")
+    elif not root.exists():
         raise FedtwinError(f"data.path {root}: does not exist; {NO_DATA_HINT}")
-    if not root.is_dir():
+    elif not root.is_dir():
         raise FedtwinError(f"data.path {root}: is a file, not a directory; {NO_DATA_HINT}")
-    if not (root / MANIFEST_NAME).is_file():
+    elif not (root / MANIFEST_NAME).is_file():
         raise FedtwinError(f"data.path {root}: no {MANIFEST_NAME} there; {NO_DATA_HINT}")
-    manifest_path = root / MANIFEST_NAME
     obj = read_json(manifest_path, "re-create the directory with `fedtwin data ...`")
     kind = obj.get("kind") if isinstance(obj, dict) else None
     if kind not in ("fedtwin-partition", "fedtwin-dataset"):
@@ -89,13 +106,13 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
         from pipelines.data.partition_manifest import REPARTITION_HINT, load_partition_manifest
 
         partition = load_partition_manifest(root)
-        rows: dict[Path, int] = {}
+        rows: dict[Path | str, int] = {}
         for d in range(partition.num_devices):
             entry = partition.device(d)
             rows[entry.path] = max(rows.get(entry.path, 0), entry.row_offset + entry.num_examples)
         for split in (partition.shared, partition.test):
             if split.num_examples > 0:
-                file = root / split.path
+                file = storage.child(root, split.path)
                 rows[file] = max(rows.get(file, 0), split.num_examples)
         for file, needed in rows.items():
             _check_clip_file(file, manifest_path, partition.clip_shape, needed, REPARTITION_HINT)
@@ -109,19 +126,13 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
     return {"kind": "dataset", "manifest": dataset}
 
 
-def _check_clip_file(path: Path, manifest: Path, clip_shape: Any, rows: int, fix: str) -> None:
+def _check_clip_file(path: Path | str, manifest: Path | str, clip_shape: Any, rows: int, fix: str) -> None:
     """A readable clip Parquet file with ``clip_shape`` clips and at least ``rows`` rows (footer only)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from pipelines.data.dataset_io import check_clip_schema, open_parquet
 
-    from pipelines.data.dataset_io import check_clip_schema
-
-    if not path.is_file():
+    if not storage.is_file(path):
         raise DatasetError(f"{path}: file not found (listed in {manifest}); {fix}")
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise DatasetError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]}); {fix}") from None
+    pf = open_parquet(path, fix)
     check_clip_schema(pf.schema_arrow, path, clip_shape, fix)
     if pf.metadata.num_rows < rows:
         raise DatasetError(f"{path}: has {pf.metadata.num_rows} rows but the manifest needs {rows}; {fix}")
@@ -152,5 +163,5 @@ def check_cluster(
         raise FedtwinError(
             f"resources: this run's actors need {describe_bundle(need)} but the Ray cluster has "
             f"{describe_bundle(have)}; lower resources.hosts / cpus_per_host / gpus_per_host / server_cpus / "
-            "server_gpus, or add nodes (ray.num_cpus for embedded Ray)"
+            "server_gpus / host_resources, or add nodes (ray.num_cpus for embedded Ray)"
         )

@@ -21,6 +21,7 @@ class ProgressPrinter(RunCallback):
         self._start = time.monotonic()
         self._first_step = 1
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._local = self._where = ""  # the run's local working folder, and where the run lives
 
     def on_run_start(self, info: Mapping[str, Any]) -> None:
         self.total = int(info.get("total_steps", 0))
@@ -28,7 +29,9 @@ class ProgressPrinter(RunCallback):
         self._start = time.monotonic()
         self.unit = str(info.get("unit", self.unit))
         resumed = f", resuming after {self.unit} {self._first_step - 1}" if self._first_step > 1 else ""
-        self._write(f"fedtwin: {info.get('recipe', 'run')} -> {info.get('run_dir', '?')}{resumed}\n")
+        where = info.get("run_location") or info.get("run_dir", "?")
+        self._local, self._where = str(info.get("run_dir", "")), str(where)
+        self._write(f"fedtwin: {info.get('recipe', 'run')} -> {where}{resumed}\n")
 
     def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
         done = step - self._first_step + 1
@@ -53,7 +56,10 @@ class ProgressPrinter(RunCallback):
 
     def on_checkpoint(self, step: int, path: Any) -> None:
         if not self._tty:
-            self._write(f"  checkpoint {path}\n")
+            shown = str(path)
+            if self._local and shown.startswith(self._local):  # a URI run: name the checkpoint where it lives
+                shown = self._where.rstrip("/") + shown[len(self._local):]
+            self._write(f"  checkpoint {shown}\n")
 
     def on_run_end(self, summary: Mapping[str, Any]) -> None:
         if self._tty:

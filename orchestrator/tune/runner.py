@@ -4,12 +4,18 @@ The sweep folder ``<output_dir>/<name>/`` is Tune's experiment folder (trial fol
 CSV/JSON/TensorBoard logs, ``tuner.pkl`` for ``Tuner.restore``) plus ours: ``sweep.yaml`` and
 ``base.yaml`` (what the sweep was started with; ``--resume`` runs from these, not from the files that
 may have changed since) and the summary (``sweep.csv``, ``sweep.md``, ``best.yaml``, a plot).
+
+The sweep folder may be a URI (``--output s3://bucket/sweeps``): it is then Tune's ``storage_path``
+(with the ``pyarrow.fs`` filesystem of :mod:`pipelines.core.storage`, so the endpoint and credentials
+settings are the same as everywhere else), trials on any node upload their checkpoints there and a
+trial restarted elsewhere downloads its last one; our files are written next to Tune's.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ from orchestrator.tune.sweep_config import Dimension, LoadedSweep, SweepSpec, re
 from orchestrator.tune.sweep_summary import SweepTable, build_table, write_summary
 from orchestrator.tune.trial_resources import Footprint, check_fit, max_concurrent, trial_footprint
 from orchestrator.tune.trial import ObjectiveSpec, run_trial
-from pipelines.core.atomic_write import write_text_atomic
+from pipelines.core import storage
 from pipelines.core.errors import FedtwinError
 
 logger = logging.getLogger(__name__)
@@ -37,9 +43,9 @@ logger = logging.getLogger(__name__)
 class SweepResult:
     """Where the sweep lives, its table, the files written, and whether it was interrupted."""
 
-    path: Path
+    path: Path | str  # a local folder, or a URI
     table: SweepTable
-    files: dict[str, Path]
+    files: dict[str, Path | str]
     wall_seconds: float
     interrupted: bool
     max_concurrent_trials: int
@@ -152,17 +158,21 @@ def make_trainable(sweep: SweepSpec, base: ExperimentSpec) -> Any:
     return tune.with_resources(fn, functools.partial(_trial_resources, base=base_dict, sweep=sweep_dict))
 
 
-def sweep_dir(sweep: SweepSpec, output: str | Path | None) -> Path:
-    """``<output or sweep.output_dir>/<sweep.name>``, absolute."""
-    return (Path(output or sweep.output_dir) / sweep.name).resolve()
+def sweep_dir(sweep: SweepSpec, output: str | Path | None) -> Path | str:
+    """``<output or sweep.output_dir>/<sweep.name>``: absolute, or a URI."""
+    parent = output or sweep.output_dir
+    storage.check_scheme(parent, "--output" if output else "output_dir")
+    if storage.is_remote(parent):
+        return storage.join(str(parent), sweep.name)
+    return (Path(storage.as_location(parent)) / sweep.name).resolve()
 
 
 def absolute_paths(spec: ExperimentSpec) -> ExperimentSpec:
     """Trials run in their own folders (maybe on other nodes): pin relative data/run paths to this cwd."""
-    changes: dict[str, Any] = {"data.root": str(Path(spec.data.root).resolve()),
-                               "run.output_dir": str(Path(spec.run.output_dir).resolve())}
+    changes: dict[str, Any] = {"data.root": storage.absolute(spec.data.root),
+                               "run.output_dir": storage.absolute(spec.run.output_dir)}
     if spec.data.path is not None:
-        changes["data.path"] = str(Path(spec.data.path).resolve())
+        changes["data.path"] = storage.absolute(spec.data.path)
     return spec.with_overrides(changes)
 
 
@@ -187,13 +197,16 @@ def run_sweep(
     from ray import tune
 
     path = sweep_dir(loaded.sweep, output)
+    if storage.is_remote(path):
+        storage.check_location(path, "--output" if output else "output_dir", writable=True)
     if resume:
         sweep, base = _stored(path)
     else:
-        if path.exists() and any(path.iterdir()):
+        if storage.list_dir(path):
             raise FedtwinError(f"sweep folder {path} exists; pass --resume to continue it, or change name/--output")
         sweep, base = loaded.sweep, absolute_paths(loaded.base)
     metric, mode = objective_metric(sweep)
+    storage_path, storage_fs = tune_location(path)
     session = connect(base.ray, address)
     started = time.time()
     try:
@@ -202,11 +215,13 @@ def run_sweep(
         logger.info("trial footprint %s; up to %d trials at once", footprint.describe(), concurrent)
         trainable = make_trainable(sweep, base)
         if resume:
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+            tuner = tune.Tuner.restore(storage_path, trainable=trainable, resume_unfinished=True,
+                                       storage_filesystem=storage_fs)
         else:
             tuner = _new_tuner(sweep, base, trainable, path, metric, mode, concurrent, verbose, tune_callbacks)
         tuner.fit()
-        analysis = tune.ExperimentAnalysis(str(path), default_metric=metric, default_mode=mode)
+        analysis = tune.ExperimentAnalysis(storage_path, default_metric=metric, default_mode=mode,
+                                           storage_filesystem=storage_fs)
         trials = analysis.trials
     finally:
         session.close()
@@ -225,11 +240,34 @@ def run_sweep(
         "wall time (this invocation)": f"{wall:.0f} s",
         "status counts": _counts(table),
     }
-    files = write_summary(path, table, header, base, sweep.dimensions, sweep.name)
+    files = _write_summary_to(path, table, header, base, sweep)
     return SweepResult(path, table, files, wall, interrupted, concurrent)
 
 
-def _new_tuner(sweep: SweepSpec, base: ExperimentSpec, trainable: Any, path: Path, metric: str, mode: str,
+def tune_location(path: Path | str) -> tuple[str, Any]:
+    """``(path, filesystem)`` for Tune: a local folder as is (no filesystem); a URI as its ``pyarrow.fs`` pair."""
+    if not storage.is_remote(path):
+        return str(path), None
+    fs, inner = storage.resolve(path)
+    return inner, fs
+
+
+def _write_summary_to(path: Path | str, table: SweepTable, header: dict[str, Any], base: ExperimentSpec,
+                      sweep: SweepSpec) -> dict[str, Path | str]:
+    """The sweep summary files in the sweep folder (written locally and uploaded for a URI)."""
+    if not storage.is_remote(path):
+        return dict(write_summary(Path(path), table, header, base, sweep.dimensions, sweep.name))
+    with tempfile.TemporaryDirectory(prefix="fedtwin-sweep-") as tmp:
+        files = write_summary(Path(tmp), table, header, base, sweep.dimensions, sweep.name)
+        out: dict[str, Path | str] = {}
+        for key, local in files.items():
+            rel = Path(local).relative_to(tmp).as_posix()
+            out[key] = storage.join(str(path), rel)
+            storage.upload_file(local, out[key])
+    return out
+
+
+def _new_tuner(sweep: SweepSpec, base: ExperimentSpec, trainable: Any, path: Path | str, metric: str, mode: str,
                concurrent: int, verbose: int, callbacks: Sequence[Any]) -> Any:
     """Build every Tune component (so bad settings fail here), then record the sweep in its folder."""
     from ray import tune
@@ -245,18 +283,19 @@ def _new_tuner(sweep: SweepSpec, base: ExperimentSpec, trainable: Any, path: Pat
         reuse_actors=False,
         trial_dirname_creator=trial_dirname,
     )
+    parent, storage_fs = tune_location(storage.parent_of(path))
     run_config = tune.RunConfig(
-        name=path.name,
-        storage_path=str(path.parent),
+        name=storage.name_of(path),
+        storage_path=parent,
+        storage_filesystem=storage_fs,
         failure_config=tune.FailureConfig(max_failures=sweep.failure.max_failures, fail_fast=sweep.failure.fail_fast),
         # PBT clones other trials' checkpoints: keep a few more so none is deleted while being copied.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if sweep.scheduler.name == "pbt" else 2),
         verbose=verbose,
         callbacks=list(callbacks) or None,
     )
-    path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path / "sweep.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
-    write_text_atomic(path / "base.yaml", yaml.safe_dump(base.to_dict(), sort_keys=False))
+    storage.write_text_atomic(storage.join(str(path), "sweep.yaml"), yaml.safe_dump(sweep.to_dict(), sort_keys=False))
+    storage.write_text_atomic(storage.join(str(path), "base.yaml"), yaml.safe_dump(base.to_dict(), sort_keys=False))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
@@ -276,14 +315,16 @@ def _concurrency(sweep: SweepSpec, footprint: Footprint) -> int:
     return max_concurrent(footprint, ray.cluster_resources())
 
 
-def _stored(path: Path) -> tuple[SweepSpec, ExperimentSpec]:
+def _stored(path: Path | str) -> tuple[SweepSpec, ExperimentSpec]:
     """The sweep and base experiment a sweep folder was started with (for ``--resume``)."""
     from ray import tune
 
-    if not (path / "sweep.yaml").is_file() or not tune.Tuner.can_restore(str(path)):
+    inner, fs = tune_location(path)
+    sweep_file = storage.join(str(path), "sweep.yaml")
+    if not storage.is_file(sweep_file) or not tune.Tuner.can_restore(inner, storage_filesystem=fs):
         raise FedtwinError(f"--resume: no resumable sweep in {path}; start it without --resume (check name/--output)")
-    sweep = sweep_from_dict(read_mapping(path / "sweep.yaml", what="sweep file"))
-    base = ExperimentSpec.from_stored(read_mapping(path / "base.yaml", what="sweep base spec"))
+    sweep = sweep_from_dict(read_mapping(sweep_file, what="sweep file"))
+    base = ExperimentSpec.from_stored(read_mapping(storage.join(str(path), "base.yaml"), what="sweep base spec"))
     return sweep, resolve_base(sweep, base)
 
 

@@ -1,6 +1,9 @@
 """Atomic creation of output directories and files: readers never see a half-written dataset.
 
-Everything is written into a hidden temporary sibling (same filesystem) and renamed into place.
+Everything is written into a hidden temporary sibling (same filesystem) and renamed into place. An
+output on object storage (``s3://``, ``gs://``) is built in a local temporary folder first and then
+uploaded with its marker file (``manifest.json``) last (:func:`staged_output`): object stores have no
+rename, and readers treat a folder without its manifest as absent.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import storage
 from pipelines.core.errors import DatasetError
 
 
@@ -67,6 +71,52 @@ def _commit(tmp: Path, out_dir: Path, overwrite: bool, what: str) -> None:
         ) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(
+    target: str | os.PathLike[str], overwrite: bool = False, what: str = "output directory",
+    marker: str = "manifest.json",
+) -> Iterator[Path]:
+    """Yield a local path to write ``target``'s folder into; on a URI, upload it (``marker`` last) on success.
+
+    For a local ``target`` this yields ``target`` itself (the writer makes it atomically as before).
+    For a URI it yields a path inside a fresh temporary folder; nothing is uploaded if the block fails.
+
+    Raises:
+        DatasetError: ``target`` holds something and ``overwrite`` is off.
+        StorageError: bad scheme, missing bucket, no credentials.
+    """
+    if not storage.is_remote(target):
+        yield Path(storage.as_location(target))
+        return
+    check_remote_output(str(target), overwrite, what)
+    with tempfile.TemporaryDirectory(prefix="fedtwin-stage-") as tmp:
+        local = Path(tmp) / storage.name_of(str(target))
+        yield local
+        if overwrite:
+            storage.delete_file(storage.join(str(target), marker))
+            storage.delete_dir(str(target))
+        storage.upload_dir(local, str(target), last=[marker])
+
+
+def check_remote_output(target: str, overwrite: bool, what: str) -> None:
+    """An object-storage output must be usable (bucket, credentials, write access) and empty unless ``overwrite``."""
+    storage.check_location(target, what, writable=True)
+    if not overwrite and storage.list_dir(target):
+        raise DatasetError(f"{target}: already exists and is not empty; choose another {what} or pass --overwrite")
+
+
+@contextlib.contextmanager
+def staged_input(location: str | os.PathLike[str]) -> Iterator[Path]:
+    """A local folder holding ``location``'s files: the folder itself, or a temporary download of a URI."""
+    if not storage.is_remote(location):
+        yield Path(storage.as_location(location))
+        return
+    with tempfile.TemporaryDirectory(prefix="fedtwin-input-") as tmp:
+        local = Path(tmp) / storage.name_of(str(location))
+        storage.download_dir(str(location), local)
+        yield local
 
 
 def dumps_readable(obj: Any, indent: str = "") -> str:

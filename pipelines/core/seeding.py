@@ -31,6 +31,15 @@ def torch_generator(*path: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*path))
 
 
+def reseed(generator: torch.Generator, *path: int) -> torch.Generator:
+    """Seed an existing CPU ``generator`` exactly as :func:`torch_generator` would seed a new one.
+
+    The stream is identical to ``torch_generator(*path)``'s; a caller that needs one stream after
+    another (a host training its devices) keeps one generator and saves building one per stream.
+    """
+    return generator.manual_seed(derive_seed(*path))
+
+
 def numpy_rng(*path: int) -> np.random.Generator:
     """A numpy ``Generator`` seeded with ``derive_seed(*path)``."""
     return np.random.default_rng(derive_seed(*path))

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.core.atomic_write import atomic_directory, write_json_atomic
 from pipelines.data.clips import ClipArrays
 from pipelines.core.errors import DatasetError
@@ -78,11 +79,11 @@ def write_clips(path: str | Path, clips: ClipArrays) -> None:
     )
 
 
-def _fail(path: Path, problem: str, fix: str) -> DatasetError:
+def _fail(path: Path | str, problem: str, fix: str) -> DatasetError:
     return DatasetError(f"{path}: {problem}; {fix}")
 
 
-def check_clip_schema(schema: pa.Schema, path: Path, clip_shape: ClipShape, fix: str = REGENERATE_HINT) -> None:
+def check_clip_schema(schema: pa.Schema, path: Path | str, clip_shape: ClipShape, fix: str = REGENERATE_HINT) -> None:
     """Validate a clip table's schema against the expected clip shape (``DatasetError`` if not)."""
     meta = schema.metadata or {}
     if META_SCHEMA_VERSION in meta and meta[META_SCHEMA_VERSION] != str(SCHEMA_VERSION).encode():
@@ -130,11 +131,24 @@ def table_to_clips(table: pa.Table, clip_shape: ClipShape) -> ClipArrays:
     return ClipArrays(pixels, labels, video_ids)
 
 
-def _open_parquet(path: Path, fix: str) -> pq.ParquetFile:
-    if not path.is_file():
-        raise _fail(path, "file not found", fix)
+def open_parquet(path: Path | str, fix: str = REGENERATE_HINT) -> pq.ParquetFile:
+    """A ``ParquetFile`` on a local path or a URI (random access: only the footer is read here).
+
+    Raises:
+        DatasetError: missing or unreadable file.
+        StorageError: the object store refused (missing bucket, no credentials).
+    """
+    if storage.is_remote(path):
+        try:
+            source = storage.open_input_file(path)
+        except FileNotFoundError:
+            raise _fail(path, "file not found", fix) from None
+    else:
+        if not Path(path).is_file():
+            raise _fail(path, "file not found", fix)
+        source = path
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as err:
         raise _fail(path, f"not a readable Parquet file ({str(err).splitlines()[0]})", fix) from None
 
@@ -150,8 +164,8 @@ def read_clips(parquet_path: str | Path, clip_shape: ClipShape, fix: str = REGEN
     Raises:
         DatasetError: missing file, unreadable file, wrong schema version, columns, dtypes or shape.
     """
-    path = Path(parquet_path)
-    pf = _open_parquet(path, fix)
+    path = storage.as_location(parquet_path)
+    pf = open_parquet(path, fix)
     check_clip_schema(pf.schema_arrow, path, clip_shape, fix)
     try:
         table = pf.read(columns=list(REQUIRED_COLUMNS))
@@ -165,10 +179,11 @@ def read_clip_rows(
 ) -> ClipArrays:
     """Read rows ``[row_offset, row_offset + num_rows)`` of a clip file, decoding only their row groups.
 
-    Device shards are packed one row group per device, so this reads exactly one group.
+    Device shards are packed one row group per device, so this reads exactly one group; on object
+    storage only the footer and that group's byte range are fetched.
     """
-    path = Path(parquet_path)
-    pf = _open_parquet(path, fix)
+    path = storage.as_location(parquet_path)
+    pf = open_parquet(path, fix)
     check_clip_schema(pf.schema_arrow, path, clip_shape, fix)
     meta = pf.metadata
     if row_offset < 0 or num_rows < 0 or row_offset + num_rows > meta.num_rows:

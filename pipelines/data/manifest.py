@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import storage
 from pipelines.core.errors import DatasetError
 from pipelines.data.schema import CLIP_DTYPE, SCHEMA_VERSION, ClipShape
 
@@ -34,9 +35,10 @@ class SplitInfo:
 
 @dataclass(frozen=True)
 class DatasetManifest:
-    """A loaded, validated dataset manifest; ``directory`` is where it was read from."""
+    """A loaded, validated dataset manifest; ``directory`` is where it was read from (a ``Path``, or a
+    URI string for object storage)."""
 
-    directory: Path
+    directory: Path | str
     clip_shape: ClipShape
     num_classes: int
     class_names: tuple[str, ...]
@@ -44,12 +46,12 @@ class DatasetManifest:
     info: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
-    def split_path(self, split: str) -> Path:
-        """Absolute path of ``split``'s Parquet file, or ``DatasetError`` naming the known splits."""
+    def split_path(self, split: str) -> Path | str:
+        """Where ``split``'s Parquet file is (a path, or a URI), or ``DatasetError`` naming the known splits."""
         if split not in self.splits:
             known = ", ".join(sorted(self.splits)) or "none"
-            raise DatasetError(f"{self.directory / MANIFEST_NAME}: no split '{split}' (has: {known})")
-        return self.directory / self.splits[split].path
+            raise DatasetError(f"{storage.child(self.directory, MANIFEST_NAME)}: no split '{split}' (has: {known})")
+        return storage.child(self.directory, self.splits[split].path)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``manifest.json`` (without ``directory``)."""
@@ -71,7 +73,7 @@ class DatasetManifest:
 class FieldReader:
     """Typed access to a parsed JSON manifest; every failure is a one-line ``DatasetError``."""
 
-    def __init__(self, source: Path, fix: str) -> None:
+    def __init__(self, source: Path | str, fix: str) -> None:
         self.source = source
         self.fix = fix
 
@@ -123,9 +125,11 @@ class FieldReader:
             raise self.fail(f"schema_version {version} is not supported (this fedtwin reads {SCHEMA_VERSION})")
 
 
-def read_json(path: Path, fix: str) -> Any:
-    """Parse a JSON file, mapping a missing or malformed file to a one-line ``DatasetError``."""
+def read_json(path: Path | str, fix: str) -> Any:
+    """Parse a JSON file (a path or a URI), mapping a missing or malformed file to a one-line ``DatasetError``."""
     try:
+        if storage.is_remote(path):
+            return json.loads(storage.read_text(path))
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
@@ -135,13 +139,14 @@ def read_json(path: Path, fix: str) -> Any:
 
 
 def load_dataset_manifest(dataset_dir: str | Path) -> DatasetManifest:
-    """Read and validate ``dataset_dir/manifest.json``.
+    """Read and validate ``dataset_dir/manifest.json`` (a local folder or a URI such as ``s3://b/data/x``).
 
     Raises:
         DatasetError: the manifest is missing, malformed, of another schema version, or inconsistent.
+        StorageError: the object store refused (missing bucket, no credentials).
     """
-    directory = Path(dataset_dir)
-    path = directory / MANIFEST_NAME
+    directory = storage.as_location(dataset_dir)
+    path = storage.child(directory, MANIFEST_NAME)
     fr = FieldReader(path, REGENERATE_HINT)
     obj = read_json(path, REGENERATE_HINT)
     fr.header(obj, DATASET_KIND)

@@ -32,6 +32,7 @@ from pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, clips_to_table, loa
 from pipelines.core.errors import DatasetError
 from pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
 from pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
+from pipelines.data.manifest_devices import manifest_text
 from pipelines.data.partition_manifest import (
     DeviceEntry,
     PartitionManifest,
@@ -315,7 +316,7 @@ def partition_dataset(
             config=dataclasses.asdict(cfg),
             device_groups=_device_groups(groups, device_units, unit_device, num_devices),
         )
-        write_json_atomic(tmp / MANIFEST_NAME, manifest.to_json())
+        write_json_atomic(tmp / MANIFEST_NAME, None, text=manifest_text(manifest.to_json()))
     log.info("partitioned %s into %d devices at %s", in_dir, num_devices, out)
     return load_partition_manifest(out)  # exactly what hosts will read (JS rounded as stored)
 

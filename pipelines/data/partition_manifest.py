@@ -12,10 +12,18 @@ Each device entry records its file, its first row inside that file, its size, la
 JS divergence of its labels to the label distribution of all device data, plus its ``group`` (camera,
 owner) when every device holds the videos of exactly one group (``by-group``). Hosts keep the (picklable)
 ``PartitionManifest`` and call :func:`load_device_shard`, which decodes only that device's row group.
+
+The directory may be a local folder or a URI (``s3://``, ``gs://``, ``file://``; see
+:mod:`pipelines.core.storage`): ``directory`` and ``DeviceEntry.path`` are then URI strings, and reads
+fetch only the Parquet footer and the row groups asked for. :attr:`PartitionManifest.content_key` names
+the partition's content (a hash of its ``manifest.json`` bytes), for caches that must never serve a
+changed partition stale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +32,10 @@ import numpy as np
 
 from pipelines.data.clips import ClipArrays
 from pipelines.data.dataset_io import read_clip_rows, read_clips
+from pipelines.core import storage
 from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import MANIFEST_NAME, FieldReader, read_json
+from pipelines.data.manifest import MANIFEST_NAME, FieldReader
+from pipelines.data.manifest_devices import read_device_entries
 from pipelines.data.schema import SCHEMA_VERSION, ClipShape
 
 PARTITION_KIND = "fedtwin-partition"
@@ -48,7 +58,7 @@ class DeviceEntry:
     """What a host needs to load one device's shard."""
 
     device_id: int
-    path: Path  # absolute
+    path: Path | str  # absolute path, or a URI
     row_offset: int
     num_examples: int
     label_histogram: np.ndarray
@@ -59,7 +69,7 @@ class DeviceEntry:
 class PartitionManifest:
     """A loaded, validated partition; per-device fields are arrays indexed by device id."""
 
-    directory: Path
+    directory: Path | str  # a local folder, or a URI string (s3://, gs://)
     clip_shape: ClipShape
     num_classes: int
     class_names: tuple[str, ...]
@@ -77,6 +87,7 @@ class PartitionManifest:
     source: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     device_groups: tuple[str, ...] | None = None  # each device's group (by-group), else None
+    content_key: str = ""  # sha256 (first 16 hex digits) of the manifest.json bytes it was loaded from
 
     @property
     def num_devices(self) -> int:
@@ -89,7 +100,7 @@ class PartitionManifest:
             raise DatasetError(f"{self.directory}: no device {device_id} (devices are 0..{self.num_devices - 1})")
         return DeviceEntry(
             device_id,
-            self.directory / self.device_paths[device_id],
+            storage.child(self.directory, self.device_paths[device_id]),
             int(self.row_offsets[device_id]),
             int(self.num_examples[device_id]),
             self.label_histograms[device_id],
@@ -168,15 +179,19 @@ def _read_split(fr: FieldReader, obj: Any, name: str, num_classes: int) -> Split
 
 
 def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
-    """Read and validate ``partition_dir/manifest.json``.
+    """Read and validate ``partition_dir/manifest.json`` (a local folder or a URI).
 
     Raises:
         DatasetError: missing, malformed or inconsistent manifest (one line naming the file and the fix).
     """
-    directory = Path(partition_dir)
-    path = directory / MANIFEST_NAME
+    directory = storage.as_location(partition_dir)
+    path = storage.child(directory, MANIFEST_NAME)
     fr = FieldReader(path, REPARTITION_HINT)
-    obj = read_json(path, REPARTITION_HINT)
+    raw = _read_manifest_bytes(path)
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: unreadable JSON ({err}); {REPARTITION_HINT}") from None
     fr.header(obj, PARTITION_KIND)
     k = fr.get(obj, "num_classes", int)
     class_names = fr.get(obj, "class_names", list)
@@ -185,18 +200,7 @@ def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
     devices = fr.get(obj, "devices", list)
     if len(devices) != fr.get(obj, "num_devices", int) or not devices:
         raise fr.fail(f"num_devices is {obj['num_devices']} but {len(devices)} device entries are listed")
-    paths, offsets, sizes, hists, js, groups = [], [], [], [], [], []
-    for i, d in enumerate(devices):
-        where = f"devices[{i}]."
-        if fr.get(d, "id", int, where) != i:
-            raise fr.fail(f"device entries must be in id order 0..N-1; entry {i} has id {d['id']}")
-        paths.append(fr.relative_path(d, "path", where))
-        offsets.append(fr.get(d, "row_offset", int, where))
-        sizes.append(fr.get(d, "num_examples", int, where))
-        hists.append(fr.int_list(d, "label_histogram", k, where))
-        js.append(fr.get(d, "js", (int, float), where))
-        if "group" in d:
-            groups.append(fr.get(d, "group", str, where))
+    paths, offsets, sizes, hists, js, groups = read_device_entries(fr, devices, k)
     if groups and len(groups) != len(devices):
         raise fr.fail("either every device entry has a group or none has")
     hist_arr = np.asarray(hists, dtype=np.int64).reshape(len(devices), k)
@@ -223,7 +227,27 @@ def load_partition_manifest(partition_dir: str | Path) -> PartitionManifest:
         source=obj.get("source", {}),
         config=obj.get("config", {}),
         device_groups=tuple(groups) if groups else None,
+        content_key=hashlib.sha256(raw).hexdigest()[:16],
     )
+
+
+def _read_manifest_bytes(path: Path | str) -> bytes:
+    try:
+        return storage.read_bytes(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found; {REPARTITION_HINT}") from None
+    except OSError as err:  # local read errors (storage errors are one-line FedtwinErrors already)
+        raise DatasetError(f"{path}: unreadable ({err}); {REPARTITION_HINT}") from None
+
+
+def record_source(partition_dir: str | Path, source: str) -> None:
+    """Set ``source.path`` of a local partition's manifest to ``source`` (the URI its local input came from)."""
+    from pipelines.core.atomic_write import write_json_atomic
+
+    path = Path(partition_dir) / MANIFEST_NAME
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    obj.setdefault("source", {})["path"] = source
+    write_json_atomic(path, obj)
 
 
 def _manifest(partition: str | Path | PartitionManifest) -> PartitionManifest:
@@ -247,7 +271,7 @@ def load_device_shard(partition: str | Path | PartitionManifest, device_id: int)
 
 
 def _load_split(m: PartitionManifest, entry: SplitEntry) -> ClipArrays:
-    path = m.directory / entry.path
+    path = storage.child(m.directory, entry.path)
     clips = read_clips(path, m.clip_shape, REPARTITION_HINT)
     if len(clips) != entry.num_examples:
         raise DatasetError(

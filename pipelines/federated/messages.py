@@ -58,6 +58,8 @@ class HostFitResult:
     ``partial_sum`` is ``sum_k n_k * w_k`` over the host's successful devices (float64) and
     ``total_examples`` is ``sum_k n_k``, so the driver folds hosts without holding every device's state.
     ``extra_sums`` holds other weighted sums the strategy asked for (e.g. device momentum buffers).
+    ``started`` and ``finished`` are the host's wall clock (``time.time()``) when its call began and
+    ended (0.0 when unknown): the driver derives how long hosts sat idle between rounds from them.
     """
 
     host_id: int
@@ -66,6 +68,8 @@ class HostFitResult:
     partial_sum: ModelState | None
     total_examples: int
     extra_sums: Mapping[str, ModelState] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
 
     @classmethod
     def from_devices(

@@ -19,13 +19,19 @@ Optimizer state (SGD momentum buffers, Adam moments) can outlive a call: ``optim
 and ``TrainResult.optimizer_state`` comes out as a ``ModelState``-like dict of numpy arrays keyed
 ``"<slot>/<parameter name>"`` (``"momentum_buffer/head.weight"``), so device momentum (FedDUM) can be
 stored, averaged with ``pipelines.model.state.weighted_average`` and sent back like weights.
+
+Callers that train one model many times (a device host trains hundreds of devices a round) pass a
+:class:`TrainWorkspace`: the optimizer is then built once and reset (its state cleared, its
+hyper-parameters set) instead of rebuilt, and the model is moved to its device once. Results are the
+same bit for bit with or without a workspace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -38,7 +44,8 @@ from pipelines.model.settings import TrainSettings
 from pipelines.model.state import ModelState
 
 __all__ = [
-    "ClipData", "EvalResult", "TrainResult", "TrainSettings", "cross_entropy_loss", "evaluate", "local_train", "predict",
+    "ClipData", "EvalResult", "TrainResult", "TrainSettings", "TrainWorkspace", "cross_entropy_loss", "evaluate",
+    "local_train", "predict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,6 +148,44 @@ def _make_optimizer(params: list[nn.Parameter], settings: TrainSettings) -> torc
     return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
+class TrainWorkspace:
+    """What repeated :func:`local_train` calls on one model keep: its parameter list, one optimizer per
+    kind (reset per call: state cleared, lr, momentum and weight decay set) and where the model lives.
+
+    A fresh optimizer and a reset one take identical steps: an optimizer's state is created on its first
+    step, and the reset leaves exactly the hyper-parameters a fresh one would have.
+    """
+
+    def __init__(self) -> None:
+        self._model_id: int | None = None
+        self._device: torch.device | None = None
+        self._named: list[tuple[str, nn.Parameter]] = []
+        self._optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def prepare(self, model: nn.Module, device: torch.device) -> list[tuple[str, nn.Parameter]]:
+        """Move ``model`` to ``device`` (only the first time) and return its trainable parameters."""
+        if self._model_id != id(model) or self._device != device:
+            model.to(device)
+            self._named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            self._model_id, self._device, self._optimizers = id(model), device, {}
+        if not model.training:  # only the host's own calls touch its model: the root flag speaks for all
+            model.train()
+        return self._named
+
+    def optimizer(self, settings: TrainSettings) -> torch.optim.Optimizer:
+        """The optimizer of ``settings.optimizer`` with empty state and this call's hyper-parameters."""
+        opt = self._optimizers.get(settings.optimizer)
+        if opt is None:
+            opt = self._optimizers[settings.optimizer] = _make_optimizer([p for _, p in self._named], settings)
+            return opt
+        opt.state.clear()
+        for group in opt.param_groups:
+            group["lr"], group["weight_decay"] = settings.lr, settings.weight_decay
+            if settings.optimizer == "sgd":
+                group["momentum"] = settings.momentum
+        return opt
+
+
 def _load_optimizer_state(
     optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]], state: Mapping[str, np.ndarray]
 ) -> None:
@@ -175,6 +220,8 @@ def local_train(
     grad_fn: GradFn | None = None,
     optimizer_state: Mapping[str, np.ndarray] | None = None,
     device: str | torch.device = "cpu",
+    workspace: TrainWorkspace | None = None,
+    return_optimizer_state: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place for ``settings.epochs`` passes over ``data`` in shuffled mini-batches.
 
@@ -182,14 +229,17 @@ def local_train(
         model: the module to train; it is moved to ``device`` and left there in train mode.
         data: ``ClipArrays`` (uint8 clips are scaled to ``[0, 1]`` per batch) or an ``(x, y)`` pair of
             tensors/arrays; ``y`` may be integer labels, soft targets or a tuple of per-sample tensors.
-        settings: epochs, batch size, learning rate, optimizer (a fresh one per call), momentum, weight
-            decay and step cap (:class:`pipelines.model.settings.TrainSettings`, validated there).
+        settings: epochs, batch size, learning rate, optimizer (fresh per call, or the workspace's reset
+            one), momentum, weight decay and step cap (:class:`pipelines.model.settings.TrainSettings`, validated there).
         generator: the only source of randomness (batch order, dropout).
         loss_fn: ``(model, x, y) -> (loss, metrics)``; defaults to :func:`cross_entropy_loss`.
         grad_fn: ``(model, x, y) -> (loss_value, metrics)`` that writes ``param.grad`` itself; exclusive
             with ``loss_fn``.
         optimizer_state: slots from a previous ``TrainResult.optimizer_state`` to start from.
         device: where to train (``"cpu"`` or e.g. ``"cuda"``).
+        workspace: kept by a caller that trains the same model many times (see :class:`TrainWorkspace`).
+        return_optimizer_state: False leaves ``TrainResult.optimizer_state`` empty (saves copying
+            buffers nobody reads).
 
     Returns:
         A :class:`TrainResult`; ``mean_loss`` is NaN when no step was taken.
@@ -199,10 +249,14 @@ def local_train(
     if loss_fn is not None and grad_fn is not None:
         raise ValueError("local_train takes loss_fn or grad_fn, not both")
     device = torch.device(device)
-    model.to(device).train()
+    if workspace is None:
+        model.to(device).train()
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        opt = _make_optimizer([p for _, p in named], settings)
+    else:
+        named = workspace.prepare(model, device)
+        opt = workspace.optimizer(settings)
     batches = _Batches(data, device)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = _make_optimizer([p for _, p in named], settings)
     if optimizer_state:
         _load_optimizer_state(opt, named, optimizer_state)
     compute = loss_fn or cross_entropy_loss
@@ -212,9 +266,7 @@ def local_train(
     # Dropout and other in-model randomness draw from the global RNG; fork it and seed the fork from
     # the generator so results depend on the generator alone and the caller's stream is untouched.
     inner_seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(inner_seed)
+    with _forked_rng(inner_seed, device):
         for _ in range(settings.epochs):
             order = torch.randperm(batches.n, generator=generator).to(device)
             for start in range(0, batches.n, settings.batch_size):
@@ -242,8 +294,29 @@ def local_train(
         mean_loss=mean,
         final_loss=final_loss,
         metrics={k: v / seen for k, v in metric_sums.items()},
-        optimizer_state=_dump_optimizer_state(opt, named),
+        optimizer_state=_dump_optimizer_state(opt, named) if return_optimizer_state else {},
     )
+
+
+@contextlib.contextmanager
+def _forked_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG with ``seed`` inside the block and restore it afterwards.
+
+    On the CPU only the default generator is saved, seeded and restored (what ``fork_rng`` plus
+    ``torch.manual_seed`` do there, without their lazy per-backend seeding, which costs about a
+    millisecond per call); on CUDA the device's generator is forked too.
+    """
+    if device.type == "cuda":
+        with torch.random.fork_rng(devices=[device.index or 0]):
+            torch.manual_seed(seed)
+            yield
+        return
+    saved = torch.default_generator.get_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.default_generator.set_state(saved)
 
 
 def predict(

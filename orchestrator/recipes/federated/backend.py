@@ -60,6 +60,12 @@ class Backend(Protocol):
         replacements). The round loop records them in every round's metrics."""
         ...
 
+    def take_timings(self) -> dict[str, float]:
+        """How long hosts sat idle before this round's work (``host_idle_s`` mean over hosts,
+        ``host_idle_min_s``, ``host_idle_max_s``; see
+        :class:`~orchestrator.recipes.federated.backend_common.IdleClock`); empty in the first round."""
+        ...
+
     def server_access(self) -> ServerAccess:
         """The server node as a strategy's ``ServerAccess`` (backends started with ``server_node=True``)."""
         ...

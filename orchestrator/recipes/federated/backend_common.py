@@ -15,7 +15,7 @@ from actors.federated.device_host import HostSettings
 from orchestrator.config.spec import ExperimentSpec
 from pipelines.core.errors import FedtwinError
 from pipelines.federated.aggregate import OrderedFold
-from pipelines.federated.messages import AggregatedFit, FitTask
+from pipelines.federated.messages import AggregatedFit, FitTask, HostFitResult
 from pipelines.model.state import ModelState
 
 
@@ -79,6 +79,37 @@ def plan_hosts(spec: ExperimentSpec, num_devices: int, resources: Mapping[str, f
             f"cpus_per_host={res.cpus_per_host}, gpus_per_host={res.gpus_per_host}; lower them or add nodes"
         )
     return max(1, min(hosts, num_devices))
+
+
+class IdleClock:
+    """How long hosts sat idle between rounds, from the hosts' own clocks.
+
+    A host stamps each ``fit`` call (``HostFitResult.started`` / ``finished``, its wall clock); the gap
+    of a host in round n is its start in round n minus its finish in the last round it served. The host
+    that finished last waited only for the driver (folding, strategy update, evaluation, checkpoint,
+    dispatch): that is ``host_idle_min_s``; the others also waited for it (``host_idle_s`` is the mean,
+    ``host_idle_max_s`` the longest wait).
+    """
+
+    def __init__(self) -> None:
+        self._finished: dict[int, float] = {}
+        self._gaps: list[float] = []
+
+    def note(self, answer: HostFitResult) -> None:
+        """Record one host answer."""
+        last = self._finished.get(answer.host_id)
+        if answer.started and last is not None:
+            self._gaps.append(max(0.0, answer.started - last))
+        if answer.finished:
+            self._finished[answer.host_id] = answer.finished
+
+    def take(self) -> dict[str, float]:
+        """``host_idle_s`` (mean over hosts), ``host_idle_min_s`` and ``host_idle_max_s`` since the last
+        call; ``{}`` before any gap (the first round)."""
+        gaps, self._gaps = self._gaps, []
+        if not gaps:
+            return {}
+        return {"host_idle_s": sum(gaps) / len(gaps), "host_idle_min_s": min(gaps), "host_idle_max_s": max(gaps)}
 
 
 def host_settings(spec: ExperimentSpec) -> HostSettings:

@@ -19,7 +19,7 @@ from actors.federated.device_host import DeviceHost
 from actors.federated.evaluator import Evaluator
 from actors.federated.server_node import ServerNode
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend_common import finish_round, host_settings
+from orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
 from orchestrator.recipes.federated.strategies.context import ServerAccess
 from pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from pipelines.federated.hosts import host_of
@@ -39,6 +39,7 @@ class LocalBackend:
         self.hosts = [DeviceHost(h, num_hosts, partition_dir, settings) for h in range(num_hosts)]
         threads = spec.resources.torch_threads
         self.has_server_node = server_node
+        self._idle = IdleClock()
         self.evaluator: Evaluator = (
             ServerNode(partition_dir, spec.model, seed=spec.seed, torch_threads=threads)
             if server_node
@@ -65,7 +66,9 @@ class LocalBackend:
         by_host = tasks_by_host(tasks, self.num_hosts)
         fold = OrderedFold(list(by_host))
         for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
-            fold.add(self.hosts[host_id].fit(state, host_tasks, payload))
+            answer = self.hosts[host_id].fit(state, host_tasks, payload)
+            self._idle.note(answer)
+            fold.add(answer)
             if on_host_done is not None:
                 on_host_done(done, len(by_host))
         return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
@@ -77,6 +80,10 @@ class LocalBackend:
     def take_faults(self) -> dict[str, int]:
         """Nothing restarts in-process: all zero (same record keys as on Ray)."""
         return {"device_retries": 0, "host_restarts": 0, "server_restarts": 0}
+
+    def take_timings(self) -> dict[str, float]:
+        """Host idle time between rounds (in-process, hosts also wait for each other)."""
+        return self._idle.take()
 
     def server_access(self) -> ServerAccess:
         """The server node itself: its ``evaluate`` defaults to D0 and it has ``server_pass``."""

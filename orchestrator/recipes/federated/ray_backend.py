@@ -37,7 +37,7 @@ from actors.federated.device_host import StaleHostError
 from actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
 from actors.placement import actor_options
 from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend_common import finish_round, host_settings, plan_hosts
+from orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings, plan_hosts
 from orchestrator.recipes.federated.config import KillConfig
 from orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
 from orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, cause_of, classify, describe, get
@@ -82,6 +82,7 @@ class RayBackend:
         self._round = 0
         self._faults: Counter[str] = Counter()
         self._seen = (0, 0)  # comebacks of hosts and server already reported
+        self._idle = IdleClock()
         self.has_server_node = server_node
         self.pool = HostPool(self._make_host, num_hosts, CONTROL_TIMEOUT_S, self.retries)
         self.server = ActorSlot("server node" if server_node else "evaluator", self._make_server(),
@@ -110,6 +111,7 @@ class RayBackend:
             max_task_retries=res.max_task_retries,
             scheduling_strategy=self._scheduling,
             plugin_paths=self.spec.plugins.paths,  # a plugin model must import inside the host
+            resources=res.host_resources,  # e.g. {edge: 1}: hosts only on nodes that advertise it
         )
         return DeviceHostActor.options(**options).remote(host_id, self.num_hosts, self.partition_dir, self._settings)
 
@@ -145,86 +147,29 @@ class RayBackend:
         Raises:
             RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
         """
-        deadline = time.monotonic() + timeout_s
+        return self.finish_fit(self.start_fit(state, tasks, timeout_s, on_host_done, payload))
+
+    def start_fit(
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
+    ) -> _RoundRun:
+        """Dispatch a round to the hosts and return at once (:meth:`finish_fit` waits and folds).
+
+        The driver can then do other work (score the last round) while the hosts train.
+        """
         self._round = tasks[0].round_num if tasks else self._round
-        state_ref = ray.put(state)  # once per round, never per device
-        payload_ref = ray.put(dict(payload)) if payload else None
-        by_host = tasks_by_host(tasks, self.num_hosts)
-        kills = {k.host: k.after_devices for k in self._kills.take(self._round, "fit")}
-        fold = OrderedFold(list(by_host))
-        attempts = dict.fromkeys(by_host, 0)
-        pending: dict[Any, int] = {}
-        succeeded: dict[int, list[FitTask]] = {}
-        done = 0
+        run = _RoundRun(self, state, tasks, timeout_s, on_host_done, payload)
+        for host_id in run.by_host:
+            run.dispatch(host_id)
+        return run
 
-        def finished(host_id: int) -> None:
-            nonlocal done
-            done += 1
-            if on_host_done is not None:
-                on_host_done(done, len(by_host))
-
-        def skip(host_id: int, reason: str) -> None:
-            logger.warning(reason)
-            fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in by_host[host_id]])
-            self.pool.mark_stale(host_id)  # it may have trained some devices the driver will not count
-            finished(host_id)
-
-        def dispatch(host_id: int) -> None:
-            try:
-                self.pool.ensure_synced(host_id, deadline)
-            except ActorCallError as err:
-                skip(host_id, f"host {host_id} failed: {err.reason}")
-                return
-            ref = self.pool.handle(host_id).fit.remote(
-                state_ref, by_host[host_id], payload_ref, incarnation=self.pool.incarnation[host_id],
-                exit_after=kills.pop(host_id, None),
-            )
-            pending[ref] = host_id
-
-        for host_id in by_host:
-            dispatch(host_id)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            host_id = pending.pop(ready[0])
-            try:
-                answer = ray.get(ready[0], timeout=CONTROL_TIMEOUT_S)
-            except Exception as err:  # noqa: BLE001 - classified; non-Ray errors are re-raised
-                kind = classify(err, HOST_LOST)
-                if kind is None:
-                    raise
-                reason = f"host {host_id} failed: {describe(kind, err)}"
-                # A host that answers "I restarted" never started the work: that costs no retry (each
-                # such answer needs a new process, so the deadline bounds them); a lost call does.
-                refused = isinstance(cause_of(err), StaleHostError)
-                if kind == LOST and (refused or attempts[host_id] < self.retries) and time.monotonic() < deadline:
-                    attempts[host_id] += 0 if refused else 1
-                    self._faults["device_retries"] += len(by_host[host_id])
-                    used = "no retry used" if refused else f"retry {attempts[host_id]} of {self.retries}"
-                    logger.warning("%s; dispatching its %d devices again when it is back (%s)",
-                                   reason, len(by_host[host_id]), used)
-                    try:
-                        self.pool.mark_stale(host_id)
-                        self.pool.recover(host_id, deadline)
-                    except ActorCallError as lost:
-                        skip(host_id, f"{reason}; then: {lost.reason}")
-                        continue
-                    dispatch(host_id)
-                    continue
-                skip(host_id, reason)
-                continue
-            ok = {r.device_id for r in answer.results}
-            succeeded[host_id] = [t for t in by_host[host_id] if t.device_id in ok]
-            fold.add(answer)
-            finished(host_id)
-        for host_id in pending.values():
-            skip(host_id, f"host {host_id} timed out after {timeout_s:.0f}s (federation.round_timeout_s); "
-                          "restarting it")
-            self._restart_host(host_id)
-        outcome = finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
-        self.pool.log_round(state_ref, payload_ref, succeeded)
-        return outcome
+    def finish_fit(self, run: _RoundRun) -> AggregatedFit:
+        """Wait for a round :meth:`start_fit` dispatched, recover lost hosts, fold; see :meth:`fit`."""
+        return run.collect()
 
     def _restart_host(self, host_id: int) -> None:
         """Kill a stuck host; Ray restarts it (``max_restarts``), else the pool starts a replacement."""
@@ -248,12 +193,31 @@ class RayBackend:
         self._seen = (hosts, server)
         return out
 
+    def take_timings(self) -> dict[str, float]:
+        """Host idle time between rounds, from the hosts' own clocks (see ``IdleClock``)."""
+        return self._idle.take()
+
     # ------------------------------------------------------------------ other calls
     def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split (in the evaluator actor)."""
         self._server_chaos("evaluate", self._round)
         return call(self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S,
                     retries=self.retries)
+
+    def start_evaluate(self, state: ModelState) -> tuple[Any, ModelState]:
+        """Send the evaluation off and return at once; :meth:`finish_evaluate` waits for the scores."""
+        self._server_chaos("evaluate", self._round)
+        return self.server.handle.evaluate.remote(ray.put(state), split="test"), state
+
+    def finish_evaluate(self, pending: tuple[Any, ModelState]) -> dict[str, Any]:
+        """The scores :meth:`start_evaluate` asked for; a failed call goes through the guarded path
+        (:meth:`evaluate`: wait for a restart, retry, or one line and exit 1)."""
+        ref, state = pending
+        try:
+            return ray.get(ref, timeout=CONTROL_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - the guarded call classifies and reports it
+            return call(self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S,
+                        retries=self.retries)
 
     def _server_chaos(self, phase: str, round_num: int) -> None:
         if not self._kills.take(round_num, phase, target="server"):
@@ -299,6 +263,103 @@ class RayBackend:
         """Kill the actors (they hold no state we need after the final checkpoint)."""
         self.pool.shutdown()
         self.server.kill(restart=False)
+
+
+class _RoundRun:
+    """One round in flight: its hosts' calls, retries and the ordered fold (see ``RayBackend.fit``)."""
+
+    def __init__(
+        self,
+        backend: RayBackend,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None,
+        payload: Mapping[str, ModelState] | None,
+    ) -> None:
+        self.b, self.state, self.tasks, self.timeout_s = backend, state, tasks, timeout_s
+        self.on_host_done = on_host_done
+        self.deadline = time.monotonic() + timeout_s
+        self.state_ref = ray.put(state)  # once per round, never per device
+        self.payload_ref = ray.put(dict(payload)) if payload else None
+        self.by_host = tasks_by_host(tasks, backend.num_hosts)
+        self.kills = {k.host: k.after_devices for k in backend._kills.take(backend._round, "fit")}
+        self.fold = OrderedFold(list(self.by_host))
+        self.attempts = dict.fromkeys(self.by_host, 0)
+        self.pending: dict[Any, int] = {}
+        self.succeeded: dict[int, list[FitTask]] = {}
+        self.done = 0
+
+    def finished(self, host_id: int) -> None:
+        self.done += 1
+        if self.on_host_done is not None:
+            self.on_host_done(self.done, len(self.by_host))
+
+    def skip(self, host_id: int, reason: str) -> None:
+        logger.warning(reason)
+        self.fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in self.by_host[host_id]])
+        self.b.pool.mark_stale(host_id)  # it may have trained some devices the driver will not count
+        self.finished(host_id)
+
+    def dispatch(self, host_id: int) -> None:
+        pool = self.b.pool
+        try:
+            pool.ensure_synced(host_id, self.deadline)
+        except ActorCallError as err:
+            self.skip(host_id, f"host {host_id} failed: {err.reason}")
+            return
+        ref = pool.handle(host_id).fit.remote(
+            self.state_ref, self.by_host[host_id], self.payload_ref, incarnation=pool.incarnation[host_id],
+            exit_after=self.kills.pop(host_id, None),
+        )
+        self.pending[ref] = host_id
+
+    def collect(self) -> AggregatedFit:
+        b, by_host = self.b, self.by_host
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=max(0.0, self.deadline - time.monotonic()))
+            if not ready:
+                break
+            host_id = self.pending.pop(ready[0])
+            try:
+                answer = ray.get(ready[0], timeout=CONTROL_TIMEOUT_S)
+            except Exception as err:  # noqa: BLE001 - classified; non-Ray errors are re-raised
+                kind = classify(err, HOST_LOST)
+                if kind is None:
+                    raise
+                reason = f"host {host_id} failed: {describe(kind, err)}"
+                # A host that answers "I restarted" never started the work: that costs no retry (each
+                # such answer needs a new process, so the deadline bounds them); a lost call does.
+                refused = isinstance(cause_of(err), StaleHostError)
+                retry = refused or self.attempts[host_id] < b.retries
+                if kind == LOST and retry and time.monotonic() < self.deadline:
+                    self.attempts[host_id] += 0 if refused else 1
+                    b._faults["device_retries"] += len(by_host[host_id])
+                    used = "no retry used" if refused else f"retry {self.attempts[host_id]} of {b.retries}"
+                    logger.warning("%s; dispatching its %d devices again when it is back (%s)",
+                                   reason, len(by_host[host_id]), used)
+                    try:
+                        b.pool.mark_stale(host_id)
+                        b.pool.recover(host_id, self.deadline)
+                    except ActorCallError as lost:
+                        self.skip(host_id, f"{reason}; then: {lost.reason}")
+                        continue
+                    self.dispatch(host_id)
+                    continue
+                self.skip(host_id, reason)
+                continue
+            ok = {r.device_id for r in answer.results}
+            self.succeeded[host_id] = [t for t in by_host[host_id] if t.device_id in ok]
+            b._idle.note(answer)
+            self.fold.add(answer)
+            self.finished(host_id)
+        for host_id in self.pending.values():
+            self.skip(host_id, f"host {host_id} timed out after {self.timeout_s:.0f}s (federation.round_timeout_s); "
+                               "restarting it")
+            b._restart_host(host_id)
+        outcome = finish_round(self.fold, self.state, self.tasks, b.spec.federation.min_success_fraction)
+        b.pool.log_round(self.state_ref, self.payload_ref, self.succeeded)
+        return outcome
 
 
 class _Kills:

@@ -22,7 +22,7 @@ from orchestrator.recipes.base import CheckpointState, Recipe
 from orchestrator.recipes.federated.backend import make_backend, plan_hosts
 from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
 from orchestrator.recipes.federated.preflight import check_federated
-from orchestrator.recipes.federated.round import run_round
+from orchestrator.recipes.federated.round import StartedRound, can_start_ahead, run_round
 from orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
 from orchestrator.run.checkpoint import Checkpoint
 from orchestrator.run.context import first_reaching
@@ -90,7 +90,7 @@ class FederatedRecipe(Recipe):
             return Footprint((driver,), hosts=0)
         if res.hosts is None:
             raise ConfigError("resources.hosts: must be set for a sweep (each trial reserves a fixed footprint)")
-        host = bundle(res.cpus_per_host, res.gpus_per_host)
+        host = {**bundle(res.cpus_per_host, res.gpus_per_host), **res.host_resources}
         server = bundle(res.server_cpus, res.server_gpus)
         bundles = [driver] + ([host] * res.hosts if host else []) + ([server] if server else [])
         return Footprint(tuple(bundles), hosts=res.hosts if host else 0)
@@ -121,6 +121,9 @@ class FederatedRecipe(Recipe):
                                     ctx.scheduling_strategy, server_node=needs_server)
         server = self.backend.server_access() if needs_server else None
         self.strategy = build_strategy(spec, self.num_devices, strategy_context(manifest, server))
+        chaos = spec.federation.chaos
+        self._ahead_ok = can_start_ahead(self.backend) and not (chaos.kills or chaos.fail_devices or chaos.hang_devices)
+        self._started: StartedRound | None = None
 
     @classmethod
     def steps(cls, spec: ExperimentSpec) -> int:
@@ -135,7 +138,15 @@ class FederatedRecipe(Recipe):
         self.backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
 
     def step(self, n: int) -> dict[str, Any]:
-        self.state, record = run_round(self.spec, self.strategy, self.backend, self.state, n)
+        # Round n+1 starts before round n's evaluation returns, unless a checkpoint (which must see the
+        # hosts' device state after round n) or the end comes first, or a drill wants rounds apart.
+        ahead = self._ahead_ok and n < self.total_steps and not self.should_checkpoint(n)
+        started, self._started = self._started, None
+        if started is not None and started.round_num != n:
+            raise RuntimeError(f"round {started.round_num} was started ahead but round {n} is next")
+        out = run_round(self.spec, self.strategy, self.backend, self.state, n, started=started, ahead=ahead)
+        self.state, record = out[0], out[1]
+        self._started = out[2] if ahead else None  # type: ignore[misc]
         return record
 
     def checkpoint_state(self) -> CheckpointState:

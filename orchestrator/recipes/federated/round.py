@@ -1,8 +1,16 @@
-"""One federated round: sample devices, train them on the hosts, fold, update the strategy, evaluate."""
+"""One federated round: sample devices, train them on the hosts, fold, update the strategy, evaluate.
+
+A backend that can dispatch a round and collect it later (``start_fit`` / ``finish_fit``, the Ray
+backend) lets the recipe start round n+1 before round n's evaluation has come back
+(:func:`run_round` with ``ahead=True``): the hosts train while the evaluator scores, instead of waiting
+for it. Round n+1 is the same either way: its devices, settings and payload depend only on the seed,
+the round and the strategy's state after round n's update, all known before the evaluation.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,20 +37,72 @@ def round_settings(spec: ExperimentSpec, round_num: int) -> TrainSettings:
     )
 
 
-def run_round(
-    spec: ExperimentSpec, strategy: Strategy, backend: Backend, state: ModelState, round_num: int
-) -> tuple[ModelState, dict[str, Any]]:
-    """Run round ``round_num`` from ``state``; returns the next state and the round's metrics record.
+@dataclass
+class StartedRound:
+    """A round dispatched to the hosts and not collected yet (``backend.start_fit``'s handle)."""
 
-    Raises:
-        RoundFailedError: from ``backend.fit``, when too few devices succeeded.
-    """
+    round_num: int
+    settings: TrainSettings
+    started: float
+    handle: Any
+
+
+def _recovery(backend: Backend, record: dict[str, Any]) -> None:
+    """Recovery this round (devices dispatched again after their host was lost, processes that came
+    back; a checkpoint's restarts show in the next round's record) and how long hosts sat idle."""
+    record.update(backend.take_faults())
+    timings = getattr(backend, "take_timings", None)  # optional for third-party backends
+    if timings is not None:
+        record.update(timings())
+
+
+def can_start_ahead(backend: Backend) -> bool:
+    """Whether ``backend`` can dispatch a round and collect it later."""
+    return hasattr(backend, "start_fit") and hasattr(backend, "finish_fit") and hasattr(backend, "start_evaluate")
+
+
+def start_round(
+    spec: ExperimentSpec, strategy: Strategy, backend: Any, state: ModelState, round_num: int
+) -> StartedRound:
+    """Sample round ``round_num``'s devices and dispatch them (needs :func:`can_start_ahead`)."""
     started = time.perf_counter()
     device_ids = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
     settings = round_settings(spec, round_num)
     tasks = strategy.configure_fit(round_num, device_ids, settings)
-    outcome = backend.fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
-    fit_seconds = time.perf_counter() - started
+    handle = backend.start_fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
+    return StartedRound(round_num, settings, started, handle)
+
+
+def run_round(
+    spec: ExperimentSpec,
+    strategy: Strategy,
+    backend: Backend,
+    state: ModelState,
+    round_num: int,
+    *,
+    started: StartedRound | None = None,
+    ahead: bool = False,
+) -> tuple[ModelState, dict[str, Any]] | tuple[ModelState, dict[str, Any], StartedRound | None]:
+    """Run round ``round_num`` from ``state``; returns the next state and the round's metrics record.
+
+    Args:
+        started: this round, already dispatched by the previous call (``ahead=True``).
+        ahead: dispatch round ``round_num + 1`` before waiting for this round's evaluation (needs
+            :func:`can_start_ahead`); the return value then has a third item, that round's handle.
+
+    Raises:
+        RoundFailedError: from ``backend.fit``, when too few devices succeeded.
+    """
+    if started is not None:
+        begun, settings = started.started, started.settings
+        outcome = backend.finish_fit(started.handle)  # type: ignore[attr-defined]
+    else:
+        begun = time.perf_counter()
+        device_ids = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
+        settings = round_settings(spec, round_num)
+        tasks = strategy.configure_fit(round_num, device_ids, settings)
+        outcome = backend.fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
+    fit_seconds = time.perf_counter() - begun
     new_state, strategy_metrics = strategy.aggregate_fit(round_num, state, outcome)
     weights = np.array([r.num_examples for r in outcome.results], dtype=np.float64)
     losses = np.array([r.metrics.get("train_loss", np.nan) for r in outcome.results], dtype=np.float64)
@@ -56,12 +116,22 @@ def run_round(
         "lr": settings.lr,
         **strategy_metrics,
     }
-    if round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds:
-        ev = backend.evaluate(new_state)
-        record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
-    # Recovery this round: devices dispatched again after their host was lost, processes that came back
-    # (a checkpoint's restarts show in the next round's record).
-    record.update(backend.take_faults())
+    evaluate = round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds
+    following = None
+    if ahead:
+        pending = backend.start_evaluate(new_state) if evaluate else None  # type: ignore[attr-defined]
+        _recovery(backend, record)  # before the next round's dispatch, whose recovery is its own
+        following = start_round(spec, strategy, backend, new_state, round_num + 1)
+        if pending is not None:
+            ev = backend.finish_evaluate(pending)  # type: ignore[attr-defined]
+            record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+    else:
+        if evaluate:
+            ev = backend.evaluate(new_state)
+            record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+        _recovery(backend, record)
     record["fit_seconds"] = fit_seconds
-    record["round_seconds"] = time.perf_counter() - started
+    record["round_seconds"] = time.perf_counter() - begun
+    if ahead:
+        return new_state, record, following
     return new_state, record

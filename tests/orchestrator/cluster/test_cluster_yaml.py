@@ -37,6 +37,10 @@ def test_aws_cluster_yaml_passes_ray_schema_with_cpu_free_head_and_bounded_gpu_w
     assert "--dashboard-host=127.0.0.1" in head_start and "RAY_AUTH_MODE=token" in head_start
     assert any("pip install" in c and "fedtwin" in c for c in config["worker_setup_commands"])
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    # object storage: every Ray process knows the bucket's region (the provider's), for pyarrow's S3 client
+    region = config["provider"]["region"]
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert f"AWS_DEFAULT_REGION={region}" in [w for c in commands for w in c.split()], commands
 
 
 def test_onprem_cluster_yaml_passes_ray_schema():

@@ -14,7 +14,7 @@ from pipelines.data.clips import ClipArrays
 from pipelines.model.networks import ModelConfig, build_model
 from pipelines.model.state import state_from_model
 from pipelines.model.settings import TrainSettings
-from pipelines.model.training import EvalResult, evaluate, local_train, predict
+from pipelines.model.training import EvalResult, TrainWorkspace, evaluate, local_train, predict
 
 SMALL = ModelConfig(widths=(4, 8), num_classes=2)
 
@@ -280,3 +280,33 @@ def test_train_settings_are_frozen_and_replace_validates_again() -> None:
         settings.lr = 1.0  # type: ignore[misc]
     with pytest.raises(ValueError, match="TrainSettings.momentum"):
         replace(settings, momentum=-0.5)
+
+
+def test_a_reused_workspace_trains_exactly_like_fresh_optimizers() -> None:
+    # Prepare: a dropout model (the forked RNG matters) and settings that change optimizer and buffers
+    x, y = _separable()
+    cfg = ModelConfig(widths=(4, 8), num_classes=2, dropout=0.3)
+    runs = [
+        (TrainSettings(epochs=1, batch_size=8, lr=0.05, momentum=0.9), None),
+        (TrainSettings(epochs=2, batch_size=8, lr=0.01, optimizer="adam", weight_decay=1e-3), None),
+        (TrainSettings(epochs=1, batch_size=8, lr=0.02, momentum=0.5, weight_decay=1e-2), "carry"),
+        (TrainSettings(epochs=1, batch_size=5, lr=0.05, max_steps=2), None),
+    ]
+    fresh, reused = build_model(cfg, seed=0), build_model(cfg, seed=0)
+    workspace = TrainWorkspace()
+    carried: dict = {}
+    for i, (settings, carry) in enumerate(runs):
+        # Execute: the same call with a new optimizer each time and with the workspace's reset one
+        a = local_train(fresh, (x, y), settings, generator=_gen(i), optimizer_state=carried if carry else None)
+        b = local_train(reused, (x, y), settings, generator=_gen(i), optimizer_state=carried if carry else None,
+                        workspace=workspace)
+        carried = a.optimizer_state
+        # Assert: bit-identical weights, losses and optimizer buffers
+        assert a.mean_loss == b.mean_loss and a.steps == b.steps
+        for key, value in state_from_model(fresh).items():
+            np.testing.assert_array_equal(state_from_model(reused)[key], value)
+        assert a.optimizer_state.keys() == b.optimizer_state.keys()
+        for key, value in a.optimizer_state.items():
+            np.testing.assert_array_equal(b.optimizer_state[key], value)
+    assert local_train(reused, (x, y), runs[0][0], generator=_gen(), workspace=workspace,
+                       return_optimizer_state=False).optimizer_state == {}

@@ -93,3 +93,16 @@ def test_local_backend_raises_below_the_threshold_and_folds_above_it(tiny_data_r
     assert [f.device_id for f in outcome.failures] == [3] and len(outcome.results) == 9
     assert outcome.num_examples == sum(r.num_examples for r in outcome.results)
     assert np.isfinite(outcome.mean_state["head.weight"]).all()
+
+
+def test_idle_clock_measures_each_hosts_gap_between_rounds_on_its_own_clock():
+    from orchestrator.recipes.federated.backend_common import IdleClock
+
+    clock = IdleClock()
+    for host, (start, end) in enumerate([(0.0, 10.0), (0.0, 12.0)]):
+        clock.note(HostFitResult(host, (), (), None, 0, started=start, finished=end))
+    assert clock.take() == {}  # the first round has no gap
+    for host, start in enumerate([12.5, 12.25]):
+        clock.note(HostFitResult(host, (), (), None, 0, started=start, finished=start + 5))
+    assert clock.take() == {"host_idle_s": 1.375, "host_idle_min_s": 0.25, "host_idle_max_s": 2.5}
+    assert clock.take() == {}

@@ -115,3 +115,20 @@ def test_resume_after_interruption_gives_identical_weights(ray_session, tiny_dat
     acc_b = [r["test_accuracy"] for r in RunFolder(resumed.run_dir).read_metrics()]
     assert acc_a == acc_b
     assert [p.name for p in list_checkpoints(folder.checkpoints)] == ["round-00002", "round-00004"]
+
+
+def test_rounds_started_ahead_of_evaluation_give_the_in_process_results(ray_session, tiny_data_root, tmp_path):
+    # Prepare: no checkpoint before the end, so rounds 2 and 3 are dispatched before rounds 1 and 2 are scored
+    overrides = {"run.checkpoint_every": 10, "training.epochs": 1}
+    # Execute
+    ahead = run_experiment(tiny_spec(tiny_data_root, tmp_path / "ray", **overrides))
+    local = run_experiment(tiny_spec(tiny_data_root, tmp_path / "local", **overrides, **{"resources.backend": "local"}))
+    # Assert: the same weights and scores, and the idle gaps measured from round 2 on
+    a = latest_checkpoint(ahead.run_dir / "checkpoints")
+    b = latest_checkpoint(local.run_dir / "checkpoints")
+    for key in a.model:
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+    records = RunFolder(ahead.run_dir).read_metrics()
+    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in RunFolder(local.run_dir).read_metrics()]
+    assert "host_idle_s" not in records[0]
+    assert all(0 <= r["host_idle_min_s"] <= r["host_idle_s"] <= r["host_idle_max_s"] for r in records[1:])
