@@ -161,11 +161,12 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 
 def write_json_atomic(path: Path | str, obj: Any, text: str | None = None) -> None:
     """Write ``obj`` as JSON (numpy scalars and arrays allowed), or the given ``text``, atomically."""
-    body = text if text is not None else json.dumps(obj, indent=2, default=_jsonable) + "\n"
+    body = text if text is not None else json.dumps(obj, indent=2, default=jsonable) + "\n"
     write_text_atomic(path, body)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
     import numpy as np
 
     if isinstance(obj, np.generic):

@@ -10,11 +10,11 @@ per device.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from pipelines.core.atomic_write import jsonable
 from pipelines.data.manifest import FieldReader
 
 
@@ -98,17 +98,6 @@ def manifest_text(obj: dict[str, Any]) -> str:
     """
     head = dict(obj)
     devices = head.pop("devices", [])
-    text = json.dumps(head, indent=2, default=_plain)
-    entries = ",\n    ".join(json.dumps(d, separators=(", ", ": "), default=_plain) for d in devices)
+    text = json.dumps(head, indent=2, default=jsonable)
+    entries = ",\n    ".join(json.dumps(d, separators=(", ", ": "), default=jsonable) for d in devices)
     return f'{text[:-2]},\n  "devices": [\n    {entries}\n  ]\n}}\n'
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (a plugin partitioner's ``get_params``) as JSON values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
