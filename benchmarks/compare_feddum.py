@@ -30,13 +30,26 @@ CONFIGS = {"FedAvg": ROOT / "configs" / "fedavg.yaml", "FedDUM": ROOT / "configs
 LAST = 5  # rounds averaged for the "last rounds" column
 
 
-def run_one(config: Path, seed: int, work: Path) -> dict[str, Any]:
-    """One run of ``config`` with ``seed``; its per-round test accuracy and a few strategy fields."""
+def overrides_for(seed: int, work: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--set`` overrides of one run: work folders, the seed (seed 0 = the configs as committed)."""
     overrides: dict[str, Any] = {"data.root": str(work / "data"), "run.output_dir": str(work / "runs")}
     if seed != 0:
         overrides.update({"seed": seed, "data.partition.seed": seed})
+    return {**overrides, **(extra or {})}
+
+
+def prepare_data(config: Path, seed: int, work: Path) -> None:
+    """Generate and partition ``config``'s data for ``seed`` (before parallel runs share it)."""
+    from orchestrator.run.data_prep import ensure_partition
+
+    ensure_partition(ExperimentSpec.from_yaml(config, overrides_for(seed, work)).data)
+
+
+def run_one(config: Path, seed: int, work: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run of ``config`` with ``seed`` (and ``extra`` overrides); its per-round test accuracy and a
+    few strategy fields."""
     started = time.time()
-    result = run_experiment(ExperimentSpec.from_yaml(config, overrides))
+    result = run_experiment(ExperimentSpec.from_yaml(config, overrides_for(seed, work, extra)))
     records = RunFolder(result.run_dir).read_metrics()
     acc = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
     return {"test_accuracy": acc, "final": acc[-1], "last_mean": sum(acc[-LAST:]) / len(acc[-LAST:]),

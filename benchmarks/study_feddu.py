@@ -222,7 +222,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, argparse.Nam
     parser.add_argument("--workers", type=int)
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted override for every run, e.g. --set training.lr=0.1")
-    parser.add_argument("--out", default="docs/results", help="folder for feddu.md/.png/.json")
+    parser.add_argument("--out", default="docs/results", help="folder for NAME.md/.png/.json")
+    parser.add_argument("--name", default="feddu", help="base name of the outputs (default feddu)")
     parser.add_argument("--render-only", action="store_true", help="rebuild table and plot from OUT/feddu.json")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="keep the runs already in OUT/feddu.json (same budget) and run only the missing ones")
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw_path = out / "feddu.json"
+    raw_path = out / f"{args.name}.json"
 
     def save(results: dict[str, Any]) -> None:
         tmp = raw_path.with_suffix(".json.tmp")
@@ -267,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FedDU study: {len(cfg.settings)} settings x {len(cfg.arms)} arms x {len(cfg.seeds)} seeds, "
               f"{cfg.rounds} rounds each", flush=True)
         results = run_study(cfg, log=lambda line: print(line, flush=True), save=save, done=done)
+        results["command"] = " ".join(["python benchmarks/study_feddu.py"] + [a for a in sys.argv[1:] if a != "--continue"])
         save(results)
-    table = write_markdown(results, out / "feddu.md")
-    write_plot(results, out / "feddu.png")
+    table = write_markdown(results, out / f"{args.name}.md")
+    write_plot(results, out / f"{args.name}.png")
     print(table)
-    print(f"wrote {out / 'feddu.md'}, {out / 'feddu.png'}, {raw_path} ({results['wall_seconds'] / 60:.1f} min)")
+    print(f"wrote {out / args.name}.md/.png/.json ({results['wall_seconds'] / 60:.1f} min)")
     return 0
 
 

@@ -40,6 +40,7 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
     workspace, generator = TrainWorkspace(), torch.Generator()
     conn.send("ready")
     while (msg := conn.recv()) is not None:
+        started = time.perf_counter()
         round_num, state, device_ids, settings = msg
         partial, total = None, 0
         for d in device_ids:
@@ -50,11 +51,12 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
             partial = zeros_like(views) if partial is None else partial
             add_scaled(partial, views, float(len(data[d][1])))
             total += len(data[d][1])
-        conn.send((partial, total))
+        conn.send((partial, total, time.perf_counter() - started))
 
 
-def limit_rounds(spec: ExperimentSpec, cores: int) -> tuple[list[float], dict[str, Any]]:
-    """The limit: round-end stamps and the final weights of ``spec``'s rounds on ``cores`` workers."""
+def limit_rounds(spec: ExperimentSpec, cores: int) -> tuple[list[float], dict[str, Any], list[float]]:
+    """The limit: round-end stamps, the final weights of ``spec``'s rounds on ``cores`` workers, and each
+    round's busy seconds (the workers' time from receiving the round to answering, summed over workers)."""
     from orchestrator.recipes.federated.recipe import build_strategy
     from orchestrator.recipes.federated.round import round_settings
     from orchestrator.run.data_prep import ensure_partition
@@ -80,23 +82,25 @@ def limit_rounds(spec: ExperimentSpec, cores: int) -> tuple[list[float], dict[st
         procs.append(proc)
     assert all(p.recv() == "ready" for p in pipes)
     state = state_from_model(build_model(spec.model, seed=spec.seed))
-    ends = []
+    ends, busy = [], []
     for round_num in range(1, spec.federation.num_rounds + 1):
         devices = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
         settings = round_settings(spec, round_num)
         for w, pipe in enumerate(pipes):
             pipe.send((round_num, state, [int(d) for d in devices if host_of(d, cores) == w], settings))
-        fold = OrderedFold(range(cores))
+        fold, round_busy = OrderedFold(range(cores)), 0.0
         for w, pipe in enumerate(pipes):
-            partial, total = pipe.recv()
+            partial, total, seconds = pipe.recv()
             fold.add(HostFitResult(w, (), (), partial, total))
+            round_busy += seconds
         state, _ = strategy.aggregate_fit(round_num, state, fold.finish(state))
         ends.append(time.perf_counter())
+        busy.append(round_busy)
     for pipe in pipes:
         pipe.send(None)
     for proc in procs:
         proc.join()
-    return ends, state
+    return ends, state, busy
 
 
 def pool_rounds(spec: ExperimentSpec, cores: int) -> list[float]:

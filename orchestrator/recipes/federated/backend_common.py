@@ -88,12 +88,15 @@ class IdleClock:
     of a host in round n is its start in round n minus its finish in the last round it served. The host
     that finished last waited only for the driver (folding, strategy update, evaluation, checkpoint,
     dispatch): that is ``host_idle_min_s``; the others also waited for it (``host_idle_s`` is the mean,
-    ``host_idle_max_s`` the longest wait).
+    ``host_idle_max_s`` the longest wait). ``host_busy_s`` is the hosts' time inside ``fit`` in the
+    round, summed over hosts (finish minus start on each host's clock): with the round's wall time it
+    splits a round into work and waiting.
     """
 
     def __init__(self) -> None:
         self._finished: dict[int, float] = {}
         self._gaps: list[float] = []
+        self._busy = 0.0
 
     def note(self, answer: HostFitResult) -> None:
         """Record one host answer."""
@@ -102,14 +105,17 @@ class IdleClock:
             self._gaps.append(max(0.0, answer.started - last))
         if answer.finished:
             self._finished[answer.host_id] = answer.finished
+            if answer.started:
+                self._busy += max(0.0, answer.finished - answer.started)
 
     def take(self) -> dict[str, float]:
-        """``host_idle_s`` (mean over hosts), ``host_idle_min_s`` and ``host_idle_max_s`` since the last
-        call; ``{}`` before any gap (the first round)."""
-        gaps, self._gaps = self._gaps, []
+        """``host_idle_s`` (mean over hosts), ``host_idle_min_s``, ``host_idle_max_s`` and ``host_busy_s``
+        since the last call; ``{}`` before any gap (the first round)."""
+        gaps, busy, self._gaps, self._busy = self._gaps, self._busy, [], 0.0
         if not gaps:
             return {}
-        return {"host_idle_s": sum(gaps) / len(gaps), "host_idle_min_s": min(gaps), "host_idle_max_s": max(gaps)}
+        return {"host_idle_s": sum(gaps) / len(gaps), "host_idle_min_s": min(gaps), "host_idle_max_s": max(gaps),
+                "host_busy_s": busy}
 
 
 def host_settings(spec: ExperimentSpec) -> HostSettings:

@@ -104,5 +104,5 @@ def test_idle_clock_measures_each_hosts_gap_between_rounds_on_its_own_clock():
     assert clock.take() == {}  # the first round has no gap
     for host, start in enumerate([12.5, 12.25]):
         clock.note(HostFitResult(host, (), (), None, 0, started=start, finished=start + 5))
-    assert clock.take() == {"host_idle_s": 1.375, "host_idle_min_s": 0.25, "host_idle_max_s": 2.5}
+    assert clock.take() == {"host_idle_s": 1.375, "host_idle_min_s": 0.25, "host_idle_max_s": 2.5, "host_busy_s": 10.0}
     assert clock.take() == {}

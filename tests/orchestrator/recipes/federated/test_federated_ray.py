@@ -132,3 +132,4 @@ def test_rounds_started_ahead_of_evaluation_give_the_in_process_results(ray_sess
     assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in RunFolder(local.run_dir).read_metrics()]
     assert "host_idle_s" not in records[0]
     assert all(0 <= r["host_idle_min_s"] <= r["host_idle_s"] <= r["host_idle_max_s"] for r in records[1:])
+    assert all(r["host_busy_s"] > 0 for r in records[1:])  # the hosts' time inside fit
