@@ -1,8 +1,8 @@
 """The two baselines ``bench_throughput.py`` puts next to fedtwin (see its docstring).
 
 - :func:`limit_rounds`: one worker process per core, one torch thread each, all of its devices' clips in
-  memory, the same ``local_train`` (with a ``TrainWorkspace``), seeds, model and FedAvg fold as fedtwin's
-  hosts, the same device-to-worker split (``device % workers``); nothing else.
+  memory, the same ``local_train`` (with a ``TrainWorkspace``), seeds, model, allocator set-up and FedAvg
+  fold as fedtwin's hosts, the same device-to-worker split (``device % workers``); nothing else.
 - :func:`pool_rounds`: a Ray ``ActorPool`` with one actor per core and one task per device (read the
   shard, build the model, train, return the weights); the driver averages all devices' weights.
 """
@@ -22,6 +22,7 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
     import numpy as np
     import torch
 
+    from actors.torch_runtime import keep_freed_memory
     from pipelines.core.seeding import reseed
     from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
     from pipelines.federated.hosts import devices_of
@@ -29,6 +30,7 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
     from pipelines.model.state import add_scaled, zeros_like
     from pipelines.model.training import TrainWorkspace, local_train
 
+    keep_freed_memory()  # the hosts' allocator set-up (actors/torch_runtime.py), so only orchestration differs
     torch.set_num_threads(1)
     manifest = load_partition_manifest(partition)
     data = {}
