@@ -67,7 +67,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "naive full pass": {"name": "feddu", "params": {"fixed_alpha": 1.0}},
     "FedDU": {"name": "feddu", "params": {}},
     "FedDU C=3": {"name": "feddu", "params": {"C": 3.0}},
-    "FedDUM": {"name": "feddum", "params": {}},
+    # beta_s 0.5: FedDUM's default when the study ran (now 0.3, chosen later on held-out seeds:
+    # docs/results/feddum_momentum.md); pinned so that --continue and reruns match the committed runs.
+    "FedDUM": {"name": "feddum", "params": {"momentum": 0.5}},
 }
 #: Every setting of the full study, headline first: all device x server splits, plus the headline with shifted data.
 ALL_SETTINGS: tuple[str, ...] = (

@@ -5,7 +5,7 @@ Each round FedDU proposes ``w_t^FedDU`` (FedAvg, then the dynamic server update 
 the global update and guards the *final* update::
 
     Delta_t = w_t^FedDU - w_{t-1}
-    m_t     = beta_s m_{t-1} + (1 - beta_s) Delta_t            m_{-1} = 0, beta_s = 0.5
+    m_t     = beta_s m_{t-1} + (1 - beta_s) Delta_t            m_{-1} = 0, beta_s = 0.3
     w_t     = w_{t-1} + m_t / (1 - beta_s^k)                   k = updates kept so far (Adam's bias correction)
     revert to w_half (and keep m_{t-1}) when the D0 loss of w_t is not finite or > revert_factor x loss(w_half)
 
@@ -56,7 +56,7 @@ class FedDUMParams(FedDUParams):
     Attributes:
         momentum: beta_s, the server (global) momentum in EMA form (the Tune sweep's name); 0 = FedDU's
             update with FedDUM's devices and guard. The EMA averages about ``1/(1 - beta_s)`` rounds of
-            updates (2 at the default 0.5): 0.9 lags by about 10 rounds, too many for runs of tens of
+            updates (1.4 at the default 0.3, chosen on held-out seeds: docs/results/feddum_momentum.md): 0.9 lags by about 10 rounds, too many for runs of tens of
             rounds (below FedAvg on the quickstart workload), but may suit runs of hundreds.
         momentum_init: how the first rounds are treated: ``debiased`` (m_{-1} = 0 and the update divided
             by ``1 - beta_s^k``, like Adam's first moment: the first update is applied in full at once, so
@@ -82,7 +82,7 @@ class FedDUMParams(FedDUParams):
             interpolated towards the server pass's buffer by alpha_t when the pass has momentum).
     """
 
-    momentum: float = 0.5
+    momentum: float = 0.3
     momentum_init: Literal["debiased", "zero", "delta"] = "debiased"
     device_momentum: float = 0.5
     device_momentum_form: Literal["ema", "classic"] = "ema"

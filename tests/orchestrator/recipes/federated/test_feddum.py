@@ -49,7 +49,7 @@ def mean_sequence(strategy, means):
 def test_default_parameters():
     p = FedDUM.parse_params({})
     assert (p.momentum_init, p.device_momentum_form, p.device_momentum_init) == ("debiased", "ema", "fresh")
-    assert (p.momentum, p.device_momentum) == (0.5, 0.5)
+    assert (p.momentum, p.device_momentum) == (0.3, 0.5)
     assert p.server_sgd_momentum is None and p.revert_factor == 3.0
 
 
