@@ -147,8 +147,7 @@ def test_a_failed_round_exits_1_in_one_line_and_leaves_nothing(tmp_path, tiny_da
 
 
 def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, tiny_data_root, watched):
-    # Far more rounds than can finish while the signal is on its way (30 tiny rounds did once, on a loaded machine)
-    run = watched(_config(tmp_path, tiny_data_root, num_rounds=1000))
+    run = watched(_config(tmp_path, tiny_data_root, num_rounds=30))
     run.wait_for_metrics()
     run.proc.send_signal(signal.SIGINT)
     code, err = run.finish()
@@ -159,8 +158,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, tiny_data_root, watched):
 
 def test_sigkill_of_the_driver_leaves_no_ray_process(tmp_path, tiny_data_root, watched):
     # Prepare
-    # Far more rounds than can finish while the signal is on its way (30 tiny rounds did once, on a loaded machine)
-    run = watched(_config(tmp_path, tiny_data_root, num_rounds=1000))
+    run = watched(_config(tmp_path, tiny_data_root, num_rounds=30))
     run.wait_for_metrics()
     run.record()
     # Execute: the driver dies without a word (Ray alone would leave its agents running)
