@@ -38,11 +38,18 @@ def _config(tmp_path: Path, data_root: Path, **federation) -> Path:
     return path
 
 
+# ``fedtwin`` with Ctrl-C's usual meaning. A shell without job control starts background commands with
+# SIGINT ignored, and a child inherits that: a test suite run in the background (`... &`) would otherwise
+# start a ``fedtwin`` that cannot be interrupted, as a user's background job is meant to be.
+_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from orchestrator.cli.main import main; sys.exit(main())")
+
+
 class _Watched:
     """A ``fedtwin run`` subprocess whose descendants are recorded while it runs."""
 
     def __init__(self, cfg: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"],
+        self.proc = subprocess.Popen([sys.executable, "-c", _CLI, "run", str(cfg), "--quiet"],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.seen: dict[int, tuple[float, str]] = {}  # pid -> (start time, command line)
         self.runs = cfg.parent / "runs"
