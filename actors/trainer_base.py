@@ -8,13 +8,12 @@ once; each subclass keeps its own public methods.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
-import os
-
-from actors.torch_runtime import prepare_torch, torch_device
-from pipelines.model.networks import ModelConfig, VideoCNN, build_model
-from pipelines.model.state import ModelState, load_state, state_from_model
+from fedtwin.actors.torch_runtime import prepare_torch, torch_device
+from fedtwin.pipelines.model.networks import ModelConfig, VideoCNN, build_model
+from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
 
 
 class TorchActor:

@@ -24,9 +24,9 @@ import time
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from pipelines.mutual.clustering import CosineKMeans
-from pipelines.mutual.kreciprocal import l2_normalize
-from pipelines.mutual.pseudo_labels import ClusterSettings, make_pseudo_labels
+from fedtwin.pipelines.mutual.clustering import CosineKMeans
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.pseudo_labels import ClusterSettings, make_pseudo_labels
 
 
 def features(rows: int, dim: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

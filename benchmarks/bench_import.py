@@ -32,7 +32,7 @@ _HWM_DIR = "FEDTWIN_BENCH_HWM_DIR"  # where workers leave their peak RSS, one fi
 
 def measuring_decoder(job):  # noqa: ANN001, ANN201 (VideoJob -> DecodedVideo)
     """``decode_video`` that also records this process's own peak RSS (KiB) in ``$FEDTWIN_BENCH_HWM_DIR``."""
-    from pipelines.data.video_decode import decode_video
+    from fedtwin.pipelines.data.video_decode import decode_video
 
     result = decode_video(job)
     status = Path("/proc/self/status")
@@ -45,7 +45,9 @@ def measuring_decoder(job):  # noqa: ANN001, ANN201 (VideoJob -> DecodedVideo)
 CODECS = {"mp4": ("libx264", "yuv420p"), "webm": ("libvpx-vp9", "yuv420p"), "avi": ("mjpeg", "yuvj420p")}
 
 
-def make_video(path: Path, frames: int, size: int, fps: int, label: int, classes: int, rng: np.random.Generator) -> None:
+def make_video(
+    path: Path, frames: int, size: int, fps: int, label: int, classes: int, rng: np.random.Generator
+) -> None:
     """A square moving in a class-dependent direction over a gradient, with a little noise."""
     import av
 
@@ -103,14 +105,17 @@ def main() -> None:
     parser.add_argument("--out-dir", default="docs/results", help="where import.md and import.json go")
     args = parser.parse_args()
 
-    from pipelines.data.video_decode import ImportConfig, parse_size
-    from pipelines.data.video_import import import_videos
-    from pipelines.data.video_sources import discover_folders
+    from fedtwin.pipelines.data.video_decode import ImportConfig, parse_size
+    from fedtwin.pipelines.data.video_import import import_videos
+    from fedtwin.pipelines.data.video_sources import discover_folders
 
     containers = [c.strip() for c in args.containers.split(",") if c.strip()]
     cfg = ImportConfig(
-        frames=args.frames, stride=args.stride, clips_per_video=args.clips_per_video,
-        size=parse_size(args.out_size), workers=args.workers,
+        frames=args.frames,
+        stride=args.stride,
+        clips_per_video=args.clips_per_video,
+        size=parse_size(args.out_size),
+        workers=args.workers,
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -162,7 +167,9 @@ def main() -> None:
     )
     table = "\n".join([header, "|---|---|---|---|---|---|---|---|", line])
     print(table)
-    print(f"generation {t_gen:.1f}s (not timed as import); {row['source_mb']} MB of video -> {row['dataset_mb']} MB dataset")
+    print(
+        f"generation {t_gen:.1f}s (not timed as import); {row['source_mb']} MB of video -> {row['dataset_mb']} MB dataset"
+    )
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

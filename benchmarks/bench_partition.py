@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
-from pipelines.data.partition import PartitionConfig, load_device_shard, load_partition_manifest, partition_dataset
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
+from fedtwin.pipelines.data.partition import (
+    PartitionConfig,
+    load_device_shard,
+    load_partition_manifest,
+    partition_dataset,
+)
 
 
 def main() -> None:

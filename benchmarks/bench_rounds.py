@@ -1,7 +1,7 @@
 """Per-round wall time of fedtwin vs the same work in one process without Ray (the compute limit).
 
 Both sides run the same rounds of the same experiment: the same sampled devices, the same local
-training (``pipelines.model.training.local_train`` with the same per-device seeds), the same FedAvg mean and
+training (``fedtwin.pipelines.model.training.local_train`` with the same per-device seeds), the same FedAvg mean and
 the same test-set evaluations (on the rounds fedtwin evaluates: every ``federation.eval_every`` rounds and
 the last). ``benchmarks/bench_throughput.py`` measures devices per second against a per-core limit. The compute-limit side keeps every shard in memory, trains the devices
 one after another in this process with ``torch.set_num_threads(<cores>)`` and pays no Ray, no
@@ -21,17 +21,17 @@ import time
 
 import torch
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.data_prep import ensure_partition
-from orchestrator.run.experiment import run_experiment
-from orchestrator.recipes.federated.recipe import build_strategy
-from orchestrator.recipes.federated.round import round_settings
-from orchestrator.run.run_folder import RunFolder
-from pipelines.core.seeding import sampling_rng, torch_generator
-from pipelines.model.networks import build_model
-from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
-from pipelines.model.state import load_state, state_from_model, weighted_average
-from pipelines.model.training import evaluate, local_train
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.recipe import build_strategy
+from fedtwin.orchestrator.recipes.federated.round import round_settings
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
+from fedtwin.pipelines.core.seeding import sampling_rng, torch_generator
+from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
+from fedtwin.pipelines.model.networks import build_model
+from fedtwin.pipelines.model.state import load_state, state_from_model, weighted_average
+from fedtwin.pipelines.model.training import evaluate, local_train
 
 
 def compute_limit_rounds(spec: ExperimentSpec, threads: int) -> list[float]:
@@ -73,11 +73,19 @@ def main() -> None:
     cores = os.cpu_count() or 1
     spec = ExperimentSpec.from_yaml(
         args.config,
-        {"federation.num_rounds": args.rounds, "run.output_dir": args.output, "name": "bench-rounds",
-         "strategy.name": "fedavg", "strategy.params": {}},
+        {
+            "federation.num_rounds": args.rounds,
+            "run.output_dir": args.output,
+            "name": "bench-rounds",
+            "strategy.name": "fedavg",
+            "strategy.params": {},
+        },
     )
-    print(f"workload: {args.config}, {args.rounds} rounds, {spec.federation.devices_per_round} devices/round, "
-          f"{spec.training.epochs} local epoch(s), FedAvg, {cores} cores", file=sys.stderr)
+    print(
+        f"workload: {args.config}, {args.rounds} rounds, {spec.federation.devices_per_round} devices/round, "
+        f"{spec.training.epochs} local epoch(s), FedAvg, {cores} cores",
+        file=sys.stderr,
+    )
 
     result = run_experiment(spec)
     fed = [r["round_seconds"] for r in RunFolder(result.run_dir).read_metrics()]

@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_throughput import peak_rss_mb, ray_workers  # noqa: E402
 
 RUN = """
 import json, sys, time
 sys.path.insert(0, {bench!r})
 from bench_throughput import peak_rss_mb, ray_workers
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.experiment import run_experiment
 hosts = []
 class Peek(RunCallback):
     def on_round_end(self, step, metrics):
@@ -52,7 +51,7 @@ sys.path.insert(0, {bench!r})
 from bench_throughput import peak_rss_mb
 before = peak_rss_mb()
 started = time.perf_counter()
-from pipelines.data.partition_manifest import load_partition_manifest
+from fedtwin.pipelines.data.partition_manifest import load_partition_manifest
 m = load_partition_manifest({part!r})
 print(json.dumps({{"seconds": time.perf_counter() - started, "devices": m.num_devices,
                   "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}}))
@@ -79,43 +78,98 @@ def main() -> None:
     parser.add_argument("--output", default="docs/results/scale", help="writes OUTPUT.md and OUTPUT.json")
     args = parser.parse_args()
     bench = str(Path(__file__).resolve().parent)
-    fedtwin = [sys.executable, "-m", "orchestrator.cli"]
+    fedtwin = [sys.executable, "-m", "fedtwin.orchestrator.cli"]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fedtwin-scale-") as tmp:
         data, part = f"{tmp}/digits", f"{tmp}/parts"
         per_class = args.devices * 2 // 10
-        timed_child([*fedtwin, "data", "make", "moving-digits", data, "--size", "16", "--digit-size", "8",
-                     "--train-per-class", str(per_class), "--test-per-class", "100"])
-        part_s, part_rss, _ = timed_child([*fedtwin, "data", "partition", data, part, "--devices", str(args.devices),
-                                           "--scheme", "iid", "--seed", "0"])
+        timed_child(
+            [
+                *fedtwin,
+                "data",
+                "make",
+                "moving-digits",
+                data,
+                "--size",
+                "16",
+                "--digit-size",
+                "8",
+                "--train-per-class",
+                str(per_class),
+                "--test-per-class",
+                "100",
+            ]
+        )
+        part_s, part_rss, _ = timed_child(
+            [
+                *fedtwin,
+                "data",
+                "partition",
+                data,
+                part,
+                "--devices",
+                str(args.devices),
+                "--scheme",
+                "iid",
+                "--seed",
+                "0",
+            ]
+        )
         manifest_mb = Path(part, "manifest.json").stat().st_size / 1e6
         load = json.loads(timed_child([sys.executable, "-c", LOAD.format(bench=bench, part=part)])[2])
-        spec = {"name": "scale", "recipe": "federated", "seed": 0, "data": {"path": part},
-                "model": {"arch": "tiny3d"},
-                "training": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "max_steps": 1},
-                "federation": {"num_rounds": args.rounds, "devices_per_round": args.per_round,
-                               "eval_every": args.rounds, "round_timeout_s": 1800},
-                "strategy": {"name": "fedavg"},
-                "resources": {"hosts": args.cores, "cpus_per_host": 1, "torch_threads": 1},
-                "ray": {"num_cpus": args.cores}, "run": {"output_dir": f"{tmp}/runs"}}
+        spec = {
+            "name": "scale",
+            "recipe": "federated",
+            "seed": 0,
+            "data": {"path": part},
+            "model": {"arch": "tiny3d"},
+            "training": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "max_steps": 1},
+            "federation": {
+                "num_rounds": args.rounds,
+                "devices_per_round": args.per_round,
+                "eval_every": args.rounds,
+                "round_timeout_s": 1800,
+            },
+            "strategy": {"name": "fedavg"},
+            "resources": {"hosts": args.cores, "cpus_per_host": 1, "torch_threads": 1},
+            "ray": {"num_cpus": args.cores},
+            "run": {"output_dir": f"{tmp}/runs"},
+        }
         env_cache = {**os.environ, "FEDTWIN_CACHE_DIR": f"{tmp}/cache"}
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", RUN.format(bench=bench, rounds=args.rounds - 1,
-                                                                spec=json.dumps(spec))],
-                              capture_output=True, text=True, env=env_cache, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", RUN.format(bench=bench, rounds=args.rounds - 1, spec=json.dumps(spec))],
+            capture_output=True,
+            text=True,
+            env=env_cache,
+            check=True,
+        )
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         run["process_seconds"] = time.perf_counter() - started
     result: dict[str, Any] = {
         "command": " ".join(["python benchmarks/bench_scale.py", *sys.argv[1:]]),
-        "devices": args.devices, "clips_per_device": 2, "per_round": args.per_round, "rounds": args.rounds,
-        "cores": args.cores, "load_average_before": [round(v, 2) for v in load_before],
+        "devices": args.devices,
+        "clips_per_device": 2,
+        "per_round": args.per_round,
+        "rounds": args.rounds,
+        "cores": args.cores,
+        "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "partition": {"seconds": round(part_s, 1), "peak_rss_mb": round(part_rss),
-                      "manifest_mb": round(manifest_mb, 1)},
-        "manifest_load": {"seconds": round(load["seconds"], 2), "peak_rss_mb": round(load["peak_rss_mb"]),
-                          "rss_before_mb": round(load["rss_before_mb"])},
-        "run": {"seconds": round(run["seconds"], 1), "driver_peak_rss_mb": round(run["driver_peak_rss_mb"]),
-                "host_peak_rss_mb": round(run["host_peak_rss_mb"])},
+        "partition": {
+            "seconds": round(part_s, 1),
+            "peak_rss_mb": round(part_rss),
+            "manifest_mb": round(manifest_mb, 1),
+        },
+        "manifest_load": {
+            "seconds": round(load["seconds"], 2),
+            "peak_rss_mb": round(load["peak_rss_mb"]),
+            "rss_before_mb": round(load["rss_before_mb"]),
+        },
+        "run": {
+            "seconds": round(run["seconds"], 1),
+            "driver_peak_rss_mb": round(run["driver_peak_rss_mb"]),
+            "host_peak_rss_mb": round(run["host_peak_rss_mb"]),
+        },
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +185,8 @@ def main() -> None:
         f"| load the partition manifest (process RSS before: {m['rss_before_mb']} MB) | {m['seconds']} | "
         f"{m['peak_rss_mb']} |\n"
         f"| `run_experiment` ({args.rounds} rounds; Ray start-up, device stores built in round 1, final "
-        f"evaluation) | {r['seconds']} | driver {r['driver_peak_rss_mb']}, largest host {r['host_peak_rss_mb']} |\n")
+        f"evaluation) | {r['seconds']} | driver {r['driver_peak_rss_mb']}, largest host {r['host_peak_rss_mb']} |\n"
+    )
     out.with_suffix(".md").write_text(text)
     print(text)
 

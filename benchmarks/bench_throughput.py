@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -67,14 +66,23 @@ def spec_dict(workload: str, args: argparse.Namespace, gpus: float = 0.0) -> dic
 
         hosts = max(1, min(args.cores, int(torch.cuda.device_count() / gpus)))
     return {
-        "name": f"bench-{workload}", "recipe": "federated", "seed": SEED,
-        "data": {"root": args.data_root, "seed": 0,
-                 "generator": {"train_per_class": DEVICES * CLIPS_PER_DEVICE // 10, "test_per_class": 100},
-                 "partition": {"devices": DEVICES, "scheme": "iid", "seed": 0}},
+        "name": f"bench-{workload}",
+        "recipe": "federated",
+        "seed": SEED,
+        "data": {
+            "root": args.data_root,
+            "seed": 0,
+            "generator": {"train_per_class": DEVICES * CLIPS_PER_DEVICE // 10, "test_per_class": 100},
+            "partition": {"devices": DEVICES, "scheme": "iid", "seed": 0},
+        },
         "model": {"arch": "tiny3d", **({"widths": list(widths)} if widths else {})},
         "training": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "max_steps": steps},
-        "federation": {"num_rounds": args.rounds, "devices_per_round": per_round, "eval_every": args.rounds,
-                       "round_timeout_s": 900},
+        "federation": {
+            "num_rounds": args.rounds,
+            "devices_per_round": per_round,
+            "eval_every": args.rounds,
+            "round_timeout_s": 900,
+        },
         "strategy": {"name": "fedavg"},
         "resources": {"hosts": hosts, "cpus_per_host": 1, "torch_threads": 1, "gpus_per_host": gpus},
         "ray": {"num_cpus": args.cores},
@@ -130,19 +138,23 @@ def gpu_memory_mb(pids: list[int]) -> dict[int, float]:
     """GPU memory per process from ``nvidia-smi`` ({} without it)."""
     if not shutil.which("nvidia-smi"):
         return {}
-    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     used = {int(p): float(m) for p, m in (line.split(",") for line in out.strip().splitlines() if "," in line)}
     return {pid: used[pid] for pid in pids if pid in used}
 
 
 # ---------------------------------------------------------------------------------------------- sides
 def side_fedtwin(workload: str, args: argparse.Namespace) -> dict[str, Any]:
-    from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.run.callbacks import RunCallback
-    from orchestrator.run.checkpoint import latest_checkpoint
-    from orchestrator.run.experiment import run_experiment
-    from orchestrator.run.run_folder import RunFolder
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.run.callbacks import RunCallback
+    from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
+    from fedtwin.orchestrator.run.experiment import run_experiment
+    from fedtwin.orchestrator.run.run_folder import RunFolder
 
     spec = ExperimentSpec.from_dict(spec_dict(workload, args, args.gpus))
     ends: list[float] = []
@@ -177,18 +189,24 @@ def side_fedtwin(workload: str, args: argparse.Namespace) -> dict[str, Any]:
     host_pids = set(hosts.pop("host_pids", []))
     other = sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in host_pids)
     hosts["other_cpu_share"] = other / (args.cores * (ends[-2] - ends[0]))
-    return {"round_s": timed(ends), "busy_s": busy if None not in busy else None,
-            "host_idle_s": statistics.median(idle) if idle else None,
-            "driver_turnaround_s": statistics.median(turnaround) if turnaround else None,
-            "driver_peak_rss_mb": peak_rss_mb(), **hosts, "weights": weights,
-            "final_test_accuracy": result.summary.get("final_test_accuracy"), "run_dir": str(result.run_dir)}
+    return {
+        "round_s": timed(ends),
+        "busy_s": busy if None not in busy else None,
+        "host_idle_s": statistics.median(idle) if idle else None,
+        "driver_turnaround_s": statistics.median(turnaround) if turnaround else None,
+        "driver_peak_rss_mb": peak_rss_mb(),
+        **hosts,
+        "weights": weights,
+        "final_test_accuracy": result.summary.get("final_test_accuracy"),
+        "run_dir": str(result.run_dir),
+    }
 
 
 def side_limit(workload: str, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
-
-    from orchestrator.config.spec import ExperimentSpec
     from throughput_baselines import limit_rounds
+
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
 
     ends, state, busy = limit_rounds(ExperimentSpec.from_dict(spec_dict(workload, args)), args.cores)
     weights = str(Path(args.scratch) / f"{workload}-limit.npz")
@@ -197,8 +215,9 @@ def side_limit(workload: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def side_pool(workload: str, args: argparse.Namespace) -> dict[str, Any]:
-    from orchestrator.config.spec import ExperimentSpec
     from throughput_baselines import pool_rounds
+
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
 
     return {"round_s": timed(pool_rounds(ExperimentSpec.from_dict(spec_dict(workload, args)), args.cores))}
 
@@ -210,9 +229,28 @@ SIDES = {"fedtwin": side_fedtwin, "limit": side_limit, "pool": side_pool}
 def run_side(side: str, workload: str, args: argparse.Namespace, gpus: float = 0.0, repeat: int = 0) -> dict[str, Any]:
     """One side of one workload in a fresh process (its peak RSS is its own)."""
     out = Path(args.scratch) / f"{workload}-{side}-{gpus}-{repeat}.json"
-    cmd = [sys.executable, __file__, "--side", side, "--workloads", workload, "--result", str(out),
-           "--rounds", str(args.rounds), "--cores", str(args.cores), "--data-root", args.data_root,
-           "--run-root", args.run_root, "--scratch", args.scratch, "--gpus", str(gpus)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--side",
+        side,
+        "--workloads",
+        workload,
+        "--result",
+        str(out),
+        "--rounds",
+        str(args.rounds),
+        "--cores",
+        str(args.cores),
+        "--data-root",
+        args.data_root,
+        "--run-root",
+        args.run_root,
+        "--scratch",
+        args.scratch,
+        "--gpus",
+        str(gpus),
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
     result = json.loads(out.read_text())
@@ -255,9 +293,11 @@ def summarise(workload: str, sides: dict[str, list[dict[str, Any]]]) -> dict[str
         # The same ratio within each repeat (fedtwin and the limit run back to back): its spread is the noise.
         row["limit_over_fedtwin_by_repeat"] = [
             round(statistics.median(f["round_s"]) / statistics.median(m["round_s"]), 3)
-            for f, m in zip(sides["fedtwin"], sides["limit"])]
-        row["same_weights"] = all(same_weights(f["weights"], m["weights"])
-                                  for f, m in zip(sides["fedtwin"], sides["limit"]))
+            for f, m in zip(sides["fedtwin"], sides["limit"])
+        ]
+        row["same_weights"] = all(
+            same_weights(f["weights"], m["weights"]) for f, m in zip(sides["fedtwin"], sides["limit"])
+        )
     if row.get("fedtwin_busy_ms_per_device") and row.get("limit_busy_ms_per_device"):
         row["busy_fedtwin_over_limit"] = round(row["fedtwin_busy_ms_per_device"] / row["limit_busy_ms_per_device"], 3)
     if fed and row.get("pool_devices_per_s"):
@@ -279,23 +319,35 @@ def table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any, spec: str = "") -> str:
         return "-" if v is None else (format(v, spec) if spec else str(v))
 
-    lines = ["| workload | devices/round | fedtwin devices/s | limit devices/s | limit / fedtwin | same, per repeat | "
-             "busy ms/device, fedtwin / limit | per-client pool devices/s | fedtwin / pool | same weights | "
-             "host idle between rounds, mean / last host (s) | other processes' CPU | driver peak RSS (MB) | "
-             "host peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | devices/round | fedtwin devices/s | limit devices/s | limit / fedtwin | same, per repeat | "
+        "busy ms/device, fedtwin / limit | per-client pool devices/s | fedtwin / pool | same weights | "
+        "host idle between rounds, mean / last host (s) | other processes' CPU | driver peak RSS (MB) | "
+        "host peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(" | ".join([
-            f"| {r['workload']}" + (f" (gpus_per_host {r['gpus_per_host']})" if r.get("gpus_per_host") else ""),
-            str(r["devices_per_round"]), fmt(r.get("fedtwin_devices_per_s")), fmt(r.get("limit_devices_per_s")),
-            fmt(r.get("limit_over_fedtwin"), ".3f"),
-            ", ".join(f"{v:.3f}" for v in r.get("limit_over_fedtwin_by_repeat") or []) or "-",
-            f"{fmt(r.get('fedtwin_busy_ms_per_device'))} / {fmt(r.get('limit_busy_ms_per_device'))}",
-            fmt(r.get("pool_devices_per_s")), fmt(r.get("fedtwin_over_pool")),
-            {True: "yes", False: "no"}.get(r.get("same_weights"), "-"),
-            f"{fmt(r.get('host_idle_s'), '.3f')} / {fmt(r.get('driver_turnaround_s'), '.3f')}",
-            fmt(r.get("other_cpu_share"), ".1%"),
-            fmt(r.get("driver_peak_rss_mb"), ".0f"), fmt(r.get("host_peak_rss_mb"), ".0f"),
-        ]) + " |")
+        lines.append(
+            " | ".join(
+                [
+                    f"| {r['workload']}" + (f" (gpus_per_host {r['gpus_per_host']})" if r.get("gpus_per_host") else ""),
+                    str(r["devices_per_round"]),
+                    fmt(r.get("fedtwin_devices_per_s")),
+                    fmt(r.get("limit_devices_per_s")),
+                    fmt(r.get("limit_over_fedtwin"), ".3f"),
+                    ", ".join(f"{v:.3f}" for v in r.get("limit_over_fedtwin_by_repeat") or []) or "-",
+                    f"{fmt(r.get('fedtwin_busy_ms_per_device'))} / {fmt(r.get('limit_busy_ms_per_device'))}",
+                    fmt(r.get("pool_devices_per_s")),
+                    fmt(r.get("fedtwin_over_pool")),
+                    {True: "yes", False: "no"}.get(r.get("same_weights"), "-"),
+                    f"{fmt(r.get('host_idle_s'), '.3f')} / {fmt(r.get('driver_turnaround_s'), '.3f')}",
+                    fmt(r.get("other_cpu_share"), ".1%"),
+                    fmt(r.get("driver_peak_rss_mb"), ".0f"),
+                    fmt(r.get("host_peak_rss_mb"), ".0f"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -304,12 +356,21 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=7, help="rounds per side; rounds 2..R-1 are timed")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="hosts = limit workers = pool actors")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs per side, fedtwin and the limit alternating (medians pool all timed rounds)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs per side, fedtwin and the limit alternating (medians pool all timed rounds)",
+    )
     parser.add_argument("--pool", action="store_true", help="also time the per-client actor pool")
     parser.add_argument("--pool-workloads", nargs="+", default=["tiny3d-step"], choices=list(WORKLOADS))
-    parser.add_argument("--gpus-per-host", nargs="*", type=float, default=[],
-                        help="with CUDA: repeat fedtwin at these GPU fractions per host (e.g. 1 0.5 0.25)")
+    parser.add_argument(
+        "--gpus-per-host",
+        nargs="*",
+        type=float,
+        default=[],
+        help="with CUDA: repeat fedtwin at these GPU fractions per host (e.g. 1 0.5 0.25)",
+    )
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--run-root", default=None, help="run folders of the fedtwin side (default: a temp dir)")
     parser.add_argument("--output", default="docs/results/throughput", help="writes OUTPUT.md and OUTPUT.json")
@@ -331,8 +392,8 @@ def main() -> None:
     args.run_root = args.run_root or str(Path(tmp.name) / "runs")
     load_before = os.getloadavg()
     started = time.time()
-    from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.run.data_prep import ensure_partition
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
 
     for w in args.workloads:  # data first (shared by all workloads), so no side pays for it
         ensure_partition(ExperimentSpec.from_dict(spec_dict(w, args)).data)
@@ -356,22 +417,44 @@ def main() -> None:
     write_results(args, rows, text, load_before, load_after, time.time() - started)
 
 
-def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], text: str,
-                  load_before: tuple[float, ...], load_after: tuple[float, ...], seconds: float) -> None:
+def write_results(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    text: str,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+    seconds: float,
+) -> None:
     import torch
 
     command = "python benchmarks/bench_throughput.py " + " ".join(sys.argv[1:])
-    machine = {"cores": os.cpu_count(), "cores_used": args.cores, "python": platform.python_version(),
-               "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-               "load_average_before": [round(v, 2) for v in load_before],
-               "load_average_after": [round(v, 2) for v in load_after]}
-    payload = {"command": command, "rounds": args.rounds, "repeats": args.repeats, "devices": DEVICES, "clips_per_device": CLIPS_PER_DEVICE,
-               "machine": machine, "seconds": round(seconds, 1), "rows": rows}
+    machine = {
+        "cores": os.cpu_count(),
+        "cores_used": args.cores,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in load_after],
+    }
+    payload = {
+        "command": command,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "devices": DEVICES,
+        "clips_per_device": CLIPS_PER_DEVICE,
+        "machine": machine,
+        "seconds": round(seconds, 1),
+        "rows": rows,
+    }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    gpu_note = ("" if torch.cuda.is_available() else
-                "\nGPU figures: pending (this machine has no GPU); on one, add `--gpus-per-host 1 0.5 0.25`.\n")
+    gpu_note = (
+        ""
+        if torch.cuda.is_available()
+        else "\nGPU figures: pending (this machine has no GPU); on one, add `--gpus-per-host 1 0.5 0.25`.\n"
+    )
     out.with_suffix(".md").write_text(
         f"# Throughput: fedtwin vs the compute limit\n\nWritten by `{command}` "
         f"({seconds:.0f} s; {machine['cores']} cores, torch {machine['torch']}; load average "
@@ -394,7 +477,8 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], text: st
         "the other host: the limit's workers wait for each other the same way) / the gap of the host that "
         "finished last (the driver's own turnaround). Peak RSS: `VmHWM`; a host's includes the pages of its "
         "memory-mapped device store it touched (file-backed, shared with the page cache).\n"
-        f"{gpu_note}")
+        f"{gpu_note}"
+    )
 
 
 if __name__ == "__main__":

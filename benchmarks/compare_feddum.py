@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.config.spec import ExperimentSpec  # noqa: E402
-from orchestrator.run.experiment import run_experiment  # noqa: E402
-from orchestrator.run.run_folder import RunFolder  # noqa: E402
-from pipelines.core.atomic_write import write_json_atomic, write_text_atomic  # noqa: E402
+from fedtwin.orchestrator.config.spec import ExperimentSpec  # noqa: E402
+from fedtwin.orchestrator.run.experiment import run_experiment  # noqa: E402
+from fedtwin.orchestrator.run.run_folder import RunFolder  # noqa: E402
+from fedtwin.pipelines.core.atomic_write import write_json_atomic, write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"FedAvg": ROOT / "configs" / "fedavg.yaml", "FedDUM": ROOT / "configs" / "feddum.yaml"}
@@ -40,7 +40,7 @@ def overrides_for(seed: int, work: Path, extra: dict[str, Any] | None = None) ->
 
 def prepare_data(config: Path, seed: int, work: Path) -> None:
     """Generate and partition ``config``'s data for ``seed`` (before parallel runs share it)."""
-    from orchestrator.run.data_prep import ensure_partition
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
 
     ensure_partition(ExperimentSpec.from_yaml(config, overrides_for(seed, work)).data)
 
@@ -52,8 +52,13 @@ def run_one(config: Path, seed: int, work: Path, extra: dict[str, Any] | None = 
     result = run_experiment(ExperimentSpec.from_yaml(config, overrides_for(seed, work, extra)))
     records = RunFolder(result.run_dir).read_metrics()
     acc = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
-    return {"test_accuracy": acc, "final": acc[-1], "last_mean": sum(acc[-LAST:]) / len(acc[-LAST:]),
-            "reverted": sum(bool(r.get("reverted")) for r in records), "seconds": time.time() - started}
+    return {
+        "test_accuracy": acc,
+        "final": acc[-1],
+        "last_mean": sum(acc[-LAST:]) / len(acc[-LAST:]),
+        "reverted": sum(bool(r.get("reverted")) for r in records),
+        "seconds": time.time() - started,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         for arm, config in CONFIGS.items():
             runs[arm][seed] = run_one(config, seed, args.work)
             r = runs[arm][seed]
-            print(f"seed {seed} {arm:7s} final {r['final']:.3f} last-{LAST} mean {r['last_mean']:.3f} "
-                  f"({r['seconds']:.0f}s)", flush=True)
+            print(
+                f"seed {seed} {arm:7s} final {r['final']:.3f} last-{LAST} mean {r['last_mean']:.3f} "
+                f"({r['seconds']:.0f}s)",
+                flush=True,
+            )
     lines = [
         "# FedDUM (defaults) vs FedAvg on the quickstart workload",
         "",
@@ -85,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for seed in args.seeds:
         a, m = runs["FedAvg"][seed], runs["FedDUM"][seed]
-        lines.append(f"| {seed} | {a['final']:.3f} | {m['final']:.3f} | {m['final'] - a['final']:+.3f} | "
-                     f"{a['last_mean']:.3f} | {m['last_mean']:.3f} | {m['reverted']} |")
+        lines.append(
+            f"| {seed} | {a['final']:.3f} | {m['final']:.3f} | {m['final'] - a['final']:+.3f} | "
+            f"{a['last_mean']:.3f} | {m['last_mean']:.3f} | {m['reverted']} |"
+        )
     n = len(args.seeds)
     mean = {arm: sum(runs[arm][s]["final"] for s in args.seeds) / n for arm in CONFIGS}
     verdict = "met" if runs["FedDUM"][0]["final"] >= runs["FedAvg"][0]["final"] else "missed"
@@ -94,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| mean | {mean['FedAvg']:.3f} | {mean['FedDUM']:.3f} | {mean['FedDUM'] - mean['FedAvg']:+.3f} | | | |",
         "",
         f"Target (the configs as committed, seed 0): FedDUM's final accuracy not below FedAvg's: **{verdict}** "
-        f"({runs['FedDUM'][0]['final']:.3f} vs {runs['FedAvg'][0]['final']:.3f})." if 0 in args.seeds else "",
+        f"({runs['FedDUM'][0]['final']:.3f} vs {runs['FedAvg'][0]['final']:.3f})."
+        if 0 in args.seeds
+        else "",
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)

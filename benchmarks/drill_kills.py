@@ -23,15 +23,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.reaper import load_psutil
+from fedtwin.orchestrator.run.reaper import load_psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 
 
 def _start(config: str, out: Path, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", config, "--output", str(out), "--quiet",
-           "--set", "resources.hosts=2", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedtwin.orchestrator.cli",
+        "run",
+        config,
+        "--output",
+        str(out),
+        "--quiet",
+        "--set",
+        "resources.hosts=2",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -76,7 +87,8 @@ def _finish(proc: subprocess.Popen, out: Path, started: float) -> dict[str, Any]
         "rounds_with_retries": [r["round"] for r in records if r.get("device_retries")],
         "slowest_round_seconds": round(max((r.get("round_seconds", 0.0) for r in records), default=0.0), 1),
         "median_round_seconds": round(sorted(r.get("round_seconds", 0.0) for r in records)[len(records) // 2], 1)
-        if records else None,
+        if records
+        else None,
         "wall_seconds": round(time.monotonic() - started, 1),
         "done_line": stdout.strip().splitlines()[-1] if stdout.strip() else "",
     }
@@ -136,14 +148,27 @@ def main() -> int:
     gap = None
     if plain["final_test_accuracy"] is not None and drill["final_test_accuracy"] is not None:
         gap = round(100 * (drill["final_test_accuracy"] - plain["final_test_accuracy"]), 2)
-    report = {"config": args.config, "hosts": 2, "kills_requested": args.kills, "every_s": args.every,
-              "seed": args.seed, "overrides": args.overrides, "without_kills": plain, "with_kills": drill,
-              "accuracy_gap_points": gap}
+    report = {
+        "config": args.config,
+        "hosts": 2,
+        "kills_requested": args.kills,
+        "every_s": args.every,
+        "seed": args.seed,
+        "overrides": args.overrides,
+        "without_kills": plain,
+        "with_kills": drill,
+        "accuracy_gap_points": gap,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "drill.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "drill.md").write_text(_markdown(report))
-    ok = (drill["exit_code"] == 0 and not drill["traceback"] and drill["rounds"] == plain["rounds"]
-          and gap is not None and abs(gap) <= 3.0)
+    ok = (
+        drill["exit_code"] == 0
+        and not drill["traceback"]
+        and drill["rounds"] == plain["rounds"]
+        and gap is not None
+        and abs(gap) <= 3.0
+    )
     print(f"drill {'passed' if ok else 'FAILED'}: accuracy gap {gap} points; docs/results/drill.md")
     return 0 if ok else 1
 
@@ -163,25 +188,28 @@ def _markdown(r: dict[str, Any]) -> str:
         ("host restarts (comebacks the driver waited for)", p["host_restarts"], d["host_restarts"]),
         ("devices failed (after retries)", p["devices_failed"], d["devices_failed"]),
         ("final test accuracy", _acc(p["final_test_accuracy"]), _acc(d["final_test_accuracy"])),
-        ("median / slowest round (s)", f"{p['median_round_seconds']} / {p['slowest_round_seconds']}",
-         f"{d['median_round_seconds']} / {d['slowest_round_seconds']}"),
+        (
+            "median / slowest round (s)",
+            f"{p['median_round_seconds']} / {p['slowest_round_seconds']}",
+            f"{d['median_round_seconds']} / {d['slowest_round_seconds']}",
+        ),
         ("wall time of the command (s)", p["wall_seconds"], d["wall_seconds"]),
     ]
     table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in rows)
     kills = ", ".join(f"{k['at_s']} s (round {k['round']})" for k in d["kill_log"])
     return f"""# Fault drill: device hosts SIGKILLed from outside
 
-`python benchmarks/drill_kills.py --config {r['config']} --kills {r['kills_requested']} --every {r['every_s']} \
---seed {r['seed']}`: the same `fedtwin run` twice on embedded Ray with 2 device hosts; in the second
-one a random `ray::DeviceHost` process gets SIGKILL every ~{r['every_s']} s from outside, starting after
+`python benchmarks/drill_kills.py --config {r["config"]} --kills {r["kills_requested"]} --every {r["every_s"]} \
+--seed {r["seed"]}`: the same `fedtwin run` twice on embedded Ray with 2 device hosts; in the second
+one a random `ray::DeviceHost` process gets SIGKILL every ~{r["every_s"]} s from outside, starting after
 round 1. See [`docs/failures.md`](../failures.md).
 
 | | without kills | with kills |
 |---|---|---|
 {table}
 
-Accuracy gap (with - without): **{r['accuracy_gap_points']} points**. Kills at: {kills}. Rounds with
-retries: {d['rounds_with_retries']}.
+Accuracy gap (with - without): **{r["accuracy_gap_points"]} points**. Kills at: {kills}. Rounds with
+retries: {d["rounds_with_retries"]}.
 """
 
 

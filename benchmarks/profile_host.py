@@ -23,16 +23,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BUCKETS = {
     "forward (model + loss)": lambda k: k[2] == "cross_entropy_loss",
     "backward": lambda k: k[2].startswith("<method 'run_backward'"),
-    "optimizer step + zero_grad": lambda k: "torch/optim" in k[0] and (k[2] == "zero_grad" or k[0].endswith("sgd.py")
-                                                                       and k[2] == "step"),
+    "optimizer step + zero_grad": lambda k: (
+        "torch/optim" in k[0] and (k[2] == "zero_grad" or k[0].endswith("sgd.py") and k[2] == "step")
+    ),
     "the device's clips": lambda k: k[2] == "shard" and k[0].endswith("device_host.py"),
-    "seeding": lambda k: k[2] in ("torch_generator", "reseed", "_forked_rng")
-    or (k[2] in ("fork_rng", "manual_seed") and k[0].endswith("random.py")),
+    "seeding": lambda k: (
+        k[2] in ("torch_generator", "reseed", "_forked_rng")
+        or (k[2] in ("fork_rng", "manual_seed") and k[0].endswith("random.py"))
+    ),
     "optimizer built / reset": lambda k: k[2] in ("_make_optimizer", "optimizer") and k[0].endswith("training.py"),
-    "weights in": lambda k: (k[2] == "load_state" and k[0].endswith("state.py"))
-    or (k[2] == "_load" and k[0].endswith("device_host.py")),
-    "weights out and partial sum": lambda k: k[2] in ("state_from_model", "from_devices")
-    or (k[2] == "add" and k[0].endswith("device_host.py")),
+    "weights in": lambda k: (
+        (k[2] == "load_state" and k[0].endswith("state.py")) or (k[2] == "_load" and k[0].endswith("device_host.py"))
+    ),
+    "weights out and partial sum": lambda k: (
+        k[2] in ("state_from_model", "from_devices") or (k[2] == "add" and k[0].endswith("device_host.py"))
+    ),
     "label histogram": lambda k: k[2] == "label_histogram",
 }
 
@@ -45,22 +50,23 @@ def main() -> None:
     args = parser.parse_args()
     from bench_throughput import spec_dict
 
-    from actors.federated.device_host import DeviceHost, HostSettings
-    from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.recipes.federated.round import round_settings
-    from orchestrator.run.data_prep import ensure_partition
-    from pipelines.federated.messages import FitTask
-    from pipelines.model.networks import build_model
-    from pipelines.model.state import state_from_model
+    from fedtwin.actors.federated.device_host import DeviceHost, HostSettings
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.recipes.federated.round import round_settings
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
+    from fedtwin.pipelines.federated.messages import FitTask
+    from fedtwin.pipelines.model.networks import build_model
+    from fedtwin.pipelines.model.state import state_from_model
 
-    spec = ExperimentSpec.from_dict(spec_dict(args.workload, argparse.Namespace(
-        data_root=args.data_root, rounds=2, cores=2, run_root="runs")))
+    spec = ExperimentSpec.from_dict(
+        spec_dict(args.workload, argparse.Namespace(data_root=args.data_root, rounds=2, cores=2, run_root="runs"))
+    )
     host = DeviceHost(0, 2, str(ensure_partition(spec.data)), HostSettings(seed=0, model=spec.model))
     state = state_from_model(build_model(spec.model, seed=0))
     devices = sorted(host.devices)
     settings = round_settings(spec, 1)
     host.fit(state, [FitTask(d, 1, settings) for d in devices[:30]])  # warm-up (and the device store)
-    tasks = [FitTask(d, 2, settings) for d in devices[30:30 + args.devices]]
+    tasks = [FitTask(d, 2, settings) for d in devices[30 : 30 + args.devices]]
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()

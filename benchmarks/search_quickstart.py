@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.core.seeding import sampling_rng, torch_generator
-from pipelines.model.networks import ModelConfig, build_model, count_parameters
-from pipelines.data.moving_digits import MovingDigitsConfig, generate
-from pipelines.data.partition import PartitionConfig, make_partitioner
-from pipelines.model.state import load_state, state_from_model, weighted_average
-from pipelines.model.training import TrainSettings, evaluate, local_train
+from fedtwin.pipelines.core.seeding import sampling_rng, torch_generator
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, generate
+from fedtwin.pipelines.data.partition import PartitionConfig, make_partitioner
+from fedtwin.pipelines.model.networks import ModelConfig, build_model, count_parameters
+from fedtwin.pipelines.model.state import load_state, state_from_model, weighted_average
+from fedtwin.pipelines.model.training import TrainSettings, evaluate, local_train
 
 TARGET = 0.85
 
@@ -91,8 +91,9 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 
 def _device_rows(labels: np.ndarray, recipe: Recipe, seed: int) -> list[np.ndarray]:
     """Row indices per device, drawn like ``partition_dataset`` does (no shared split)."""
-    cfg = PartitionConfig(devices=recipe.devices, scheme="dirichlet", alpha=recipe.alpha,
-                          min_size=recipe.min_size, seed=seed)
+    cfg = PartitionConfig(
+        devices=recipe.devices, scheme="dirichlet", alpha=recipe.alpha, min_size=recipe.min_size, seed=seed
+    )
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[1])
     device = make_partitioner(cfg).assign(labels, cfg.devices, rng)
     return [np.flatnonzero(device == d) for d in range(cfg.devices)]
@@ -110,8 +111,14 @@ def run_federated(recipe: Recipe, seed: int) -> dict[str, Any]:
     global_state = state_from_model(model)
     accuracies: list[float] = []
     train_s = eval_s = 0.0
-    settings = TrainSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-                             weight_decay=recipe.weight_decay, optimizer=recipe.optimizer)  # type: ignore[arg-type]
+    settings = TrainSettings(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        optimizer=recipe.optimizer,
+    )  # type: ignore[arg-type]
     for round_num in range(1, recipe.rounds + 1):
         t0 = time.process_time()
         picked = sampling_rng(seed, round_num).choice(recipe.devices, recipe.devices_per_round, replace=False)
@@ -131,8 +138,14 @@ def run_federated(recipe: Recipe, seed: int) -> dict[str, Any]:
         train_s += t1 - t0
         eval_s += time.process_time() - t1
     reached = next((i + 1 for i, a in enumerate(accuracies) if a >= TARGET), None)
-    return {"accuracies": accuracies, "gen_s": gen_s, "train_s": train_s, "eval_s": eval_s,
-            "est_2core_s": train_s / 2 + eval_s, "rounds_to_target": reached}
+    return {
+        "accuracies": accuracies,
+        "gen_s": gen_s,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "est_2core_s": train_s / 2 + eval_s,
+        "rounds_to_target": reached,
+    }
 
 
 def run_centralised(recipe: Recipe, seed: int, epochs: int) -> list[tuple[int, float, float]]:
@@ -143,9 +156,18 @@ def run_centralised(recipe: Recipe, seed: int, epochs: int) -> list[tuple[int, f
     gen = torch.Generator().manual_seed(seed)
     out, start = [], time.process_time()
     for epoch in range(1, epochs + 1):
-        local_train(model, train, TrainSettings(epochs=1, batch_size=recipe.batch_size, lr=recipe.lr,
-                                                momentum=recipe.momentum, optimizer=recipe.optimizer),  # type: ignore[arg-type]
-                    generator=gen)
+        local_train(
+            model,
+            train,
+            TrainSettings(
+                epochs=1,
+                batch_size=recipe.batch_size,
+                lr=recipe.lr,
+                momentum=recipe.momentum,
+                optimizer=recipe.optimizer,
+            ),  # type: ignore[arg-type]
+            generator=gen,
+        )
         out.append((epoch, evaluate(model, test).accuracy, time.process_time() - start))
     return out
 
@@ -183,8 +205,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one host's share)")
     parser.add_argument("--every", type=int, default=5, help="print the accuracy every N rounds")
     parser.add_argument("--speed", action="store_true", help="only measure ms per clip (train step, eval)")
-    parser.add_argument("--centralised", type=int, nargs="?", const=3, default=0, metavar="EPOCHS",
-                        help="sanity run: plain training on all clips for EPOCHS epochs instead")
+    parser.add_argument(
+        "--centralised",
+        type=int,
+        nargs="?",
+        const=3,
+        default=0,
+        metavar="EPOCHS",
+        help="sanity run: plain training on all clips for EPOCHS epochs instead",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -205,17 +234,22 @@ def main() -> None:
                 print(f"centralised {recipe.label(Recipe())} seed={seed}: {text}", flush=True)
         return
 
-    print(f"{'recipe':<48} {'seed':>4} {'final':>6} {'best':>6} {'to0.85':>6} {'train_s':>8} {'eval_s':>6} "
-          f"{'est2c_s':>7}  accuracy by round")
+    print(
+        f"{'recipe':<48} {'seed':>4} {'final':>6} {'best':>6} {'to0.85':>6} {'train_s':>8} {'eval_s':>6} "
+        f"{'est2c_s':>7}  accuracy by round"
+    )
     for recipe in candidates:
         finals = []
         for seed in args.seeds:
             r = run_federated(recipe, seed)
             acc = r["accuracies"]
             finals.append(acc[-1])
-            print(f"{recipe.label(base):<48} {seed:>4} {acc[-1]:>6.3f} {max(acc):>6.3f} "
-                  f"{str(r['rounds_to_target']):>6} {r['train_s']:>8.1f} {r['eval_s']:>6.1f} {r['est_2core_s']:>7.1f}"
-                  f"  {_fmt_curve(acc, args.every)}", flush=True)
+            print(
+                f"{recipe.label(base):<48} {seed:>4} {acc[-1]:>6.3f} {max(acc):>6.3f} "
+                f"{str(r['rounds_to_target']):>6} {r['train_s']:>8.1f} {r['eval_s']:>6.1f} {r['est_2core_s']:>7.1f}"
+                f"  {_fmt_curve(acc, args.every)}",
+                flush=True,
+            )
         if len(finals) > 1:
             print(f"{'  -> mean final / min final':<48} {'':>4} {np.mean(finals):>6.3f} {min(finals):>6.3f}")
 

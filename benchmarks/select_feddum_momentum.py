@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.core.atomic_write import write_json_atomic, write_text_atomic  # noqa: E402
+from fedtwin.pipelines.core.atomic_write import write_json_atomic, write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDARD_ERROR = 0.01  # of an accuracy near 0.9 on 1,000 test clips: sqrt(0.9 * 0.1 / 1000)
@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             arm, seed, run = future.result()
             runs[arm][seed] = run
             label = "FedAvg" if arm == "FedAvg" else f"FedDUM beta_s {arm}"
-            print(f"seed {seed} {label:18s} final {run['final']:.3f} ({run['seconds']:.0f}s, "
-                  f"elapsed {(time.time() - started) / 60:.1f} min)", flush=True)
+            print(
+                f"seed {seed} {label:18s} final {run['final']:.3f} ({run['seconds']:.0f}s, "
+                f"elapsed {(time.time() - started) / 60:.1f} min)",
+                flush=True,
+            )
     chosen, means = choose(runs, args.betas)
     fedavg = sum(r["final"] for r in runs["FedAvg"].values()) / len(args.seeds)
     header = "| beta_s | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | mean - FedAvg's |"
@@ -96,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "| FedAvg | " + " | ".join(f"{runs['FedAvg'][s]['final']:.3f}" for s in args.seeds) + f" | {fedavg:.3f} | |",
     ]
     for b in args.betas:
-        lines.append(f"| {b} | " + " | ".join(f"{runs[str(b)][s]['final']:.3f}" for s in args.seeds)
-                     + f" | {means[b]:.3f} | {means[b] - fedavg:+.3f} |")
+        lines.append(
+            f"| {b} | "
+            + " | ".join(f"{runs[str(b)][s]['final']:.3f}" for s in args.seeds)
+            + f" | {means[b]:.3f} | {means[b] - fedavg:+.3f} |"
+        )
     lines += [
         "",
         f"Rule: the highest mean final accuracy, a tie within 0.01 going to the smaller beta_s (less lag). "
@@ -106,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "feddum_momentum.md", "\n".join(lines))
-    write_json_atomic(args.out / "feddum_momentum.json",
-                      {"seeds": args.seeds, "betas": args.betas, "chosen": chosen, "runs": runs})
+    write_json_atomic(
+        args.out / "feddum_momentum.json", {"seeds": args.seeds, "betas": args.betas, "chosen": chosen, "runs": runs}
+    )
     print("\n".join(lines))
     return 0
 

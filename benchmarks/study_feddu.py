@@ -25,8 +25,8 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -36,10 +36,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.study_feddu_report import write_markdown, write_plot  # noqa: E402
-from orchestrator.config.spec import ExperimentSpec  # noqa: E402
-from orchestrator.run.data_prep import ensure_partition  # noqa: E402
-from orchestrator.run.experiment import run_experiment  # noqa: E402
-from orchestrator.run.run_folder import RunFolder  # noqa: E402
+from fedtwin.orchestrator.config.spec import ExperimentSpec  # noqa: E402
+from fedtwin.orchestrator.run.data_prep import ensure_partition  # noqa: E402
+from fedtwin.orchestrator.run.experiment import run_experiment  # noqa: E402
+from fedtwin.orchestrator.run.run_folder import RunFolder  # noqa: E402
 
 #: Partition of the device data: the first part of a setting's name.
 DEVICE_SPLITS: dict[str, dict[str, Any]] = {
@@ -73,8 +73,16 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 #: Every setting of the full study, headline first: all device x server splits, plus the headline with shifted data.
 ALL_SETTINGS: tuple[str, ...] = (
-    "dir0.5/skew5", "dir0.1/skew5", "dir0.5/skew1", "shards/skew5", "dir0.5/iid5", "dir0.5/skew5/shifted",
-    "dir0.1/skew1", "dir0.1/iid5", "shards/skew1", "shards/iid5",
+    "dir0.5/skew5",
+    "dir0.1/skew5",
+    "dir0.5/skew1",
+    "shards/skew5",
+    "dir0.5/iid5",
+    "dir0.5/skew5/shifted",
+    "dir0.1/skew1",
+    "dir0.1/iid5",
+    "shards/skew1",
+    "shards/iid5",
 )
 
 
@@ -108,8 +116,10 @@ def parse_setting(setting: str) -> tuple[str, str, str]:
     parts = setting.split("/")
     devices, server, variant = (parts + [""])[:3] if len(parts) in (2, 3) else ("?", "?", "?")
     if devices not in DEVICE_SPLITS or server not in SERVER_SPLITS or variant not in VARIANTS:
-        raise ValueError(f"setting {setting!r}: expected devices/server[/variant] with devices in "
-                         f"{list(DEVICE_SPLITS)}, server in {list(SERVER_SPLITS)}, variant in {list(VARIANTS)[1:]}")
+        raise ValueError(
+            f"setting {setting!r}: expected devices/server[/variant] with devices in "
+            f"{list(DEVICE_SPLITS)}, server in {list(SERVER_SPLITS)}, variant in {list(VARIANTS)[1:]}"
+        )
     return devices, server, variant
 
 
@@ -120,13 +130,22 @@ def arm_spec(cfg: StudyConfig, setting: str, arm: str, seed: int) -> ExperimentS
     spec = {
         "name": f"{setting.replace('/', '-')}-{arm.replace(' ', '-')}-s{seed}",
         "seed": seed,
-        "data": {"root": f"{cfg.work_dir}/data",
-                 "generator": {"train_per_class": cfg.train_per_class, "test_per_class": cfg.test_per_class,
-                               **VARIANTS[variant]},
-                 "partition": partition},
+        "data": {
+            "root": f"{cfg.work_dir}/data",
+            "generator": {
+                "train_per_class": cfg.train_per_class,
+                "test_per_class": cfg.test_per_class,
+                **VARIANTS[variant],
+            },
+            "partition": partition,
+        },
         "training": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr": cfg.lr},
-        "federation": {"num_rounds": cfg.rounds, "devices_per_round": cfg.devices_per_round,
-                       "round_timeout_s": 600, "target_accuracy": None},
+        "federation": {
+            "num_rounds": cfg.rounds,
+            "devices_per_round": cfg.devices_per_round,
+            "round_timeout_s": 600,
+            "target_accuracy": None,
+        },
         "strategy": ARMS[arm],
         "resources": {"hosts": 2, "cpus_per_host": 1, "backend": cfg.backend},
         "run": {"output_dir": f"{cfg.work_dir}/runs", "checkpoint_every": cfg.rounds, "keep_checkpoints": 1},
@@ -140,7 +159,9 @@ def run_one(cfg: StudyConfig, setting: str, arm: str, seed: int) -> dict[str, An
     result = run_experiment(arm_spec(cfg, setting, arm, seed))
     records = RunFolder(result.run_dir).read_metrics()
     run = {
-        "setting": setting, "arm": arm, "seed": seed,
+        "setting": setting,
+        "arm": arm,
+        "seed": seed,
         "test_accuracy": [r.get("test_accuracy") for r in records],
         "alpha_t": [r.get("alpha_applied") for r in records],
         "acc_t": [r.get("acc_t") for r in records],
@@ -167,8 +188,13 @@ def run_study(
     """
     runs: list[dict[str, Any]] = list(done or [])
     have = {(r["setting"], r["arm"], r["seed"]) for r in runs}
-    jobs = [(s, arm, seed) for s in cfg.settings for seed in cfg.seeds for arm in cfg.arms
-            if (s, arm, seed) not in have and (s == cfg.settings[0] or arm not in cfg.headline_only_arms)]
+    jobs = [
+        (s, arm, seed)
+        for s in cfg.settings
+        for seed in cfg.seeds
+        for arm in cfg.arms
+        if (s, arm, seed) not in have and (s == cfg.settings[0] or arm not in cfg.headline_only_arms)
+    ]
     # Generate the data and partitions once, before workers race for them (the file locks would cope).
     for setting in cfg.settings:
         for seed in cfg.seeds:
@@ -177,17 +203,24 @@ def run_study(
 
     def results(complete: bool) -> dict[str, Any]:
         order = sorted(runs, key=lambda r: (cfg.settings.index(r["setting"]), r["seed"], cfg.arms.index(r["arm"])))
-        return {"config": asdict(cfg), "runs": order, "complete": complete,
-                "wall_seconds": sum(r["wall_seconds"] for r in runs) / max(cfg.workers, 1),
-                "cpus": os.cpu_count(), "load_average_end": list(os.getloadavg())}
+        return {
+            "config": asdict(cfg),
+            "runs": order,
+            "complete": complete,
+            "wall_seconds": sum(r["wall_seconds"] for r in runs) / max(cfg.workers, 1),
+            "cpus": os.cpu_count(),
+            "load_average_end": list(os.getloadavg()),
+        }
 
     def report(run: dict[str, Any]) -> None:
         runs.append(run)
         elapsed, i = time.time() - started, len(runs) - len(done or [])
-        log(f"[{i:3d}/{len(jobs)}] {run['setting']:20s} {run['arm']:15s} seed {run['seed']}: final "
+        log(
+            f"[{i:3d}/{len(jobs)}] {run['setting']:20s} {run['arm']:15s} seed {run['seed']}: final "
             f"{run['test_accuracy'][-1]:.3f}, best {max(a for a in run['test_accuracy'] if a is not None):.3f}, "
             f"{run['wall_seconds']:.0f}s "
-            f"(elapsed {elapsed / 60:.1f} min, eta {elapsed / i * (len(jobs) - i) / 60:.1f} min)")
+            f"(elapsed {elapsed / 60:.1f} min, eta {elapsed / i * (len(jobs) - i) / 60:.1f} min)"
+        )
         if save is not None:
             save(results(False))
 
@@ -222,23 +255,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, argparse.Nam
     parser.add_argument("--work-dir")
     parser.add_argument("--backend", choices=["local", "ray"])
     parser.add_argument("--workers", type=int)
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted override for every run, e.g. --set training.lr=0.1")
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override for every run, e.g. --set training.lr=0.1",
+    )
     parser.add_argument("--out", default="docs/results", help="folder for NAME.md/.png/.json")
     parser.add_argument("--name", default="feddu", help="base name of the outputs (default feddu)")
     parser.add_argument("--render-only", action="store_true", help="rebuild table and plot from OUT/feddu.json")
-    parser.add_argument("--continue", dest="resume", action="store_true",
-                        help="keep the runs already in OUT/feddu.json (same budget) and run only the missing ones")
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="keep the runs already in OUT/feddu.json (same budget) and run only the missing ones",
+    )
     args = parser.parse_args(argv)
-    from orchestrator.config.loader import parse_set_option
+    from fedtwin.orchestrator.config.loader import parse_set_option
 
-    changes: dict[str, Any] = {k: v for k, v in {
-        "rounds": args.rounds, "targets": tuple(args.targets) if args.targets else None, "work_dir": args.work_dir,
-        "backend": args.backend, "workers": args.workers,
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "settings": tuple(args.settings) if args.settings else None,
-        "arms": tuple(args.arms) if args.arms else None,
-    }.items() if v is not None}
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "rounds": args.rounds,
+            "targets": tuple(args.targets) if args.targets else None,
+            "work_dir": args.work_dir,
+            "backend": args.backend,
+            "workers": args.workers,
+            "seeds": tuple(args.seeds) if args.seeds else None,
+            "settings": tuple(args.settings) if args.settings else None,
+            "arms": tuple(args.arms) if args.arms else None,
+        }.items()
+        if v is not None
+    }
     if args.extra:
         changes["extra"] = dict(parse_set_option(s) for s in args.extra)
     return StudyConfig(**changes), args
@@ -263,14 +313,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and raw_path.exists():
             previous = json.loads(raw_path.read_text())
             if {k: v for k, v in previous["config"].items() if k not in SUBSET_KEYS} != {
-                    k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in SUBSET_KEYS}:
+                k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in SUBSET_KEYS
+            }:
                 raise SystemExit(f"--continue: {raw_path} was made with another budget; drop --continue")
             done = previous["runs"]
         logging.basicConfig(level=logging.WARNING)
-        print(f"FedDU study: {len(cfg.settings)} settings x {len(cfg.arms)} arms x {len(cfg.seeds)} seeds, "
-              f"{cfg.rounds} rounds each", flush=True)
+        print(
+            f"FedDU study: {len(cfg.settings)} settings x {len(cfg.arms)} arms x {len(cfg.seeds)} seeds, "
+            f"{cfg.rounds} rounds each",
+            flush=True,
+        )
         results = run_study(cfg, log=lambda line: print(line, flush=True), save=save, done=done)
-        results["command"] = " ".join(["python benchmarks/study_feddu.py"] + [a for a in sys.argv[1:] if a != "--continue"])
+        results["command"] = " ".join(
+            ["python benchmarks/study_feddu.py"] + [a for a in sys.argv[1:] if a != "--continue"]
+        )
         save(results)
     table = write_markdown(results, out / f"{args.name}.md")
     write_plot(results, out / f"{args.name}.png")

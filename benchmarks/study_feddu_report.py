@@ -41,7 +41,7 @@ def _final(run: dict[str, Any]) -> float:
 def _last_gain(run: dict[str, Any]) -> float:
     acc = _curve(run)
     acc = acc[~np.isnan(acc)]
-    return float(100 * (np.mean(acc[-FINAL_WINDOW:]) - np.mean(acc[-2 * FINAL_WINDOW:-FINAL_WINDOW])))
+    return float(100 * (np.mean(acc[-FINAL_WINDOW:]) - np.mean(acc[-2 * FINAL_WINDOW : -FINAL_WINDOW])))
 
 
 def _first_reach(curve: np.ndarray, level: float) -> int | None:
@@ -64,7 +64,9 @@ def _arms_of(results: dict[str, Any], setting: str) -> list[str]:
 def settings_with_runs(results: dict[str, Any]) -> list[str]:
     """Settings (in study order) whose arms all ran for every seed."""
     cfg = results["config"]
-    return [s for s in cfg["settings"] if all(len(_runs(results, s, a)) == len(cfg["seeds"]) for a in _arms_of(results, s))]
+    return [
+        s for s in cfg["settings"] if all(len(_runs(results, s, a)) == len(cfg["seeds"]) for a in _arms_of(results, s))
+    ]
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,23 +80,25 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             runs = _runs(results, setting, arm)
             finals = [_final(r) for r in runs]
             bests = [float(np.nanmax(_curve(r))) for r in runs]
-            rows.append({
-                "setting": setting,
-                "arm": arm,
-                "seeds": [r["seed"] for r in runs],
-                "finals": finals,
-                "final_mean": float(np.mean(finals)),
-                "final_std": float(np.std(finals)),
-                "best_mean": float(np.mean(bests)),
-                "best_std": float(np.std(bests)),
-                "last_gain": float(np.mean([_last_gain(r) for r in runs])),
-                "to_target": {str(t): [_first_reach(_curve(r), t) for r in runs] for t in cfg["targets"]},
-                "to_level": None if level is None else _first_reach(_mean_curve(runs), level),
-                "level": level,
-                "mean_alpha": float(np.mean([np.mean([a or 0.0 for a in r["alpha_t"]]) for r in runs])),
-                "skipped": sum(r["skipped"] for r in runs),
-                "reverted": sum(r["reverted"] for r in runs),
-            })
+            rows.append(
+                {
+                    "setting": setting,
+                    "arm": arm,
+                    "seeds": [r["seed"] for r in runs],
+                    "finals": finals,
+                    "final_mean": float(np.mean(finals)),
+                    "final_std": float(np.std(finals)),
+                    "best_mean": float(np.mean(bests)),
+                    "best_std": float(np.std(bests)),
+                    "last_gain": float(np.mean([_last_gain(r) for r in runs])),
+                    "to_target": {str(t): [_first_reach(_curve(r), t) for r in runs] for t in cfg["targets"]},
+                    "to_level": None if level is None else _first_reach(_mean_curve(runs), level),
+                    "level": level,
+                    "mean_alpha": float(np.mean([np.mean([a or 0.0 for a in r["alpha_t"]]) for r in runs])),
+                    "skipped": sum(r["skipped"] for r in runs),
+                    "reverted": sum(r["reverted"] for r in runs),
+                }
+            )
     return rows
 
 
@@ -119,20 +123,38 @@ def check_targets(rows: Sequence[dict[str, Any]]) -> list[str]:
         checks = []
         n_avg, n_du = fedavg["to_level"], feddu["to_level"]
         if n_avg is None or n_du is None:
-            checks.append((f"rounds to 0.8 x FedAvg final ({fedavg['level']:.3f}): FedAvg {n_avg}, FedDU {n_du} "
-                           "(target FedDU <= 0.7 x FedAvg)", False))
+            checks.append(
+                (
+                    f"rounds to 0.8 x FedAvg final ({fedavg['level']:.3f}): FedAvg {n_avg}, FedDU {n_du} "
+                    "(target FedDU <= 0.7 x FedAvg)",
+                    False,
+                )
+            )
         else:
-            checks.append((f"rounds to 0.8 x FedAvg final ({fedavg['level']:.3f}): FedDU {n_du} vs FedAvg {n_avg} "
-                           f"= {n_du / n_avg:.2f}x (target <= 0.7x)", n_du <= 0.7 * n_avg))
-        for a, b, slack, text in ((feddu, fedavg, 0.0, "FedDU - FedAvg"), (feddu, naive, -1.0, "FedDU - naive"),
-                                  (feddum, feddu, 0.0, "FedDUM - FedDU")):
+            checks.append(
+                (
+                    f"rounds to 0.8 x FedAvg final ({fedavg['level']:.3f}): FedDU {n_du} vs FedAvg {n_avg} "
+                    f"= {n_du / n_avg:.2f}x (target <= 0.7x)",
+                    n_du <= 0.7 * n_avg,
+                )
+            )
+        for a, b, slack, text in (
+            (feddu, fedavg, 0.0, "FedDU - FedAvg"),
+            (feddu, naive, -1.0, "FedDU - naive"),
+            (feddum, feddu, 0.0, "FedDUM - FedDU"),
+        ):
             if a is None or b is None:  # an arm this study did not run
                 continue
             mean, std, inside = paired_difference(a, b)
             diff = 100 * (a["final_mean"] - b["final_mean"])
             spread = "inside" if inside else "outside"
-            checks.append((f"final {text} = {diff:+.1f} points (paired {mean:+.1f} ± {std:.1f}, {spread} the seed "
-                           f"spread; target >= {slack:+.0f})", diff >= slack))
+            checks.append(
+                (
+                    f"final {text} = {diff:+.1f} points (paired {mean:+.1f} ± {std:.1f}, {spread} the seed "
+                    f"spread; target >= {slack:+.0f})",
+                    diff >= slack,
+                )
+            )
         lines.extend(f"- `{setting}`: {text}: **{'met' if ok else 'missed'}**" for text, ok in checks)
     return lines
 
@@ -145,7 +167,8 @@ def results_table(results: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     """The main table (markdown)."""
     targets = [str(t) for t in results["config"]["targets"]]
     lines = [
-        "| setting | arm | final acc | best acc | " + " | ".join(f"rounds to {t} per seed" for t in targets)
+        "| setting | arm | final acc | best acc | "
+        + " | ".join(f"rounds to {t} per seed" for t in targets)
         + " | rounds to 0.8 x FedAvg (mean curve) | last gain (points) | mean alpha | skipped / reverted |",
         "|---|---|---|---|" + "---|" * len(targets) + "---|---|---|---|",
     ]
@@ -177,30 +200,32 @@ def write_markdown(results: dict[str, Any], path: Path, discussion: str = "") ->
         "the train split over all classes, `skew5` / `skew1` = 5% / 1% restricted to 3 classes; `shifted` = the "
         "blurrier, flatter, noisier camera of the moving-digits generator."
     )
-    text = "\n".join([
-        "# FedDU / FedDUM study (moving digits)",
-        "",
-        f"Generated by `{results.get('command', 'python benchmarks/study_feddu.py')}`; raw curves in "
-        f"`{path.stem}.json`, plot in `{path.stem}.png`. "
-        "Method: `docs/feddu.md`.",
-        "",
-        facts,
-        *([""] + [f"Not run (out of time): {', '.join(missing)}."] if missing else []),
-        "",
-        table,
-        "",
-        f"Final = mean test accuracy of the last {FINAL_WINDOW} rounds; mean ± std over seeds. \"—\" = never "
-        "reached within the rounds. Mean alpha = alpha applied, averaged over rounds (0 for arms without a "
-        "server update; 1 for the naive full pass).",
-        "",
-        "## Targets (skewed server data, means over seeds)",
-        "",
-        *check_targets(rows),
-        "",
-        f"Compute: {results['wall_seconds'] / 60:.0f} min on {results.get('cpus')} cores (sum of run times / "
-        "workers).",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# FedDU / FedDUM study (moving digits)",
+            "",
+            f"Generated by `{results.get('command', 'python benchmarks/study_feddu.py')}`; raw curves in "
+            f"`{path.stem}.json`, plot in `{path.stem}.png`. "
+            "Method: `docs/feddu.md`.",
+            "",
+            facts,
+            *([""] + [f"Not run (out of time): {', '.join(missing)}."] if missing else []),
+            "",
+            table,
+            "",
+            f'Final = mean test accuracy of the last {FINAL_WINDOW} rounds; mean ± std over seeds. "—" = never '
+            "reached within the rounds. Mean alpha = alpha applied, averaged over rounds (0 for arms without a "
+            "server update; 1 for the naive full pass).",
+            "",
+            "## Targets (skewed server data, means over seeds)",
+            "",
+            *check_targets(rows),
+            "",
+            f"Compute: {results['wall_seconds'] / 60:.0f} min on {results.get('cpus')} cores (sum of run times / "
+            "workers).",
+            "",
+        ]
+    )
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text + discussion)
     tmp.replace(path)
@@ -226,7 +251,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
             length = min(len(r["test_accuracy"]) for r in runs)
             acc = np.stack([_curve(r)[:length] for r in runs])
             x = np.arange(1, length + 1)
-            line, = ax.plot(x, np.nanmean(acc, axis=0), label=arm, linewidth=1.4)
+            (line,) = ax.plot(x, np.nanmean(acc, axis=0), label=arm, linewidth=1.4)
             ax.fill_between(x, np.nanmin(acc, axis=0), np.nanmax(acc, axis=0), color=line.get_color(), alpha=0.12)
         for t in cfg["targets"]:
             ax.axhline(t, color="grey", linestyle=":", linewidth=1)

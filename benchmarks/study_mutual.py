@@ -33,39 +33,62 @@ from typing import Any
 import numpy as np
 import yaml
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import parse_set_option
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.loader import parse_set_option
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"twin.networks": 1, "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.0},
     "cross_l0.5": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.5},
     "cross_l0.9": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.9},
-    "mmt": {"twin.label_mode": "shared", "twin.loss": "mmt", "twin.ema_unit": "iter", "twin.ema_momentum": 0.999,
-            "twin.lambda_id": 0.5, "twin.lambda_tri": 0.8, "twin.label_smoothing": 0.1, "twin.use_triplet": True},
+    "mmt": {
+        "twin.label_mode": "shared",
+        "twin.loss": "mmt",
+        "twin.ema_unit": "iter",
+        "twin.ema_momentum": 0.999,
+        "twin.lambda_id": 0.5,
+        "twin.lambda_tri": 0.8,
+        "twin.label_smoothing": 0.1,
+        "twin.use_triplet": True,
+    },
 }
-METRICS = ("final_target_acc", "final_pseudo_nmi", "final_pseudo_acc", "initial_pseudo_nmi", "initial_pseudo_acc",
-           "initial_target_acc")
+METRICS = (
+    "final_target_acc",
+    "final_pseudo_nmi",
+    "final_pseudo_acc",
+    "initial_pseudo_nmi",
+    "initial_pseudo_acc",
+    "initial_target_acc",
+)
 
 
 def run_arm(base: ExperimentSpec, arm: str, seed: int, out: Path) -> dict[str, Any]:
     """One run; returns its summary plus its per-epoch pseudo-label NMI curve."""
-    spec = base.with_overrides({**ARMS[arm], "seed": seed, "name": f"mutual-{arm}-s{seed}",
-                                "run.output_dir": str(out / "runs")})
+    spec = base.with_overrides(
+        {**ARMS[arm], "seed": seed, "name": f"mutual-{arm}-s{seed}", "run.output_dir": str(out / "runs")}
+    )
     result = run_experiment(spec)
     records = RunFolder(result.run_dir).read_metrics()
     curve = [r["pseudo_nmi"] for r in records if r.get("phase") == "adapt"] + [result.summary["final_pseudo_nmi"]]
-    return {"arm": arm, "seed": seed, "curve": curve, **{k: result.summary[k] for k in METRICS},
-            "wall_seconds": result.summary["wall_seconds"], "run_dir": str(result.run_dir)}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "curve": curve,
+        **{k: result.summary[k] for k in METRICS},
+        "wall_seconds": result.summary["wall_seconds"],
+        "run_dir": str(result.run_dir),
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: mean ± std over seeds per arm."""
-    lines = ["| arm | final target acc | final pseudo NMI | final pseudo acc | initial pseudo NMI | "
-             "initial pseudo acc | pre-trained target acc | s/run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | final target acc | final pseudo NMI | final pseudo acc | initial pseudo NMI | "
+        "initial pseudo acc | pre-trained target acc | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
@@ -82,8 +105,10 @@ def table(rows: list[dict[str, Any]]) -> str:
 def per_seed(rows: list[dict[str, Any]]) -> str:
     lines = ["| arm | seed | final target acc | final pseudo NMI | initial pseudo NMI |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['final_target_acc']:.3f} | {r['final_pseudo_nmi']:.3f} | "
-                     f"{r['initial_pseudo_nmi']:.3f} |")
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {r['final_target_acc']:.3f} | {r['final_pseudo_nmi']:.3f} | "
+            f"{r['initial_pseudo_nmi']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -140,8 +165,11 @@ def main() -> None:
             for arm in args.arms:
                 row = run_arm(base, arm, seed, work)
                 rows.append(row)
-                print(f"[{time.time() - started:6.0f}s] {arm:10s} seed {seed}: target acc {row['final_target_acc']:.3f}"
-                      f"  pseudo NMI {row['initial_pseudo_nmi']:.3f} -> {row['final_pseudo_nmi']:.3f}", flush=True)
+                print(
+                    f"[{time.time() - started:6.0f}s] {arm:10s} seed {seed}: target acc {row['final_target_acc']:.3f}"
+                    f"  pseudo NMI {row['initial_pseudo_nmi']:.3f} -> {row['final_pseudo_nmi']:.3f}",
+                    flush=True,
+                )
     finally:
         ray.shutdown()
     wall = time.time() - started

@@ -5,9 +5,9 @@ fine-tune's new-scene accuracy from ``--lrs`` (the mixing rules hold for the ste
 with the shipped Adam settings (a secondary table). Every arm starts from the same meta-model and the
 same history bank (pre-trained once per seed) and sees the same new-scene sessions, the same transfer batches and the same history batches; the arms
 differ only in the ``transfer.mixing`` / ``transfer.bank.update`` settings of ``configs/transfer.yaml``.
-The study runs the recipe's own :class:`actors.transfer.trainer.TransferTrainer` in this process (no
+The study runs the recipe's own :class:`fedtwin.actors.transfer.trainer.TransferTrainer` in this process (no
 Ray: one trainer at a time is what the recipe runs too), built from specs through
-``orchestrator.recipes.transfer.recipe.trainer_settings`` exactly as ``fedtwin run`` builds them.
+``fedtwin.orchestrator.recipes.transfer.recipe.trainer_settings`` exactly as ``fedtwin run`` builds them.
 
 Writes ``docs/results/transfer.md`` (table, mean ± std over seeds, the study's targets checked) and
 ``docs/results/transfer.png`` (accuracies per session; the similarity trace of SimMix), plus the raw
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.transfer.trainer import TransferTrainer
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.data_prep import ensure_generated
-from orchestrator.recipes.transfer.recipe import target_generator, trainer_settings
-from pipelines.core.atomic_write import write_json_atomic, write_text_atomic, write_with
+from fedtwin.actors.transfer.trainer import TransferTrainer
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.transfer.recipe import target_generator, trainer_settings
+from fedtwin.orchestrator.run.data_prep import ensure_generated
+from fedtwin.pipelines.core.atomic_write import write_json_atomic, write_text_atomic, write_with
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "transfer.yaml"
@@ -45,8 +45,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "SimMix + bank update": {"transfer.mixing.mode": "simmix", "transfer.bank.update": True},
 }
 SMOKE = {
-    "data.generator.train_per_class": 30, "data.generator.test_per_class": 10, "transfer.pretrain.epochs": 1,
-    "transfer.stream.sessions": 2, "transfer.stream.clips_per_session": 20, "transfer.bank.size": 50,
+    "data.generator.train_per_class": 30,
+    "data.generator.test_per_class": 10,
+    "transfer.pretrain.epochs": 1,
+    "transfer.stream.sessions": 2,
+    "transfer.stream.clips_per_session": 20,
+    "transfer.bank.size": 50,
     "transfer.training.epochs": 1,
 }
 METRICS = ("new_scene_accuracy", "source_accuracy", "forgetting", "harmonic_mean", "similarity_mean")
@@ -64,10 +68,18 @@ def prepare_seed(seed: int, data_root: Path, extra: dict[str, Any]) -> dict[str,
     started = time.perf_counter()
     meta_trainer = TransferTrainer(str(source), str(target), trainer_settings(base))
     meta_record = meta_trainer.pretrain()
-    print(f"seed {seed}: meta-model source {meta_record['source_accuracy']:.3f} new scene "
-          f"{meta_record['new_scene_accuracy']:.3f} ({time.perf_counter() - started:.0f}s)", flush=True)
-    return {"base": base, "source": str(source), "target": str(target), "snapshot": meta_trainer.snapshot(),
-            "meta": meta_record}
+    print(
+        f"seed {seed}: meta-model source {meta_record['source_accuracy']:.3f} new scene "
+        f"{meta_record['new_scene_accuracy']:.3f} ({time.perf_counter() - started:.0f}s)",
+        flush=True,
+    )
+    return {
+        "base": base,
+        "source": str(source),
+        "target": str(target),
+        "snapshot": meta_trainer.snapshot(),
+        "meta": meta_record,
+    }
 
 
 def run_arm(prep: dict[str, Any], overrides: dict[str, Any], label: str) -> dict[str, Any]:
@@ -81,9 +93,11 @@ def run_arm(prep: dict[str, Any], overrides: dict[str, Any], label: str) -> dict
         records.append(record)
         traces.extend(row["s"] for row in trace)
     last = records[-1]
-    print(f"  {label:<34} new {last['new_scene_accuracy']:.3f} source {last['source_accuracy']:.3f} "
-          f"hm {last['harmonic_mean']:.3f} s {last['similarity_mean']:+.2f} ({time.perf_counter() - started:.0f}s)",
-          flush=True)
+    print(
+        f"  {label:<34} new {last['new_scene_accuracy']:.3f} source {last['source_accuracy']:.3f} "
+        f"hm {last['harmonic_mean']:.3f} s {last['similarity_mean']:+.2f} ({time.perf_counter() - started:.0f}s)",
+        flush=True,
+    )
     return {"records": records, "s_trace": traces}
 
 
@@ -93,10 +107,16 @@ def run_study(seeds: list[int], data_root: Path, extra: dict[str, Any], lrs: tup
     sgd = {"transfer.training.optimizer": "sgd", "transfer.training.momentum": 0.0}
     lr_search: dict[str, dict[int, dict[str, Any]]] = {}
     for lr in lrs:
-        lr_search[str(lr)] = {seed: run_arm(prep, {**ARMS["fine-tune"], **sgd, "transfer.training.lr": lr},
-                                            f"seed {seed} sgd lr {lr} fine-tune") for seed, prep in preps.items()}
-    lr_score = {lr: float(np.mean([r["records"][-1]["new_scene_accuracy"] for r in runs.values()]))
-                for lr, runs in lr_search.items()}
+        lr_search[str(lr)] = {
+            seed: run_arm(
+                prep, {**ARMS["fine-tune"], **sgd, "transfer.training.lr": lr}, f"seed {seed} sgd lr {lr} fine-tune"
+            )
+            for seed, prep in preps.items()
+        }
+    lr_score = {
+        lr: float(np.mean([r["records"][-1]["new_scene_accuracy"] for r in runs.values()]))
+        for lr, runs in lr_search.items()
+    }
     best_lr = max(lr_score, key=lr_score.__getitem__)
     print(f"SGD lr chosen on fine-tune: {best_lr} (new-scene accuracy by lr: {lr_score})", flush=True)
     out: dict[str, Any] = {"sgd_lr": float(best_lr), "lr_score": lr_score, "optimizers": {}}
@@ -119,15 +139,18 @@ def aggregate(results: dict[int, dict[str, Any]]) -> dict[str, dict[str, tuple[f
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for arm in ARMS:
         finals = [res["arms"][arm]["records"][-1] for res in results.values()]
-        table[arm] = {m: (float(np.mean([f[m] for f in finals])), float(np.std([f[m] for f in finals])))
-                      for m in METRICS}
+        table[arm] = {
+            m: (float(np.mean([f[m] for f in finals])), float(np.std([f[m] for f in finals]))) for m in METRICS
+        }
     return table
 
 
 def paired_hm(results: dict[int, dict[str, Any]], a: str, b: str) -> tuple[float, float]:
     """Mean and std over seeds of arm a's minus arm b's final harmonic mean (points)."""
-    diffs = [100 * (res["arms"][a]["records"][-1]["harmonic_mean"] - res["arms"][b]["records"][-1]["harmonic_mean"])
-             for res in results.values()]
+    diffs = [
+        100 * (res["arms"][a]["records"][-1]["harmonic_mean"] - res["arms"][b]["records"][-1]["harmonic_mean"])
+        for res in results.values()
+    ]
     return float(np.mean(diffs)), float(np.std(diffs))
 
 
@@ -148,8 +171,10 @@ def check_targets(table: dict[str, dict[str, tuple[float, float]]], results: dic
     for rival in ("replay (w_h = 0.5)", "A-GEM"):
         mean, std = paired_hm(results, "SimMix", rival)
         verdict = "beats" if mean > std else ("loses to" if -mean > std else "ties (inside the seed spread)")
-        lines.append(f"- harmonic mean SimMix - {rival}: {mean:+.1f} ± {std:.1f} points (paired by seed): "
-                     f"SimMix {verdict} {rival}")
+        lines.append(
+            f"- harmonic mean SimMix - {rival}: {mean:+.1f} ± {std:.1f} points (paired by seed): "
+            f"SimMix {verdict} {rival}"
+        )
     return lines
 
 
@@ -168,54 +193,67 @@ def write_report(out: Path, study: dict[str, Any], seconds: float, spec: Experim
     meta_src = np.mean([r["meta"]["source_accuracy"] for r in sgd.values()])
     meta_new = np.mean([r["meta"]["new_scene_accuracy"] for r in sgd.values()])
     lr_line = ", ".join(f"lr {lr}: {100 * acc:.1f}%" for lr, acc in study["lr_score"].items())
-    text = "\n".join([
-        "# Online transfer study",
-        "",
-        f"`python benchmarks/study_transfer.py` — seeds {sorted(sgd)}, wall time {seconds:.0f} s on this "
-        f"machine ({torch.get_num_threads()} torch thread).",
-        "",
-        f"Setup (`configs/transfer.yaml`): meta-model `{spec.model.arch}` pre-trained {t.pretrain.epochs} epochs on "
-        f"{10 * spec.data.generator.train_per_class} clean clips (source accuracy {100 * meta_src:.1f}%, "
-        f"new-scene accuracy {100 * meta_new:.1f}% before transfer); new scene = shift "
-        f"(blur {t.stream.shift.blur_sigma}, contrast {t.stream.shift.contrast}, noise {t.stream.shift.noise_std}); "
-        f"{t.stream.sessions} sessions x {t.stream.clips_per_session} clips, {t.training.epochs} epochs each, "
-        f"batch {t.training.batch_size} + history batch {t.training.history_batch_size or t.training.batch_size}; "
-        f"bank {t.bank.size} clips ({t.bank.policy}, per-class quota). Every arm starts from the same meta-model "
-        "and bank and sees the same batches.",
-        "",
-        "Final session, mean ± std over seeds (accuracies and forgetting in %; forgetting = meta-model source "
-        "accuracy minus final source accuracy).",
-        "",
-        f"## Plain SGD (the mixing rules as stated: the step is the mixed gradient times lr {study['sgd_lr']})",
-        "",
-        f"One learning rate for every arm, chosen on fine-tune's final new-scene accuracy (mean over seeds: "
-        f"{lr_line}); momentum 0.",
-        "",
-        *_table(sgd),
-        "",
-        "Targets (means of the seeds):",
-        "",
-        *check_targets(aggregate(sgd), sgd),
-        "",
-        f"## Adam (secondary; `configs/transfer.yaml` as shipped, lr {t.training.lr})",
-        "",
-        "Adam rescales each coordinate and keeps momentum, so the step it takes is not the mixed gradient: "
-        "A-GEM's guarantee (the step does not raise the history loss to first order) and SimMix's weights "
-        "do not hold for the step. This table shows what the shipped recipe does, not a test of the rules.",
-        "",
-        *_table(adam),
-        "",
-        *check_targets(aggregate(adam), adam),
-        "",
-        "![transfer study](transfer.png)",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Online transfer study",
+            "",
+            f"`python benchmarks/study_transfer.py` — seeds {sorted(sgd)}, wall time {seconds:.0f} s on this "
+            f"machine ({torch.get_num_threads()} torch thread).",
+            "",
+            f"Setup (`configs/transfer.yaml`): meta-model `{spec.model.arch}` pre-trained {t.pretrain.epochs} epochs on "
+            f"{10 * spec.data.generator.train_per_class} clean clips (source accuracy {100 * meta_src:.1f}%, "
+            f"new-scene accuracy {100 * meta_new:.1f}% before transfer); new scene = shift "
+            f"(blur {t.stream.shift.blur_sigma}, contrast {t.stream.shift.contrast}, noise {t.stream.shift.noise_std}); "
+            f"{t.stream.sessions} sessions x {t.stream.clips_per_session} clips, {t.training.epochs} epochs each, "
+            f"batch {t.training.batch_size} + history batch {t.training.history_batch_size or t.training.batch_size}; "
+            f"bank {t.bank.size} clips ({t.bank.policy}, per-class quota). Every arm starts from the same meta-model "
+            "and bank and sees the same batches.",
+            "",
+            "Final session, mean ± std over seeds (accuracies and forgetting in %; forgetting = meta-model source "
+            "accuracy minus final source accuracy).",
+            "",
+            f"## Plain SGD (the mixing rules as stated: the step is the mixed gradient times lr {study['sgd_lr']})",
+            "",
+            f"One learning rate for every arm, chosen on fine-tune's final new-scene accuracy (mean over seeds: "
+            f"{lr_line}); momentum 0.",
+            "",
+            *_table(sgd),
+            "",
+            "Targets (means of the seeds):",
+            "",
+            *check_targets(aggregate(sgd), sgd),
+            "",
+            f"## Adam (secondary; `configs/transfer.yaml` as shipped, lr {t.training.lr})",
+            "",
+            "Adam rescales each coordinate and keeps momentum, so the step it takes is not the mixed gradient: "
+            "A-GEM's guarantee (the step does not raise the history loss to first order) and SimMix's weights "
+            "do not hold for the step. This table shows what the shipped recipe does, not a test of the rules.",
+            "",
+            *_table(adam),
+            "",
+            *check_targets(aggregate(adam), adam),
+            "",
+            "![transfer study](transfer.png)",
+            "",
+        ]
+    )
     write_text_atomic(out / "transfer.md", text)
-    write_json_atomic(out / "transfer.json", {
-        "seconds": seconds, "sgd_lr": study["sgd_lr"], "lr_score": study["lr_score"],
-        "tables": {name: aggregate(res) for name, res in study["optimizers"].items()},
-        "results": {name: {str(seed): {"meta": r["meta"], "arms": {a: v["records"] for a, v in r["arms"].items()}}
-                           for seed, r in res.items()} for name, res in study["optimizers"].items()}})
+    write_json_atomic(
+        out / "transfer.json",
+        {
+            "seconds": seconds,
+            "sgd_lr": study["sgd_lr"],
+            "lr_score": study["lr_score"],
+            "tables": {name: aggregate(res) for name, res in study["optimizers"].items()},
+            "results": {
+                name: {
+                    str(seed): {"meta": r["meta"], "arms": {a: v["records"] for a, v in r["arms"].items()}}
+                    for seed, r in res.items()
+                }
+                for name, res in study["optimizers"].items()
+            },
+        },
+    )
     _plot(out / "transfer.png", sgd, adam)
 
 
@@ -236,8 +274,10 @@ def _plot(path: Path, sgd: dict[int, dict[str, Any]], adam: dict[int, dict[str, 
         first = results[min(results)]["arms"]["SimMix"]["s_trace"]
         axes[row][2].plot(np.arange(1, len(first) + 1), first, lw=0.8)
         axes[row][2].axhline(0.0, color="grey", lw=0.6)
-        for ax, title in zip(axes[row], ("new-scene accuracy", "source accuracy (forgetting)",
-                                         f"SimMix cosine s per step (seed {min(results)})")):
+        for ax, title in zip(
+            axes[row],
+            ("new-scene accuracy", "source accuracy (forgetting)", f"SimMix cosine s per step (seed {min(results)})"),
+        ):
             ax.set_title(f"{name}: {title}")
             ax.grid(alpha=0.3)
         axes[row][0].set_xlabel("session")

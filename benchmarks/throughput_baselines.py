@@ -14,21 +14,21 @@ import os
 import time
 from typing import Any
 
-from orchestrator.config.spec import ExperimentSpec
-from pipelines.data.partition_manifest import load_partition_manifest
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.pipelines.data.partition_manifest import load_partition_manifest
 
 
 def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, seed: int, conn: Any) -> None:
     import numpy as np
     import torch
 
-    from actors.torch_runtime import keep_freed_memory
-    from pipelines.core.seeding import reseed
-    from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
-    from pipelines.federated.hosts import devices_of
-    from pipelines.model.networks import build_model
-    from pipelines.model.state import add_scaled, zeros_like
-    from pipelines.model.training import TrainWorkspace, local_train
+    from fedtwin.actors.torch_runtime import keep_freed_memory
+    from fedtwin.pipelines.core.seeding import reseed
+    from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
+    from fedtwin.pipelines.federated.hosts import devices_of
+    from fedtwin.pipelines.model.networks import build_model
+    from fedtwin.pipelines.model.state import add_scaled, zeros_like
+    from fedtwin.pipelines.model.training import TrainWorkspace, local_train
 
     keep_freed_memory()  # the hosts' allocator set-up (actors/torch_runtime.py), so only orchestration differs
     torch.set_num_threads(1)
@@ -48,8 +48,14 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
         for d in device_ids:
             for key, view in views.items():
                 np.copyto(view, state[key])
-            local_train(model, data[d], settings, generator=reseed(generator, seed, round_num, d),
-                        workspace=workspace, return_optimizer_state=False)
+            local_train(
+                model,
+                data[d],
+                settings,
+                generator=reseed(generator, seed, round_num, d),
+                workspace=workspace,
+                return_optimizer_state=False,
+            )
             partial = zeros_like(views) if partial is None else partial
             add_scaled(partial, views, float(len(data[d][1])))
             total += len(data[d][1])
@@ -59,15 +65,15 @@ def _limit_worker(worker: int, workers: int, partition: str, model_cfg: Any, see
 def limit_rounds(spec: ExperimentSpec, cores: int) -> tuple[list[float], dict[str, Any], list[float]]:
     """The limit: round-end stamps, the final weights of ``spec``'s rounds on ``cores`` workers, and each
     round's busy seconds (the workers' time from receiving the round to answering, summed over workers)."""
-    from orchestrator.recipes.federated.recipe import build_strategy
-    from orchestrator.recipes.federated.round import round_settings
-    from orchestrator.run.data_prep import ensure_partition
-    from pipelines.core.seeding import sampling_rng
-    from pipelines.federated.aggregate import OrderedFold
-    from pipelines.federated.hosts import host_of
-    from pipelines.federated.messages import HostFitResult
-    from pipelines.model.networks import build_model
-    from pipelines.model.state import state_from_model
+    from fedtwin.orchestrator.recipes.federated.recipe import build_strategy
+    from fedtwin.orchestrator.recipes.federated.round import round_settings
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
+    from fedtwin.pipelines.core.seeding import sampling_rng
+    from fedtwin.pipelines.federated.aggregate import OrderedFold
+    from fedtwin.pipelines.federated.hosts import host_of
+    from fedtwin.pipelines.federated.messages import HostFitResult
+    from fedtwin.pipelines.model.networks import build_model
+    from fedtwin.pipelines.model.state import state_from_model
 
     partition = str(ensure_partition(spec.data))
     strategy = build_strategy(spec, load_partition_manifest(partition).num_devices)
@@ -77,8 +83,7 @@ def limit_rounds(spec: ExperimentSpec, cores: int) -> tuple[list[float], dict[st
     pipes, procs = [], []
     for w in range(cores):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_limit_worker, args=(w, cores, partition, spec.model, spec.seed, child),
-                           daemon=True)
+        proc = ctx.Process(target=_limit_worker, args=(w, cores, partition, spec.model, spec.seed, child), daemon=True)
         proc.start()
         pipes.append(parent)
         procs.append(proc)
@@ -110,12 +115,12 @@ def pool_rounds(spec: ExperimentSpec, cores: int) -> list[float]:
     import ray
     from ray.util.actor_pool import ActorPool
 
-    from orchestrator.recipes.federated.recipe import build_strategy
-    from orchestrator.recipes.federated.round import round_settings
-    from orchestrator.run.data_prep import ensure_partition
-    from pipelines.core.seeding import sampling_rng
-    from pipelines.model.networks import build_model
-    from pipelines.model.state import state_from_model, weighted_average
+    from fedtwin.orchestrator.recipes.federated.recipe import build_strategy
+    from fedtwin.orchestrator.recipes.federated.round import round_settings
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
+    from fedtwin.pipelines.core.seeding import sampling_rng
+    from fedtwin.pipelines.model.networks import build_model
+    from fedtwin.pipelines.model.state import state_from_model, weighted_average
 
     @ray.remote(num_cpus=1)
     class Client:
@@ -126,10 +131,10 @@ def pool_rounds(spec: ExperimentSpec, cores: int) -> list[float]:
             self.partition = partition
 
         def fit(self, state: Any, device_id: int, round_num: int, settings: Any, model_cfg: Any, seed: int) -> Any:
-            from pipelines.core.seeding import torch_generator
-            from pipelines.data.partition_manifest import load_device_shard
-            from pipelines.model.state import load_state
-            from pipelines.model.training import local_train
+            from fedtwin.pipelines.core.seeding import torch_generator
+            from fedtwin.pipelines.data.partition_manifest import load_device_shard
+            from fedtwin.pipelines.model.state import load_state
+            from fedtwin.pipelines.model.training import local_train
 
             data = load_device_shard(self.partition, device_id)
             model = build_model(model_cfg, seed=seed)
@@ -146,8 +151,9 @@ def pool_rounds(spec: ExperimentSpec, cores: int) -> list[float]:
     for round_num in range(1, spec.federation.num_rounds + 1):
         devices = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
         settings, ref = round_settings(spec, round_num), ray.put(state)
-        answers = list(pool.map(
-            lambda a, d: a.fit.remote(ref, int(d), round_num, settings, spec.model, spec.seed), devices))
+        answers = list(
+            pool.map(lambda a, d: a.fit.remote(ref, int(d), round_num, settings, spec.model, spec.seed), devices)
+        )
         state = weighted_average([s for s, _ in answers], [n for _, n in answers])
         ends.append(time.perf_counter())
     ray.shutdown()

@@ -18,12 +18,12 @@ import difflib
 import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 GROUPS = ("fedtwin.models", "fedtwin.strategies", "fedtwin.recipes", "fedtwin.datasets", "fedtwin.partitioners")
 
@@ -44,7 +44,7 @@ def add_search_paths(paths: Iterable[str | Path]) -> None:
         importlib.invalidate_caches()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points(group: str) -> dict[str, Any]:
     """Installed entry points of ``group`` by name (read once per process; tests monkeypatch this)."""
     return {ep.name: ep for ep in entry_points(group=group)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.federated.messages import FitResult
+from fedtwin.pipelines.federated.messages import FitResult
 
 
 def make_state(w: float, b: float) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """Device hosts: one process serving many virtual edge devices.
 
 A device is a small object (its id, size and local state). A host owns the devices
-:func:`pipelines.federated.hosts.devices_of` gives it (sticky, so device state such as momentum buffers
-stays put), reads their rows from its :class:`~pipelines.data.device_store.DeviceStore` (one
+:func:`fedtwin.pipelines.federated.hosts.devices_of` gives it (sticky, so device state such as momentum buffers
+stays put), reads their rows from its :class:`~fedtwin.pipelines.data.device_store.DeviceStore` (one
 memory-mapped file of exactly its devices, built on first use and reused by later runs on the node),
 trains its selected devices one after another and returns one pre-summed ``HostFitResult``.
 
@@ -36,17 +36,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.trainer_base import TorchActor
-from pipelines.core.errors import FedtwinError
-from pipelines.core.seeding import reseed
-from pipelines.data.clips import ClipArrays
-from pipelines.data.device_store import DeviceStore, cache_dir, cache_max_bytes
-from pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
-from pipelines.federated.hosts import devices_of
-from pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
-from pipelines.model.networks import ModelConfig
-from pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
-from pipelines.model.training import TrainWorkspace, local_train
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.seeding import reseed
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.device_store import DeviceStore, cache_dir, cache_max_bytes
+from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
+from fedtwin.pipelines.federated.hosts import devices_of
+from fedtwin.pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
+from fedtwin.pipelines.model.training import TrainWorkspace, local_train
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class StaleHostError(RuntimeError):
 
 
 class DeviceHost(TorchActor):
-    """Plain class behind ``actors.federated.ray_actors.DeviceHostActor``; testable in-process."""
+    """Plain class behind ``fedtwin.actors.federated.ray_actors.DeviceHostActor``; testable in-process."""
 
     def __init__(self, host_id: int, num_hosts: int, partition_dir: str, settings: HostSettings) -> None:
         if not 0 <= host_id < num_hosts:
@@ -102,9 +102,7 @@ class DeviceHost(TorchActor):
         self._workspace = TrainWorkspace()
         self._generator = torch.Generator()
         # numpy views of the model's tensors (CPU): weights go in and partial sums come out without copies.
-        self._views = (
-            {k: v.numpy() for k, v in self.model.state_dict().items()} if self.device == "cpu" else None
-        )
+        self._views = {k: v.numpy() for k, v in self.model.state_dict().items()} if self.device == "cpu" else None
         self._store: DeviceStore | None = None
         self._store_error: str | None = None
         self._cache: OrderedDict[int, ClipArrays] = OrderedDict()  # only when the store is off
@@ -123,7 +121,9 @@ class DeviceHost(TorchActor):
         if self._store is None and self._store_error is None and cache_max_bytes(self.settings.cache_max_gb) > 0:
             try:
                 self._store = DeviceStore(
-                    self.manifest, sorted(self.devices), cache_dir(self.settings.cache_dir),
+                    self.manifest,
+                    sorted(self.devices),
+                    cache_dir(self.settings.cache_dir),
                     cache_max_bytes(self.settings.cache_max_gb),
                 )
             except (FedtwinError, OSError) as err:  # a bad file, an unreachable store, a full disk
@@ -186,8 +186,16 @@ class DeviceHost(TorchActor):
                 failures.append(DeviceFailure(task.device_id, task.round_num, f"{type(err).__name__}: {err}"))
         if exit_after is not None and exit_after >= len(tasks):
             self._die(f"after all {len(tasks)} devices, before answering")
-        return HostFitResult(self.host_id, tuple(results), tuple(failures), fold.partial, fold.total, fold.extras,
-                             started=started, finished=time.time())
+        return HostFitResult(
+            self.host_id,
+            tuple(results),
+            tuple(failures),
+            fold.partial,
+            fold.total,
+            fold.extras,
+            started=started,
+            finished=time.time(),
+        )
 
     def replay(
         self, state: ModelState, tasks: Sequence[FitTask], payload: Mapping[str, ModelState] | None = None
@@ -235,8 +243,14 @@ class DeviceHost(TorchActor):
         # One stream per (run, round, device): training is reproducible whatever host runs the device.
         generator = reseed(self._generator, self.settings.seed, task.round_num, task.device_id)
         train = local_train(
-            self.model, data, settings, optimizer_state=start_state, generator=generator, device=self.device,
-            workspace=self._workspace, return_optimizer_state=start_mode != "fresh",
+            self.model,
+            data,
+            settings,
+            optimizer_state=start_state,
+            generator=generator,
+            device=self.device,
+            workspace=self._workspace,
+            return_optimizer_state=start_mode != "fresh",
         )
         # Only the global variant needs the buffers back (pre-summed by the host, never per device).
         extras = {"optimizer_state": train.optimizer_state} if start_mode == "global" else {}

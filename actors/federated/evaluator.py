@@ -3,7 +3,7 @@
 The splits are loaded once in the actor; the driver sends a state reference and gets numbers back:
 accuracy, mean cross-entropy and the K x K confusion matrix of counts (per-class accuracy follows from
 it), never predictions or clips.
-:class:`actors.federated.server_node.ServerNode` extends this class with FedDU's server pass.
+:class:`fedtwin.actors.federated.server_node.ServerNode` extends this class with FedDU's server pass.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as nnf
 
-from actors.trainer_base import TorchActor
-from pipelines.data.clips import ClipArrays
-from pipelines.data.partition_manifest import load_partition_manifest, load_shared, load_test
-from pipelines.model.networks import ModelConfig
-from pipelines.model.state import ModelState, load_state
-from pipelines.model.training import predict
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.partition_manifest import load_partition_manifest, load_shared, load_test
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.state import ModelState, load_state
+from fedtwin.pipelines.model.training import predict
 
 _LOADERS = {"test": load_test, "shared": load_shared}
 
@@ -29,7 +29,7 @@ _LOADERS = {"test": load_test, "shared": load_shared}
 def classification_scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
     """Accuracy, mean cross-entropy, confusion matrix and per-class accuracy of ``logits`` (N, K) vs ``labels``.
 
-    Accuracy and loss are computed exactly as :func:`pipelines.model.training.evaluate` does (same torch
+    Accuracy and loss are computed exactly as :func:`fedtwin.pipelines.model.training.evaluate` does (same torch
     ops on the same logits), so they match it bit for bit.
 
     Returns:
@@ -83,7 +83,9 @@ class Evaluator(TorchActor):
         if unknown:
             raise ValueError(f"split must be one of {sorted(_LOADERS)}, got {unknown[0]!r}")
         self.split = split
-        self.splits: dict[str, ClipArrays] = {s: _LOADERS[s](self.manifest) for s in dict.fromkeys((split, *extra_splits))}
+        self.splits: dict[str, ClipArrays] = {
+            s: _LOADERS[s](self.manifest) for s in dict.fromkeys((split, *extra_splits))
+        }
         self.data = self.splits[split]
         self.model = self.new_model(model, seed)
 

@@ -2,9 +2,9 @@
 
 import ray
 
-from actors.federated.device_host import DeviceHost
-from actors.federated.evaluator import Evaluator
-from actors.federated.server_node import ServerNode
+from fedtwin.actors.federated.device_host import DeviceHost
+from fedtwin.actors.federated.evaluator import Evaluator
+from fedtwin.actors.federated.server_node import ServerNode
 
 DeviceHostActor = ray.remote(DeviceHost)
 EvaluatorActor = ray.remote(Evaluator)

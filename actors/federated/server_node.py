@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from actors.federated.evaluator import Evaluator
-from pipelines.core.seeding import torch_generator
-from pipelines.federated.messages import ServerPassResult
-from pipelines.model.networks import ModelConfig
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState, load_state, state_from_model
-from pipelines.model.training import local_train
+from fedtwin.actors.federated.evaluator import Evaluator
+from fedtwin.pipelines.core.seeding import torch_generator
+from fedtwin.pipelines.federated.messages import ServerPassResult
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
+from fedtwin.pipelines.model.training import local_train
 
 #: Seed path of a round's server pass after ``(seed, round_num)``: its own stream, distinct from every
 #: device's ``(seed, round_num, device_id)``.
@@ -27,7 +27,7 @@ _SERVER_PASS_STREAM = (0, 1)
 
 
 class ServerNode(Evaluator):
-    """Plain class behind ``actors.federated.ray_actors.ServerNodeActor``: evaluation on D0 (and test)
+    """Plain class behind ``fedtwin.actors.federated.ray_actors.ServerNodeActor``: evaluation on D0 (and test)
     plus SGD passes over D0."""
 
     def __init__(
@@ -76,4 +76,6 @@ class ServerNode(Evaluator):
         result = local_train(
             self.model, self.data, settings, optimizer_state=optimizer_state, generator=generator, device=self.device
         )
-        return ServerPassResult(state_from_model(self.model), result.steps, float(result.mean_loss), result.optimizer_state)
+        return ServerPassResult(
+            state_from_model(self.model), result.steps, float(result.mean_loss), result.optimizer_state
+        )

@@ -2,6 +2,6 @@
 
 import ray
 
-from actors.incremental.trainer import IncrementalTrainer
+from fedtwin.actors.incremental.trainer import IncrementalTrainer
 
 IncrementalTrainerActor = ray.remote(IncrementalTrainer)

@@ -1,12 +1,12 @@
 """The class-incremental trainer: one model that learns task after task, with its exemplar memory.
 
 The actor loads the dataset's train and test splits itself (raw clips never pass through the driver),
-relabels them to output indices once (:class:`pipelines.incremental.task_split.TaskSplit`), and keeps the
+relabels them to output indices once (:class:`fedtwin.pipelines.incremental.task_split.TaskSplit`), and keeps the
 model and the memory between tasks. One :meth:`IncrementalTrainer.fit_task` call is one task:
 
 1. from task 1 on, freeze a copy of the model as the teacher and expand the head for the new classes;
 2. train on the task's clips plus the memory replayed to T frames, through ``local_train`` with
-   :class:`pipelines.incremental.objective.IncrementalObjective` as its ``loss_fn``;
+   :class:`fedtwin.pipelines.incremental.objective.IncrementalObjective` as its ``loss_fn``;
 3. add the new classes' exemplars (ranked with the *new* model) and trim old classes to the byte budget;
    save the memory to Parquet;
 4. score the test clips of every seen class and return the accuracy row, the weights and the metrics.
@@ -24,21 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.trainer_base import TorchActor
-from pipelines.core.seeding import numpy_rng, torch_generator
-from pipelines.incremental.task_split import TaskSplit
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import load_split
-from pipelines.incremental.exemplar_memory import ExemplarMemory
-from pipelines.incremental.exemplar_ranking import confidence_from_logits
-from pipelines.incremental.metrics import task_accuracies
-from pipelines.incremental.objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
-from pipelines.incremental.keyframe_render import render_keyframes
-from pipelines.incremental.keyframes import KeyFrameSelector
-from pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN, expand_head
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState, load_state, state_from_model
-from pipelines.model.training import local_train, predict
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.core.seeding import numpy_rng, torch_generator
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.incremental.exemplar_memory import ExemplarMemory
+from fedtwin.pipelines.incremental.exemplar_ranking import confidence_from_logits
+from fedtwin.pipelines.incremental.keyframe_render import render_keyframes
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
+from fedtwin.pipelines.incremental.metrics import task_accuracies
+from fedtwin.pipelines.incremental.objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
+from fedtwin.pipelines.incremental.task_split import TaskSplit
+from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN, expand_head
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
+from fedtwin.pipelines.model.training import local_train, predict
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ _TRAIN_STREAM, _MEMORY_STREAM = 0, 1
 
 
 class IncrementalTrainer(TorchActor):
-    """Plain class behind ``actors.incremental.ray_actors.IncrementalTrainerActor``; testable in-process.
+    """Plain class behind ``fedtwin.actors.incremental.ray_actors.IncrementalTrainerActor``; testable in-process.
 
     Args:
         dataset_dir: a dataset directory (``train`` and ``test`` splits, manifest).
@@ -132,8 +132,9 @@ class IncrementalTrainer(TorchActor):
         return (*FEATURE_API, "stages") if self.settings.objective.distillation == "features" else FEATURE_API
 
     def _build_model(self, num_outputs: int) -> VideoCNN:
-        return self.new_model(replace(self.settings.model, num_classes=num_outputs), self.settings.seed,
-                              needs=self._model_needs())
+        return self.new_model(
+            replace(self.settings.model, num_classes=num_outputs), self.settings.seed, needs=self._model_needs()
+        )
 
     # ------------------------------------------------------------------ one task
     def fit_task(self, task: int) -> TaskOutcome:

@@ -1,5 +1,5 @@
 """The work of the Ray tasks around the twins: the target quality filter, the hidden labels, and each
-epoch's clustering (their Ray shells are in ``actors.mutual.ray_actors``).
+epoch's clustering (their Ray shells are in ``fedtwin.actors.mutual.ray_actors``).
 
 The driver passes the twins' feature ``ObjectRef`` s straight into :func:`cluster_epoch`; Ray resolves
 them inside the task, so feature matrices go from the twins' object store entries to the task and
@@ -18,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.mutual.cluster_metrics import agreement, cluster_metrics
-from pipelines.mutual.clip_quality import QualityFilter
-from pipelines.data.dataset_io import load_split
-from pipelines.mutual.pseudo_labels import Assignment, ClusterSettings, LabelMode, cluster_once, make_pseudo_labels
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.mutual.clip_quality import QualityFilter
+from fedtwin.pipelines.mutual.cluster_metrics import agreement, cluster_metrics
+from fedtwin.pipelines.mutual.pseudo_labels import (
+    Assignment,
+    ClusterSettings,
+    LabelMode,
+    cluster_once,
+    make_pseudo_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +60,13 @@ def select_quality_clips(target_dir: str, q_min: float) -> tuple[np.ndarray, dic
     clips = load_split(target_dir, "train").clips
     quality = QualityFilter(q_min).fit(clips)
     kept = np.flatnonzero(quality.scores_ > q_min)
-    stats = {"clips": float(len(clips)), "kept": float(kept.size), "score_mean": float(quality.scores_.mean()),
-             "score_min": float(quality.scores_.min()), "score_max": float(quality.scores_.max())}
+    stats = {
+        "clips": float(len(clips)),
+        "kept": float(kept.size),
+        "score_mean": float(quality.scores_.mean()),
+        "score_min": float(quality.scores_.min()),
+        "score_max": float(quality.scores_.max()),
+    }
     return kept, stats
 
 
@@ -85,8 +96,13 @@ def cluster_epoch(
     started = time.perf_counter()
     features = [features_a] if features_b is None else [features_a, features_b]
     result = make_pseudo_labels(
-        features, request.mode, request.settings, seed=request.seed, num_clusters=request.num_clusters,
-        eps=request.eps, previous=[_labels_of(previous_a), _labels_of(previous_b)][: len(features)],
+        features,
+        request.mode,
+        request.settings,
+        seed=request.seed,
+        num_clusters=request.num_clusters,
+        eps=request.eps,
+        previous=[_labels_of(previous_a), _labels_of(previous_b)][: len(features)],
     )
     report: dict[str, Any] = {"num_clusters": result.num_clusters, "eps": result.eps}
     for name, assignment in zip("ab", result.assignments, strict=False):
@@ -115,6 +131,7 @@ def _own_feature_agreement(
 ) -> float:
     if request.mode == "cross":
         return agreement(assignments[0].labels, assignments[1].labels)
-    own = [cluster_once(f, request.settings, num_clusters=k, eps=request.eps, seed=request.seed + 7)[0]
-           for f in features]
+    own = [
+        cluster_once(f, request.settings, num_clusters=k, eps=request.eps, seed=request.seed + 7)[0] for f in features
+    ]
     return agreement(own[0], own[1])

@@ -2,8 +2,8 @@
 
 import ray
 
-from actors.mutual.clustering_task import cluster_epoch, load_hidden_labels, select_quality_clips
-from actors.mutual.twin_network import TwinNetwork
+from fedtwin.actors.mutual.clustering_task import cluster_epoch, load_hidden_labels, select_quality_clips
+from fedtwin.actors.mutual.twin_network import TwinNetwork
 
 TwinNetworkActor = ray.remote(TwinNetwork)
 select_quality_task = ray.remote(num_returns=2)(select_quality_clips)

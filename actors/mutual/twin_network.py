@@ -1,7 +1,7 @@
 """One twin of mutual co-training (mutual pseudo-labels, or MMT): a network, its EMA mean model, its
 own view, its data.
 
-``TwinNetwork`` is a plain class (testable in-process); ``actors.mutual.ray_actors.TwinNetworkActor`` is
+``TwinNetwork`` is a plain class (testable in-process); ``fedtwin.actors.mutual.ray_actors.TwinNetworkActor`` is
 its Ray shell. A twin
 loads its data itself from dataset paths: the clean source split for pre-training and the shifted
 target split for adaptation, of which it keeps only the clips (the target labels are never in its
@@ -20,20 +20,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from actors.trainer_base import TorchActor
-from pipelines.core.seeding import derive_seed, torch_generator
-from pipelines.mutual.augment import build_augmentation
-from pipelines.mutual.cluster_metrics import cluster_metrics
-from pipelines.mutual.clustering import normalized_centroids
-from pipelines.data.dataset_io import load_split
-from pipelines.mutual.ema import EmaSchedule, init_ema
-from pipelines.mutual.kreciprocal import l2_normalize
-from pipelines.model.networks import FEATURE_API, ModelConfig
-from pipelines.model.settings import TrainSettings
-from pipelines.mutual.pseudo_labels import Assignment, feature_digest
-from pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
-from pipelines.model.training import evaluate, local_train, predict
-from pipelines.mutual.twin_training import LossSettings, TwinEpochLoss, reset_head
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.core.seeding import derive_seed, torch_generator
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
+from fedtwin.pipelines.model.training import evaluate, local_train, predict
+from fedtwin.pipelines.mutual.augment import build_augmentation
+from fedtwin.pipelines.mutual.cluster_metrics import cluster_metrics
+from fedtwin.pipelines.mutual.clustering import normalized_centroids
+from fedtwin.pipelines.mutual.ema import EmaSchedule, init_ema
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.pseudo_labels import Assignment, feature_digest
+from fedtwin.pipelines.mutual.twin_training import LossSettings, TwinEpochLoss, reset_head
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,9 @@ class TwinNetwork(TorchActor):
         """Supervised training on the clean source split; the EMA starts as a copy (``E^(0) = θ``)."""
         s = self.settings
         source = load_split(self.source_dir, "train")
-        pretrain = TrainSettings(epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr,
-                                 optimizer=s.optimizer)
+        pretrain = TrainSettings(
+            epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr, optimizer=s.optimizer
+        )
         result = local_train(self.model, source, pretrain, generator=self._generator(0, 1), device=self.device)
         self.ema = init_ema(self.model)
         source_acc = evaluate(self.ema, load_split(self.source_dir, "test"), device=self.device).accuracy
@@ -131,8 +132,9 @@ class TwinNetwork(TorchActor):
 
     def embed(self) -> np.ndarray:
         """L2-normalised EMA embeddings ``(N, D)`` float32 of the (unaugmented) target clips."""
-        features = l2_normalize(predict(self.ema, (self.target_clips, self._zeros()), output="embedding",
-                                        device=self.device))
+        features = l2_normalize(
+            predict(self.ema, (self.target_clips, self._zeros()), output="embedding", device=self.device)
+        )
         self.last_embedding = feature_digest(features)
         return features
 
@@ -159,15 +161,22 @@ class TwinNetwork(TorchActor):
         rows = np.flatnonzero(assignment.labels >= 0)
         peer = peer_targets or {}
         loss_fn = TwinEpochLoss(
-            s.loss, self.augment, self._generator(epoch, 2),
+            s.loss,
+            self.augment,
+            self._generator(epoch, 2),
             peer_probs=torch.as_tensor(np.array(peer["probs"])) if "probs" in peer else None,
             peer_features=torch.as_tensor(np.array(peer["features"])) if "features" in peer else None,
             on_step=self._ema_iteration,
         )
         data = (self.target_clips[rows], (assignment.labels[rows], rows))
         result = local_train(
-            self.model, data, self._adaptation(epochs=1), generator=self._generator(epoch, 1), loss_fn=loss_fn,
-            optimizer_state=self.optimizer_state, device=self.device,
+            self.model,
+            data,
+            self._adaptation(epochs=1),
+            generator=self._generator(epoch, 1),
+            loss_fn=loss_fn,
+            optimizer_state=self.optimizer_state,
+            device=self.device,
         )
         loss_fn.finish()
         self.schedule.after_epoch(self.ema, self.model)
@@ -175,8 +184,12 @@ class TwinNetwork(TorchActor):
         self.labels = np.array(assignment.labels, copy=True)
         self.last_loss = result.mean_loss
         return {
-            "loss": result.mean_loss, "steps": result.steps, "examples": int(rows.size), **result.metrics,
-            "label_source": assignment.source, "embedding": self.last_embedding,
+            "loss": result.mean_loss,
+            "steps": result.steps,
+            "examples": int(rows.size),
+            **result.metrics,
+            "label_source": assignment.source,
+            "embedding": self.last_embedding,
         }
 
     def evaluate_test(self) -> dict[str, float]:
@@ -186,7 +199,10 @@ class TwinNetwork(TorchActor):
         return {"test_acc": scores["acc"], "test_nmi": scores["nmi"], "test_ari": scores["ari"]}
 
     def fuse_and_finetune(
-        self, peer_ema: Mapping[str, np.ndarray], weights: tuple[float, float], assignment: Assignment,
+        self,
+        peer_ema: Mapping[str, np.ndarray],
+        weights: tuple[float, float],
+        assignment: Assignment,
         epochs: int,
     ) -> dict[str, float]:
         """Convergence-weighted average of the two EMA backbones, then fine-tuning (the ``fuse`` ending).
@@ -199,14 +215,18 @@ class TwinNetwork(TorchActor):
         backbone = [k for k in own if k not in _HEAD]
         fused = weighted_average([{k: own[k] for k in backbone}, {k: peer_ema[k] for k in backbone}], weights)
         load_state(self.model, {**state_from_model(self.model), **fused})
-        feats = l2_normalize(predict(self.model, (self.target_clips, self._zeros()), output="embedding",
-                                     device=self.device))
+        feats = l2_normalize(
+            predict(self.model, (self.target_clips, self._zeros()), output="embedding", device=self.device)
+        )
         reset_head(self.model, normalized_centroids(feats, assignment.labels, assignment.num_clusters))
         rows = np.flatnonzero(assignment.labels >= 0)
         loss_fn = TwinEpochLoss(LossSettings(kind="hard"), self.augment, self._generator(10_000, 2))
         result = local_train(
-            self.model, (self.target_clips[rows], (assignment.labels[rows], rows)), self._adaptation(epochs),
-            generator=self._generator(10_000, 1), loss_fn=loss_fn,
+            self.model,
+            (self.target_clips[rows], (assignment.labels[rows], rows)),
+            self._adaptation(epochs),
+            generator=self._generator(10_000, 1),
+            loss_fn=loss_fn,
         )
         self.ema = init_ema(self.model)
         return {"finetune_loss": result.mean_loss, **self.evaluate_test()}
@@ -219,9 +239,12 @@ class TwinNetwork(TorchActor):
     def get_state(self) -> dict[str, Any]:
         """Everything needed to resume this twin exactly (for checkpoints)."""
         return {
-            "model": state_from_model(self.model), "ema": state_from_model(self.ema),
-            "optimizer": dict(self.optimizer_state), "labels": self.labels.copy(),
-            "ema_step": self.ema_step, "last_loss": self.last_loss,
+            "model": state_from_model(self.model),
+            "ema": state_from_model(self.ema),
+            "optimizer": dict(self.optimizer_state),
+            "labels": self.labels.copy(),
+            "ema_step": self.ema_step,
+            "last_loss": self.last_loss,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -251,8 +274,9 @@ class TwinNetwork(TorchActor):
     def _adaptation(self, epochs: int) -> TrainSettings:
         """Training settings of adaptation on pseudo-labels (and of the fused model's fine-tuning)."""
         s = self.settings
-        return TrainSettings(epochs=epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer,
-                             weight_decay=s.weight_decay)
+        return TrainSettings(
+            epochs=epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer, weight_decay=s.weight_decay
+        )
 
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
         """One random stream of this twin in one epoch (batch order, view, peer-target view, ...)."""

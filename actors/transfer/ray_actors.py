@@ -2,6 +2,6 @@
 
 import ray
 
-from actors.transfer.trainer import TransferTrainer
+from fedtwin.actors.transfer.trainer import TransferTrainer
 
 TransferTrainerActor = ray.remote(TransferTrainer)

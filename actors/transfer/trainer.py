@@ -5,9 +5,9 @@ paths), the model, its optimizer state and the history bank. The driver asks for
 (:meth:`TransferTrainer.pretrain`), then one session at a time (:meth:`TransferTrainer.run_session`):
 
 1. the model predicts on the session's new-scene clips; a simulated user verifies the predictions from
-   the hidden labels (``pipelines.transfer.verification``) and the kept clips become transfer samples;
+   the hidden labels (``fedtwin.pipelines.transfer.verification``) and the kept clips become transfer samples;
 2. ``local_train`` walks the transfer samples for a few epochs; its ``grad_fn`` hook
-   (``pipelines.transfer.transfer_step.PairedMixStep``) pairs each batch with the next history batch and writes
+   (``fedtwin.pipelines.transfer.transfer_step.PairedMixStep``) pairs each batch with the next history batch and writes
    the mixed gradient (SimMix, or the fine-tune / replay / A-GEM settings of the same rule);
 3. the transfer samples are offered to the history bank (GSS or reservoir), so they become history.
 
@@ -28,19 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from actors.trainer_base import TorchActor
-from pipelines.core.seeding import numpy_rng, torch_generator
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import load_split
-from pipelines.transfer.gradient_mixing import GradientMixer
-from pipelines.transfer.history_bank import HistoryBank
-from pipelines.model.networks import FEATURE_API, ModelConfig
-from pipelines.data.moving_digits import NUM_DIGIT_CLASSES
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState, load_state, state_from_model
-from pipelines.model.training import evaluate, local_train, predict
-from pipelines.transfer.transfer_step import PairedMixStep, harmonic_mean, head_signatures, similarity_summary
-from pipelines.transfer.verification import verify_probabilities
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.core.seeding import numpy_rng, torch_generator
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES
+from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
+from fedtwin.pipelines.model.training import evaluate, local_train, predict
+from fedtwin.pipelines.transfer.gradient_mixing import GradientMixer
+from fedtwin.pipelines.transfer.history_bank import HistoryBank
+from fedtwin.pipelines.transfer.transfer_step import PairedMixStep, harmonic_mean, head_signatures, similarity_summary
+from fedtwin.pipelines.transfer.verification import verify_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _clip_key(clip: np.ndarray) -> bytes:
 
 
 class TransferTrainer(TorchActor):
-    """Plain class behind ``actors.transfer.ray_actors.TransferTrainerActor``; testable in-process.
+    """Plain class behind ``fedtwin.actors.transfer.ray_actors.TransferTrainerActor``; testable in-process.
 
     Args:
         source_dir: dataset directory of the clean source domain (train: meta-model and bank; test: forgetting).
@@ -141,11 +141,17 @@ class TransferTrainer(TorchActor):
         started = time.perf_counter()
         s = self.settings
         result = local_train(
-            self.model, self.source_train, s.pretrain, generator=torch_generator(s.seed, 0, _TRAIN_STREAM),
+            self.model,
+            self.source_train,
+            s.pretrain,
+            generator=torch_generator(s.seed, 0, _TRAIN_STREAM),
             device=self.device,
         )
-        pool = self.source_train if s.bank_source_clips is None else self.source_train.subset(
-            slice(0, s.bank_source_clips))
+        pool = (
+            self.source_train
+            if s.bank_source_clips is None
+            else self.source_train.subset(slice(0, s.bank_source_clips))
+        )
         sigs = head_signatures(self.model, pool.clips, pool.labels, device=self.device)
         outcome = self.bank.add(pool.clips, pool.labels, sigs, numpy_rng(s.seed, 0, _BANK_STREAM))
         scores = self.evaluate()
@@ -175,7 +181,10 @@ class TransferTrainer(TorchActor):
         clips = self.stream.subset(slice((session - 1) * s.clips_per_session, session * s.clips_per_session))
         probs = predict(self.model, clips, output="probs", device=self.device)
         verdict = verify_probabilities(
-            probs, clips.labels, conf_threshold=s.conf_threshold, background_class=self.background_class,
+            probs,
+            clips.labels,
+            conf_threshold=s.conf_threshold,
+            background_class=self.background_class,
             keep_true_negatives=s.keep_true_negatives,
         )
         keep = verdict.keep
@@ -188,18 +197,24 @@ class TransferTrainer(TorchActor):
         train: dict[str, Any] = {"train_steps": 0}
         if keep.any():
             result = local_train(
-                self.model, (transfer_clips, transfer_labels), s.session, grad_fn=step,
-                optimizer_state=self.optimizer_state, generator=torch_generator(s.seed, session, _TRAIN_STREAM),
+                self.model,
+                (transfer_clips, transfer_labels),
+                s.session,
+                grad_fn=step,
+                optimizer_state=self.optimizer_state,
+                generator=torch_generator(s.seed, session, _TRAIN_STREAM),
                 device=self.device,
             )
             self.optimizer_state = result.optimizer_state
-            train = {"train_steps": result.steps, "train_loss": result.mean_loss,
-                     "history_loss": result.metrics.get("loss_history", math.nan)}
+            train = {
+                "train_steps": result.steps,
+                "train_loss": result.mean_loss,
+                "history_loss": result.metrics.get("loss_history", math.nan),
+            }
         outcome = None
         if s.update_bank and keep.any():
             sigs = head_signatures(self.model, transfer_clips, transfer_labels, device=self.device)
-            outcome = self.bank.add(transfer_clips, transfer_labels, sigs,
-                                    numpy_rng(s.seed, session, _BANK_STREAM))
+            outcome = self.bank.add(transfer_clips, transfer_labels, sigs, numpy_rng(s.seed, session, _BANK_STREAM))
         record = {
             "session": session,
             "stream_accuracy": float(np.mean(probs.argmax(axis=1) == clips.labels)),

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from orchestrator import AggregatedFit, Strategy
-from pipelines.model.networks import ModelConfig
-from pipelines.model.state import ModelState, is_float
+from fedtwin import AggregatedFit, Strategy
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.state import ModelState, is_float
 
 
 # --------------------------------------------------------------------------------------------- model

@@ -1,5 +1,5 @@
-"""The ``fedtwin`` command line (``orchestrator.cli.main``); ``main`` is the console-script entry point."""
+"""The ``fedtwin`` command line (``fedtwin.orchestrator.cli.main``); ``main`` is the console-script entry point."""
 
-from orchestrator.cli.main import main
+from fedtwin.orchestrator.cli.main import main
 
 __all__ = ["main"]

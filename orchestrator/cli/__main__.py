@@ -1,7 +1,7 @@
-"""``python -m orchestrator.cli`` runs the ``fedtwin`` command line."""
+"""``python -m fedtwin.orchestrator.cli`` runs the ``fedtwin`` command line."""
 
 import sys
 
-from orchestrator.cli.main import main
+from fedtwin.orchestrator.cli.main import main
 
 sys.exit(main())

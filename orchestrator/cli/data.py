@@ -21,20 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core import storage
-from pipelines.core.atomic_write import check_remote_output, staged_input, staged_output
-from pipelines.core.errors import DatasetError
-from pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
-from pipelines.data.partition import PARTITIONERS, PartitionConfig, partition_dataset
-from pipelines.data.partition_manifest import record_source
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.atomic_write import check_remote_output, staged_input, staged_output
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
+from fedtwin.pipelines.data.partition import PARTITIONERS, PartitionConfig, partition_dataset
+from fedtwin.pipelines.data.partition_manifest import record_source
 
 
 def add_data_commands(subparsers: Any) -> None:
     """Register ``data make moving-digits``, ``data import-videos``, ``data show`` and ``data partition``."""
     data = subparsers.add_parser("data", help="make, import, show and partition datasets")
-    data_sub = data.add_subparsers(
-        dest="data_command", metavar="{make,import-videos,show,partition}", required=True
-    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="{make,import-videos,show,partition}", required=True)
 
     make = data_sub.add_parser("make", help="generate a dataset")
     make_sub = make.add_subparsers(dest="generator", metavar="{moving-digits}", required=True)
@@ -77,12 +75,17 @@ def add_data_commands(subparsers: Any) -> None:
     part.add_argument("in_dir", metavar="IN", help="dataset directory (from `fedtwin data make` or `import-videos`)")
     part.add_argument("out", metavar="OUT", help="partition directory to create")
     part.add_argument(
-        "--devices", type=int, default=None,
+        "--devices",
+        type=int,
+        default=None,
         help="number of devices (required, except for by-group: one device per group; if given it must match)",
     )
-    part.add_argument("--scheme", default=PartitionConfig.scheme,
-                      help=f"{', '.join(sorted(PARTITIONERS))}, an entry point of fedtwin.partitioners or "
-                      "pkg.module:Class; whole videos are assigned, by-group makes one device per group")
+    part.add_argument(
+        "--scheme",
+        default=PartitionConfig.scheme,
+        help=f"{', '.join(sorted(PARTITIONERS))}, an entry point of fedtwin.partitioners or "
+        "pkg.module:Class; whole videos are assigned, by-group makes one device per group",
+    )
     part.add_argument("--alpha", type=float, default=PartitionConfig.alpha, help="Dirichlet concentration")
     part.add_argument("--labels-per-device", type=int, default=PartitionConfig.labels_per_device, help="shards scheme")
     part.add_argument(
@@ -179,7 +182,7 @@ def _partition(args: argparse.Namespace) -> int:
             record_source(local, args.in_dir)
         plot = None
         if not args.no_plot:
-            from pipelines.data.partition_plot import plot_partition  # matplotlib only when drawing
+            from fedtwin.pipelines.data.partition_plot import plot_partition  # matplotlib only when drawing
 
             plot = plot_partition(m, local / "plots" / "partition.png")
     where = str(args.out) if storage.is_remote(args.out) else str(m.directory)
@@ -214,7 +217,7 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 def _add_import_videos(data_sub: Any) -> None:
     # Defaults come from ImportConfig; importing it is cheap (numpy only), PyAV is imported on use.
-    from pipelines.data.video_decode import SAMPLINGS, SHORT_POLICIES, ImportConfig
+    from fedtwin.pipelines.data.video_decode import SAMPLINGS, SHORT_POLICIES, ImportConfig
 
     iv = data_sub.add_parser(
         "import-videos",
@@ -309,9 +312,9 @@ _IMPORT_OPTIONS = {"short_videos": "--short-videos", "clips_per_video": "--clips
 
 
 def _import_videos(args: argparse.Namespace) -> int:
-    from pipelines.data.video_decode import ImportConfig, parse_size, require_av
-    from pipelines.data.video_import import import_videos
-    from pipelines.data.video_sources import discover_folders, read_index
+    from fedtwin.pipelines.data.video_decode import ImportConfig, parse_size, require_av
+    from fedtwin.pipelines.data.video_import import import_videos
+    from fedtwin.pipelines.data.video_sources import discover_folders, read_index
 
     try:
         size = parse_size(args.size)
@@ -360,7 +363,7 @@ def _import_videos(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipelines.data.contact_sheet import write_contact_sheet
+    from fedtwin.pipelines.data.contact_sheet import write_contact_sheet
 
     storage.check_location(args.dataset, "DIR")
     if args.out:

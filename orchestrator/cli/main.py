@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.config.loader import ConfigError, parse_set_options
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.config.loader import ConfigError, parse_set_options
+from fedtwin.pipelines.core.errors import FedtwinError
 
 if TYPE_CHECKING:
-    from orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,8 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands."""
-    from orchestrator.cli.data import add_data_commands
-    from orchestrator.cli.scaleout import add_scaleout_commands
+    from fedtwin.orchestrator.cli.data import add_data_commands
+    from fedtwin.orchestrator.cli.scaleout import add_scaleout_commands
 
     parser = _Parser(prog="fedtwin", description="Federated and twin co-training of video models on Ray.")
     parser.add_argument("--version", action="version", version=f"fedtwin {version()}")
@@ -34,17 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("config", nargs="?", help="experiment YAML (optional with --resume)")
-    run.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                     help="dotted overrides, e.g. --set strategy.params.C=2 training.lr=0.01 (repeatable; "
-                          "values are YAML)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. --set strategy.params.C=2 training.lr=0.01 (repeatable; values are YAML)",
+    )
     run.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else embedded local Ray)")
-    run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue a run from its newest checkpoint (a folder, or a URI such as s3://bucket/runs/x)")
-    run.add_argument("--output", metavar="DIR",
-                     help="parent folder for the run folder (run.output_dir; a path or s3://, gs://, file:// URI)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint (a folder, or a URI such as s3://bucket/runs/x)",
+    )
+    run.add_argument(
+        "--output",
+        metavar="DIR",
+        help="parent folder for the run folder (run.output_dir; a path or s3://, gs://, file:// URI)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line")
-    run.add_argument("--print-config", action="store_true",
-                     help="print the resolved spec (bases, overrides and defaults applied) as YAML and exit")
+    run.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved spec (bases, overrides and defaults applied) as YAML and exit",
+    )
     run.set_defaults(func=_cmd_run)
 
     add_data_commands(sub)
@@ -53,16 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version() -> str:
-    """The installed ``fedtwin`` version (package metadata; ``orchestrator.__version__`` in a bare checkout)."""
+    """The installed ``fedtwin`` version (package metadata; ``fedtwin.__version__`` in a bare checkout)."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
     try:
         return dist_version("fedtwin")
     except PackageNotFoundError:
-        import orchestrator
+        import fedtwin
 
-        return str(getattr(orchestrator, "__version__", "unknown"))
+        return str(getattr(fedtwin, "__version__", "unknown"))
 
 
 def _overrides(texts: Sequence[str]) -> dict[str, Any]:
@@ -75,10 +90,10 @@ def _overrides(texts: Sequence[str]) -> dict[str, Any]:
 
 def _resolve_spec(args: argparse.Namespace) -> ExperimentSpec:
     """The spec of ``fedtwin run``: from CONFIG, or from the run folder's ``spec.yaml`` with --resume."""
-    from orchestrator.config.files import read_mapping
-    from orchestrator.config.spec import ExperimentSpec
-    from orchestrator.run.run_folder import spec_to_resume
-    from pipelines.core import storage
+    from fedtwin.orchestrator.config.files import read_mapping
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.run.run_folder import spec_to_resume
+    from fedtwin.pipelines.core import storage
 
     overrides = _overrides(args.overrides)
     if args.output:
@@ -104,8 +119,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(spec.to_dict(), sort_keys=False), end="")
         return 0
 
-    from orchestrator.run.experiment import run_experiment
-    from orchestrator.run.progress import ProgressPrinter
+    from fedtwin.orchestrator.run.experiment import run_experiment
+    from fedtwin.orchestrator.run.progress import ProgressPrinter
 
     callbacks = [] if args.quiet else [ProgressPrinter(sys.stderr)]
     result = run_experiment(
@@ -145,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # away) is still one line and exit 1; anything else is a bug and keeps its traceback.
         if not _is_ray_error(err):
             raise
-        print(f"fedtwin: error: ray: {_one_line(err)}; the last checkpoint is kept, continue with "
-              "`fedtwin run --resume RUN_DIR`", file=sys.stderr)
+        print(
+            f"fedtwin: error: ray: {_one_line(err)}; the last checkpoint is kept, continue with "
+            "`fedtwin run --resume RUN_DIR`",
+            file=sys.stderr,
+        )
         return 1
 
 

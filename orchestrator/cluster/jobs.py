@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,19 @@ T = TypeVar("T")
 
 #: gitignore-style patterns left out of the uploaded working dir (leading "/" = only at the top).
 DEFAULT_EXCLUDES = (
-    "/runs/", "/data/", "/sweeps/", "/.venv/", "/venv/", "/.git/", "/.ci/.venv/",
-    "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/",
+    "/runs/",
+    "/data/",
+    "/sweeps/",
+    "/.venv/",
+    "/venv/",
+    "/.git/",
+    "/.ci/.venv/",
+    "__pycache__/",
+    "*.pyc",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
 )
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 #: Seconds for one control call to the job server (status, info, connect).
@@ -111,9 +122,11 @@ def submit(
     client = _client(url)
     entrypoint = "fedtwin " + shlex.join(command)
     job_id = _bounded(
-        lambda: client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir),
-                                  submission_id=submission_id),
-        upload_timeout_s, f"submitting to {url} (uploading the working dir)",
+        lambda: client.submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env(working_dir), submission_id=submission_id
+        ),
+        upload_timeout_s,
+        f"submitting to {url} (uploading the working dir)",
     )
     logger.info("submitted %s as %s", entrypoint, job_id)
     if not wait:
@@ -183,9 +196,10 @@ async def _follow_logs(client: Any, job_id: str, out: TextIO, deadline: float, p
                 return
             try:
                 chunk = await asyncio.wait_for(queue.get(), timeout=min(poll_s, remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 status = await asyncio.to_thread(
-                    _bounded, lambda: client.get_job_status(job_id), CALL_TIMEOUT_S, f"status of {job_id}")
+                    _bounded, lambda: client.get_job_status(job_id), CALL_TIMEOUT_S, f"status of {job_id}"
+                )
                 if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) and queue.empty():
                     return
                 continue

@@ -28,18 +28,32 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipelines.core.atomic_write import write_text_atomic
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.atomic_write import write_text_atomic
+from fedtwin.pipelines.core.errors import FedtwinError
 
 STATE_FILE = "cluster.json"
 #: Ray puts unix sockets under the temp dir; their paths must stay below ~107 characters.
 MAX_ROOT_LEN = 40
-_PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
-               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-               "runtime-env-agent-port")
+_PORT_FLAGS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
 #: The ports a worker node (``ray start --address``) opens itself; the GCS and dashboard are the head's.
-_WORKER_PORT_FLAGS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                      "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
+_WORKER_PORT_FLAGS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
 
 
 class LocalClusterError(FedtwinError):
@@ -79,24 +93,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ray_start_command(root: Path, ports: dict[str, int], num_cpus: int, num_gpus: int | None,
-                      object_store_mb: int, resources: Mapping[str, float] | None = None,
-                      head_address: str | None = None) -> list[str]:
+def ray_start_command(
+    root: Path,
+    ports: dict[str, int],
+    num_cpus: int,
+    num_gpus: int | None,
+    object_store_mb: int,
+    resources: Mapping[str, float] | None = None,
+    head_address: str | None = None,
+) -> list[str]:
     """The ``ray start --block`` command line of a private head node, or with ``head_address`` of a worker node."""
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin)] if ray_bin.is_file() else [sys.executable, "-m", "ray.scripts.scripts"]
     if head_address is None:
-        cmd += ["start", "--head", "--block", "--temp-dir", str(root),
-                "--dashboard-host", "127.0.0.1", "--include-dashboard", "true"]
+        cmd += [
+            "start",
+            "--head",
+            "--block",
+            "--temp-dir",
+            str(root),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--include-dashboard",
+            "true",
+        ]
     else:
         cmd += ["start", "--address", head_address, "--block", "--temp-dir", str(root)]
-    cmd += ["--disable-usage-stats", "--num-cpus", str(num_cpus),
-            "--object-store-memory", str(object_store_mb * 1024 * 1024)]
+    cmd += [
+        "--disable-usage-stats",
+        "--num-cpus",
+        str(num_cpus),
+        "--object-store-memory",
+        str(object_store_mb * 1024 * 1024),
+    ]
     if num_gpus is not None:
         cmd += ["--num-gpus", str(num_gpus)]
     if resources:
         cmd += ["--resources", json.dumps({str(k): float(v) for k, v in resources.items()})]
-    for flag in (_PORT_FLAGS if head_address is None else _WORKER_PORT_FLAGS):
+    for flag in _PORT_FLAGS if head_address is None else _WORKER_PORT_FLAGS:
         cmd += [f"--{flag}", str(ports[flag])]
     return cmd
 
@@ -129,13 +163,23 @@ def start_local_cluster(
     ports = {flag: free_port() for flag in _PORT_FLAGS}
     log = open(root / "ray-start.log", "w")  # noqa: SIM115 (handed to the child, closed below)
     try:
-        proc = subprocess.Popen(ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb, resources),
-                                env=_node_env(token, env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb, resources),
+            env=_node_env(token, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     finally:
         log.close()
-    info = LocalClusterInfo(str(root), proc.pid, f"127.0.0.1:{ports['port']}",
-                            f"http://127.0.0.1:{ports['dashboard-port']}", str(token), num_cpus)
+    info = LocalClusterInfo(
+        str(root),
+        proc.pid,
+        f"127.0.0.1:{ports['port']}",
+        f"http://127.0.0.1:{ports['dashboard-port']}",
+        str(token),
+        num_cpus,
+    )
     write_text_atomic(root / STATE_FILE, json.dumps(asdict(info), indent=2))
     try:
         _wait_ready(info, proc, timeout_s)
@@ -170,8 +214,9 @@ def start_local_worker(
     cmd = ray_start_command(root, ports, num_cpus, num_gpus, object_store_mb, resources, head_address=head.gcs_address)
     log = open(root / "ray-start.log", "w")  # noqa: SIM115 (handed to the child, closed below)
     try:
-        proc = subprocess.Popen(cmd, env=_node_env(Path(head.token_path), env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=_node_env(Path(head.token_path), env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     finally:
         log.close()
     info = LocalClusterInfo(str(root), proc.pid, head.gcs_address, head.dashboard_url, head.token_path, num_cpus)
@@ -192,8 +237,11 @@ def _node_env(token: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     """The environment of a node's ``ray start``: ours without client settings, token auth on, ``extra`` on top."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
     # Job entrypoints inherit this environment: put this interpreter's scripts (fedtwin, ray) first.
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
     env.update(extra or {})
     return env
 
@@ -201,8 +249,9 @@ def _node_env(token: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
 def _node_alive(head: LocalClusterInfo, node_manager_port: int) -> bool:
     """Whether the head's dashboard lists the node of that raylet port as alive, with its resources known."""
     token = Path(head.token_path).read_text().strip()
-    request = urllib.request.Request(f"{head.dashboard_url}/nodes?view=summary",
-                                     headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        f"{head.dashboard_url}/nodes?view=summary", headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             data = json.loads(resp.read()).get("data", {})
@@ -242,8 +291,12 @@ def is_running(info: LocalClusterInfo) -> bool:
 
 
 def stop_local_cluster(
-    info: LocalClusterInfo, *, proc: subprocess.Popen | None = None, grace_s: float = 5.0,
-    timeout_s: float = 30.0, remove: bool = False,
+    info: LocalClusterInfo,
+    *,
+    proc: subprocess.Popen | None = None,
+    grace_s: float = 5.0,
+    timeout_s: float = 30.0,
+    remove: bool = False,
 ) -> int:
     """Stop the cluster's process group (SIGTERM, then SIGKILL); returns how many processes were signalled.
 
@@ -311,4 +364,6 @@ def _wait_ready(info: LocalClusterInfo, proc: subprocess.Popen, timeout_s: float
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(1.0)
-    raise LocalClusterError(f"the cluster in {info.root} did not answer on {info.dashboard_url} within {timeout_s:.0f}s")
+    raise LocalClusterError(
+        f"the cluster in {info.root} did not answer on {info.dashboard_url} within {timeout_s:.0f}s"
+    )

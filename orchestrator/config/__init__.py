@@ -2,14 +2,14 @@
 
 A leaf package: it imports no recipe. Modules by responsibility:
 
-- :mod:`~orchestrator.config.loader`: strict dict -> dataclass mapping, dotted overrides, ``--set`` parsing.
-- :mod:`~orchestrator.config.sections`: the common sections (data, resources, ray, run, plugins) and
+- :mod:`~fedtwin.orchestrator.config.loader`: strict dict -> dataclass mapping, dotted overrides, ``--set`` parsing.
+- :mod:`~fedtwin.orchestrator.config.sections`: the common sections (data, resources, ray, run, plugins) and
   :class:`TrainConfig`, the local-training section recipes share.
-- :mod:`~orchestrator.config.spec`: :class:`ExperimentSpec` (common sections + the recipe's own).
-- :mod:`~orchestrator.config.files`: reading YAML files, ``base:`` inheritance.
-- :mod:`~orchestrator.config.recipes`: recipe classes by name or import path, imported on demand.
+- :mod:`~fedtwin.orchestrator.config.spec`: :class:`ExperimentSpec` (common sections + the recipe's own).
+- :mod:`~fedtwin.orchestrator.config.files`: reading YAML files, ``base:`` inheritance.
+- :mod:`~fedtwin.orchestrator.config.recipes`: recipe classes by name or import path, imported on demand.
 
-The names below load on first access (PEP 562), so ``import orchestrator.config.loader`` (the CLI's
+The names below load on first access (PEP 562), so ``import fedtwin.orchestrator.config.loader`` (the CLI's
 first import) does not pull in torch through the model config.
 """
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.loader import ConfigError
 
 BASE_KEY = "base"
 
@@ -39,7 +39,7 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
             YAML, empty, or not a mapping at the top level.
         StorageError: a URI whose store refuses (missing bucket, no credentials).
     """
-    from pipelines.core import storage
+    from fedtwin.pipelines.core import storage
 
     if storage.is_remote(path):
         try:
@@ -100,7 +100,7 @@ def load_with_bases(path: str | Path, relative_keys: Iterable[str] = ()) -> dict
     Raises:
         ConfigError: one line naming the file at fault (missing base, cycle, bad YAML, ...).
     """
-    from pipelines.core import storage
+    from fedtwin.pipelines.core import storage
 
     if storage.is_remote(path):  # e.g. a sweep's best.yaml in a bucket: self-contained, no base chain
         data = read_mapping(str(path))

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 
 class ConfigError(FedtwinError, ValueError):

@@ -1,7 +1,7 @@
 """Recipes by name, without importing them: the config package stays a leaf of the import graph.
 
 A recipe is a class with ``sections`` (its own top-level YAML sections, mapped to frozen dataclasses)
-and a classmethod ``validate(spec)`` (checks across sections); see :mod:`orchestrator.recipes.base`.
+and a classmethod ``validate(spec)`` (checks across sections); see :mod:`fedtwin.orchestrator.recipes.base`.
 ``recipe:`` in YAML is a built-in name, an entry point of the ``fedtwin.recipes`` group, or an import
 path ``pkg.module:MyRecipe``. Built-ins are import-path strings, so a recipe module (and the Ray and
 torch code behind it) is imported only when a spec names that recipe.
@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.config.loader import ConfigError
-from pipelines.plugins import PluginError, available, load_plugin
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.pipelines.plugins import PluginError, available, load_plugin
 
 GROUP = "fedtwin.recipes"
 
 BUILTIN_RECIPES: dict[str, str] = {
-    "federated": "orchestrator.recipes.federated.recipe:FederatedRecipe",
-    "mutual": "orchestrator.recipes.mutual.recipe:MutualRecipe",
-    "incremental": "orchestrator.recipes.incremental.recipe:IncrementalRecipe",
-    "transfer": "orchestrator.recipes.transfer.recipe:TransferRecipe",
+    "federated": "fedtwin.orchestrator.recipes.federated.recipe:FederatedRecipe",
+    "mutual": "fedtwin.orchestrator.recipes.mutual.recipe:MutualRecipe",
+    "incremental": "fedtwin.orchestrator.recipes.incremental.recipe:IncrementalRecipe",
+    "transfer": "fedtwin.orchestrator.recipes.transfer.recipe:TransferRecipe",
 }
 
 
@@ -45,8 +45,14 @@ def recipe_class(ref: str) -> type:
         ConfigError: one line naming ``recipe`` when ``ref`` does not resolve to a recipe class.
     """
     try:
-        return load_plugin(ref, GROUP, BUILTIN_RECIPES, field="recipe", check=is_recipe_class,
-                           expected="a recipe class (with a `sections` mapping and a `validate` classmethod)")
+        return load_plugin(
+            ref,
+            GROUP,
+            BUILTIN_RECIPES,
+            field="recipe",
+            check=is_recipe_class,
+            expected="a recipe class (with a `sections` mapping and a `validate` classmethod)",
+        )
     except PluginError as err:
         raise ConfigError(str(err)) from None
 

@@ -1,7 +1,7 @@
 """The common sections of every experiment spec, and the local-training section recipes share.
 
 Each is a frozen dataclass that checks its own ranges in ``__post_init__`` and raises
-``ValueError("field: rule, got value")``; :mod:`orchestrator.config.loader` prefixes the section's
+``ValueError("field: rule, got value")``; :mod:`fedtwin.orchestrator.config.loader` prefixes the section's
 dotted path. A recipe's own sections (``federation:``, ``twin:``, ...) live in its package.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipelines.data.moving_digits import MovingDigitsConfig
-from pipelines.data.partition import PartitionConfig
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
+from fedtwin.pipelines.data.partition import PartitionConfig
 
 
 def check(ok: bool, message: str) -> None:
@@ -51,13 +51,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         check(_known_scheme(self.path), f"path: {_scheme_problem(self.path)}")
         check(_known_scheme(self.root), f"root: {_scheme_problem(self.root)}")
-        check(self.dataset is None or bool(self.dataset.strip()),
-              f"dataset: must be a plugin name, an import path 'pkg.module:make' or null, got {self.dataset!r}")
+        check(
+            self.dataset is None or bool(self.dataset.strip()),
+            f"dataset: must be a plugin name, an import path 'pkg.module:make' or null, got {self.dataset!r}",
+        )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Local training (one call of ``pipelines.model.training.local_train``); a recipe section, e.g. ``training:``.
+    """Local training (one call of ``fedtwin.pipelines.model.training.local_train``); a recipe section, e.g. ``training:``.
 
     Attributes:
         epochs: passes over the local data per call.
@@ -114,10 +116,14 @@ class ResourcesConfig:
 
     def __post_init__(self) -> None:
         for key, value in self.host_resources.items():
-            check(key not in ("CPU", "GPU", "memory", "object_store_memory"),
-                  f"host_resources: {key} is set by cpus_per_host/gpus_per_host or by Ray; name a custom resource")
-            check(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
-                  f"host_resources.{key}: must be a number > 0, got {value!r}")
+            check(
+                key not in ("CPU", "GPU", "memory", "object_store_memory"),
+                f"host_resources: {key} is set by cpus_per_host/gpus_per_host or by Ray; name a custom resource",
+            )
+            check(
+                not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
+                f"host_resources.{key}: must be a number > 0, got {value!r}",
+            )
         check(self.hosts is None or self.hosts >= 1, f"hosts: must be >= 1 or null, got {self.hosts}")
         check(self.cpus_per_host >= 0, f"cpus_per_host: must be >= 0, got {self.cpus_per_host}")
         check(self.gpus_per_host >= 0, f"gpus_per_host: must be >= 0, got {self.gpus_per_host}")
@@ -181,13 +187,13 @@ class PluginsConfig:
 
 def _known_scheme(location: str | None) -> bool:
     """A plain path, or a URI whose scheme fedtwin reads and writes."""
-    from pipelines.core.storage import SCHEMES, scheme_of
+    from fedtwin.pipelines.core.storage import SCHEMES, scheme_of
 
     return location is None or scheme_of(location) in ("", *SCHEMES)
 
 
 def _scheme_problem(location: str | None) -> str:
-    from pipelines.core.storage import scheme_of
+    from fedtwin.pipelines.core.storage import scheme_of
 
     scheme = scheme_of(location or "")
     return f"unknown scheme '{scheme}://' in {location!r}; use a local path, s3://, gs:// or file://"

@@ -1,12 +1,12 @@
 """The experiment spec: the common sections every run has, plus the sections of its recipe, and no other.
 
 Common sections: ``name``, ``recipe``, ``seed``, ``data``, ``model``, ``resources``, ``ray``, ``run``,
-``plugins``. The recipe (``recipe: federated`` by default; see :mod:`orchestrator.config.recipes`)
+``plugins``. The recipe (``recipe: federated`` by default; see :mod:`fedtwin.orchestrator.config.recipes`)
 declares its own sections, e.g. ``training``/``federation``/``strategy`` for ``federated`` or ``twin``
 for ``mutual``; they live in ``spec.sections`` and read as attributes (``spec.federation``). A section
 of another recipe in a file is an error that names the key and the recipe it belongs to.
 
-Sections validate their own ranges in ``__post_init__``; :mod:`orchestrator.config.loader` adds strict
+Sections validate their own ranges in ``__post_init__``; :mod:`fedtwin.orchestrator.config.loader` adds strict
 key and type checking with dotted paths, and the recipe's ``validate`` checks across sections.
 ``with_overrides({"a.b": v})`` is the way to change a spec (CLI ``--set`` and Tune trials both use it)
 and always re-validates.
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from orchestrator.config.files import load_with_bases
-from orchestrator.config.loader import ConfigError, apply_overrides, closest, coerce, to_dict
-from orchestrator.config.recipes import recipe_class, recipes_with_section
-from orchestrator.config.sections import (
+from fedtwin.orchestrator.config.files import load_with_bases
+from fedtwin.orchestrator.config.loader import ConfigError, apply_overrides, closest, coerce, to_dict
+from fedtwin.orchestrator.config.recipes import recipe_class, recipes_with_section
+from fedtwin.orchestrator.config.sections import (
     DataConfig,
     PluginsConfig,
     RayConfig,
@@ -32,8 +32,8 @@ from orchestrator.config.sections import (
     TrainConfig,
     check,
 )
-from pipelines.model.networks import ModelConfig
-from pipelines.plugins import PluginError, add_search_paths
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.plugins import PluginError, add_search_paths
 
 # The sections every spec has, in the order spec.yaml lists them (the recipe's own go after ``model``).
 COMMON_HEAD = ("name", "recipe", "seed", "data", "model")
@@ -110,8 +110,10 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         try:
-            check(bool(self.name) and "/" not in self.name,
-                  f"name: must be a non-empty name without '/', got {self.name!r}")
+            check(
+                bool(self.name) and "/" not in self.name,
+                f"name: must be a non-empty name without '/', got {self.name!r}",
+            )
             check(self.seed >= 0, f"seed: must be >= 0, got {self.seed}")
         except ValueError as err:
             raise ConfigError(str(err)) from None

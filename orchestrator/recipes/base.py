@@ -1,7 +1,7 @@
 """The recipe contract: what a training recipe implements so that one loop can run, resume and tune it.
 
 A recipe is a class with a few declarations and a handful of methods. The loop
-(:func:`orchestrator.run.loop.run_recipe`) owns everything generic: resume and metrics truncation,
+(:func:`fedtwin.orchestrator.run.loop.run_recipe`) owns everything generic: resume and metrics truncation,
 callbacks, checkpoint cadence, progress, the common summary fields and the shutdown. A recipe owns its
 actors and its science::
 
@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.footprint import Bundle, Footprint, bundle
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
 
 if TYPE_CHECKING:
-    from orchestrator.run.checkpoint import Checkpoint
-    from orchestrator.run.context import RecipeContext
+    from fedtwin.orchestrator.run.checkpoint import Checkpoint
+    from fedtwin.orchestrator.run.context import RecipeContext
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,12 @@ class Recipe(ABC):
         Called by ``run_experiment`` before Ray is connected and before the run folder is created, so
         input that cannot work (a missing or broken ``data.path``, sizes the data cannot meet) is one
         line and exit 2, and leaves no run folder. The default runs the checks every recipe shares
-        (:func:`orchestrator.run.preflight.check_common`: ``run.output_dir``, ``data.path`` and its
+        (:func:`fedtwin.orchestrator.run.preflight.check_common`: ``run.output_dir``, ``data.path`` and its
         manifest and clip files, ``data.dataset``). Override it (calling ``super().preflight(spec)``)
         for recipe checks; raise ``FedtwinError``/``ConfigError`` naming the field. After Ray is connected, ``run_experiment`` also checks that the :meth:`footprint`
         fits an embedded cluster.
         """
-        from orchestrator.run.preflight import check_common
+        from fedtwin.orchestrator.run.preflight import check_common
 
         check_common(spec)
 

@@ -40,10 +40,18 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 __all__ = [
-    "LOST", "RAISED", "RESUME_HINT", "TIMEOUT", "ActorCallError", "ActorSlot", "call", "classify", "describe",
+    "LOST",
+    "RAISED",
+    "RESUME_HINT",
+    "TIMEOUT",
+    "ActorCallError",
+    "ActorSlot",
+    "call",
+    "classify",
+    "describe",
     "get",
 ]
 

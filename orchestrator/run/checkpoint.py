@@ -6,7 +6,7 @@ uses safetensors only, never pickle. Sampling and device seeds derive from ``(se
 so no RNG stream needs saving: resuming from round r replays rounds r+1.. exactly.
 
 Locally a checkpoint is written into a temporary folder and renamed into place. Object stores have no
-rename: :meth:`orchestrator.run.run_folder.RunFolder.publish_checkpoint` uploads the files and then
+rename: :meth:`fedtwin.orchestrator.run.run_folder.RunFolder.publish_checkpoint` uploads the files and then
 ``meta.json``, the marker :func:`list_checkpoints` (and its remote twin) require, so a reader never
 takes a half-uploaded checkpoint.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from pipelines.core.atomic_write import atomic_directory
-from pipelines.core.errors import FedtwinError
-from pipelines.model.state import ModelState
+from fedtwin.pipelines.core.atomic_write import atomic_directory
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.model.state import ModelState
 
 #: Checkpoint folder names: ``round-00010``.
 ROUND_DIR = re.compile(r"^round-(\d{5,})$")

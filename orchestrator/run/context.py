@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.run.callbacks import CallbackList
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import CallbackList
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 
 @dataclass
@@ -41,7 +41,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def first_reaching(records: list[dict[str, Any]], key: str, target: float | None, step_key: str = "round") -> int | None:
+def first_reaching(
+    records: list[dict[str, Any]], key: str, target: float | None, step_key: str = "round"
+) -> int | None:
     """The first step whose ``key`` reached ``target`` (None if never, or no target)."""
     if target is None:
         return None

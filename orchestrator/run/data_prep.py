@@ -9,7 +9,7 @@ Dataset plugins. ``data.dataset`` names a built-in (``DATASETS``: ``moving-digit
 the ``fedtwin.datasets`` group or an import path ``"pkg.module:make"``: a callable
 ``make(out_dir: Path, params: dict, seed: int) -> None`` that creates ``out_dir`` (it does not exist
 yet) as a fedtwin dataset directory with ``train`` and ``test`` splits: Parquet clips plus
-``manifest.json``, most simply through :func:`pipelines.data.dataset_io.write_dataset`. Its output is
+``manifest.json``, most simply through :func:`fedtwin.pipelines.data.dataset_io.write_dataset`. Its output is
 validated before it is moved into place; a failure is one line naming ``data.dataset``.
 
 Object storage. ``data.root`` (and ``data.path``) may be URIs (``s3://bucket/prefix``, ``gs://``): data
@@ -36,19 +36,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.config.loader import from_dict, to_dict
-from pipelines.core import storage
-from pipelines.core.atomic_write import staged_input, staged_output
-from pipelines.core.errors import DatasetError, FedtwinError
-from pipelines.data.dataset_io import load_split
-from pipelines.data.manifest import MANIFEST_NAME, load_dataset_manifest
-from pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
-from pipelines.data.partition import PartitionConfig, partition_dataset
-from pipelines.data.partition_manifest import record_source
-from pipelines.plugins import load_plugin
+from fedtwin.orchestrator.config.loader import from_dict, to_dict
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.atomic_write import staged_input, staged_output
+from fedtwin.pipelines.core.errors import DatasetError, FedtwinError
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.data.manifest import MANIFEST_NAME, load_dataset_manifest
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
+from fedtwin.pipelines.data.partition import PartitionConfig, partition_dataset
+from fedtwin.pipelines.data.partition_manifest import record_source
+from fedtwin.pipelines.plugins import load_plugin
 
 if TYPE_CHECKING:
-    from orchestrator.config.sections import DataConfig
+    from fedtwin.orchestrator.config.sections import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _validate_output(tmp: Path, ref: str) -> None:
     """Check what plugin ``ref`` wrote into ``tmp`` is a readable dataset with train and test splits."""
     hint = (
         "a dataset plugin must create out_dir with train and test splits "
-        "(see pipelines.data.dataset_io.write_dataset)"
+        "(see fedtwin.pipelines.data.dataset_io.write_dataset)"
     )
     if not (tmp / MANIFEST_NAME).is_file():
         raise FedtwinError(f"data.dataset: {ref!r} wrote no {MANIFEST_NAME} into out_dir; {hint}")

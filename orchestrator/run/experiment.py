@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config.recipes import recipe_class
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.callbacks import CallbackList, RunCallback
-from orchestrator.run.context import RecipeContext
-from orchestrator.run.loop import run_recipe
-from orchestrator.run.preflight import check_cluster, check_common
-from orchestrator.run.run_folder import RunFolder
-from orchestrator.run.tensorboard import TensorBoardCallback
+from fedtwin.orchestrator.config.recipes import recipe_class
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import CallbackList, RunCallback
+from fedtwin.orchestrator.run.context import RecipeContext
+from fedtwin.orchestrator.run.loop import run_recipe
+from fedtwin.orchestrator.run.preflight import check_cluster, check_common
+from fedtwin.orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.run.tensorboard import TensorBoardCallback
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run_experiment(
     _preflight(cls, spec)  # bad input fails here: nothing started, nothing written
     session = None
     if cls.needs_ray(spec):
-        from orchestrator.run.ray_session import connect  # the in-process path never imports Ray
+        from fedtwin.orchestrator.run.ray_session import connect  # the in-process path never imports Ray
 
         session = connect(spec.ray, address)
     created: RunFolder | None = None

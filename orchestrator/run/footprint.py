@@ -1,6 +1,6 @@
 """What one run reserves on a cluster: placement-group bundles, driver first, then its actors.
 
-Each recipe declares its footprint (:meth:`orchestrator.recipes.base.Recipe.footprint`); a Tune trial
+Each recipe declares its footprint (:meth:`fedtwin.orchestrator.recipes.base.Recipe.footprint`); a Tune trial
 reserves it as one placement group, so a trial starts only when its whole footprint is free.
 """
 
@@ -34,7 +34,7 @@ class Footprint:
         parts = [f"driver {describe_bundle(driver)}"]
         if self.hosts and rest and len(rest) >= self.hosts:
             parts.append(f"{self.hosts} hosts x {describe_bundle(rest[0])}")
-            rest = rest[self.hosts:]
+            rest = rest[self.hosts :]
         label = "server" if self.hosts else "actor"  # after device hosts comes their server node
         parts += [f"{label} {describe_bundle(b)}" for b in rest]
         return " + ".join(parts)

@@ -18,9 +18,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.recipes.base import Recipe
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
-from orchestrator.run.context import RecipeContext, versions
+from fedtwin.orchestrator.recipes.base import Recipe
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from fedtwin.orchestrator.run.context import RecipeContext, versions
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,18 @@ def run_recipe(recipe: Recipe, ctx: RecipeContext) -> dict[str, Any]:
         recipe.setup()
         start = _resume(recipe, ctx)
         total = recipe.total_steps
-        ctx.callbacks.on_run_start({
-            # run_dir: the local folder callbacks write into; run_location: where the run lives (maybe a URI)
-            "recipe": recipe.name, "run_dir": str(ctx.run.path), "run_location": ctx.run.location,
-            "total_steps": total,
-            "start_step": max(start, 1), "unit": unit, **recipe.run_info(),
-        })
+        ctx.callbacks.on_run_start(
+            {
+                # run_dir: the local folder callbacks write into; run_location: where the run lives (maybe a URI)
+                "recipe": recipe.name,
+                "run_dir": str(ctx.run.path),
+                "run_location": ctx.run.location,
+                "total_steps": total,
+                "start_step": max(start, 1),
+                "unit": unit,
+                **recipe.run_info(),
+            }
+        )
         for n in range(start, total + 1):
             record = {unit: n, **recipe.step(n)}
             ctx.run.append_metrics(record)

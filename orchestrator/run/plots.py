@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.atomic_write import write_with
+from fedtwin.pipelines.core.atomic_write import write_with
 
 
 def plot_curves(
@@ -14,7 +14,10 @@ def plot_curves(
     path: str | Path,
     *,
     x: str = "round",
-    panels: Sequence[tuple[str, Sequence[str]]] = (("accuracy", ("test_accuracy",)), ("loss", ("test_loss", "train_loss"))),
+    panels: Sequence[tuple[str, Sequence[str]]] = (
+        ("accuracy", ("test_accuracy",)),
+        ("loss", ("test_loss", "train_loss")),
+    ),
     title: str = "",
 ) -> Path | None:
     """One panel per ``(ylabel, keys)``; keys missing from every record are skipped. Returns the path."""
@@ -73,12 +76,20 @@ def plot_confusion(
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     if k <= 30:
         for (i, j), value in np.ndenumerate(counts):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8 if k <= 12 else 6,
-                    color="white" if share[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=8 if k <= 12 else 6,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
     names = [n if len(n) <= 14 else n[:13] + "…" for n in map(str, class_names)]
     slanted = max(map(len, names)) > 2  # long names would overlap on the x axis
-    ax.set_xticks(range(k), labels=names, rotation=45 if slanted else 0, ha="right" if slanted else "center",
-                  fontsize=8)
+    ax.set_xticks(
+        range(k), labels=names, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=8
+    )
     ax.set_yticks(range(k), labels=names, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")

@@ -1,6 +1,6 @@
 """Checks of a spec against the outside world that run before the run folder exists.
 
-``run_experiment`` calls :meth:`Recipe.preflight <orchestrator.recipes.base.Recipe.preflight>` (no Ray,
+``run_experiment`` calls :meth:`Recipe.preflight <fedtwin.orchestrator.recipes.base.Recipe.preflight>` (no Ray,
 no actors, nothing written), then connects to Ray and calls :func:`check_cluster`, and only then creates
 the run folder. So bad input (a missing or broken dataset, a manifest whose files are gone, more devices
 per round than devices, a run that cannot fit on the cluster) is one line and exit 2, and leaves no
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.footprint import Bundle, bundle, describe_bundle
-from pipelines.core import storage
-from pipelines.core.errors import DatasetError, FedtwinError
+from fedtwin.orchestrator.run.footprint import Bundle, bundle, describe_bundle
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import DatasetError, FedtwinError
 
 NO_DATA_HINT = (
     "point it at a partition (`fedtwin data partition IN/ OUT/ ...`) or a dataset "
@@ -46,7 +46,7 @@ def check_common(spec: Any) -> None:
     if data.path is not None and dataset is not None:
         raise FedtwinError(f"data.dataset: {dataset!r} and data.path {data.path} both name the data; set one of them")
     if dataset is not None:
-        from orchestrator.run.data_prep import resolve_dataset
+        from fedtwin.orchestrator.run.data_prep import resolve_dataset
 
         resolve_dataset(dataset)
     if data.path is not None:
@@ -68,8 +68,9 @@ def check_output_dir(output_dir: str | Path, field: str = "run.output_dir") -> N
         if parent.exists():
             if not parent.is_dir():
                 what = "is a file" if parent == path else f"is inside {parent}, which is a file"
-                raise FedtwinError(f"run.output_dir {path}: {what}, not a directory; choose another folder "
-                                   "(--output DIR)")
+                raise FedtwinError(
+                    f"run.output_dir {path}: {what}, not a directory; choose another folder (--output DIR)"
+                )
             return
 
 
@@ -82,7 +83,7 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
     Raises:
         FedtwinError: one line naming ``data.path`` (or the broken file) and the fix.
     """
-    from pipelines.data.manifest import MANIFEST_NAME, read_json
+    from fedtwin.pipelines.data.manifest import MANIFEST_NAME, read_json
 
     storage.check_location(path, "data.path")
     root = storage.as_location(path)
@@ -100,10 +101,11 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
     obj = read_json(manifest_path, "re-create the directory with `fedtwin data ...`")
     kind = obj.get("kind") if isinstance(obj, dict) else None
     if kind not in ("fedtwin-partition", "fedtwin-dataset"):
-        raise DatasetError(f"{manifest_path}: neither a fedtwin partition nor a dataset manifest (kind={kind!r}); "
-                           f"{NO_DATA_HINT}")
+        raise DatasetError(
+            f"{manifest_path}: neither a fedtwin partition nor a dataset manifest (kind={kind!r}); {NO_DATA_HINT}"
+        )
     if kind == "fedtwin-partition":
-        from pipelines.data.partition_manifest import REPARTITION_HINT, load_partition_manifest
+        from fedtwin.pipelines.data.partition_manifest import REPARTITION_HINT, load_partition_manifest
 
         partition = load_partition_manifest(root)
         rows: dict[Path | str, int] = {}
@@ -117,18 +119,19 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
         for file, needed in rows.items():
             _check_clip_file(file, manifest_path, partition.clip_shape, needed, REPARTITION_HINT)
         return {"kind": "partition", "manifest": partition}
-    from pipelines.data.manifest import REGENERATE_HINT, load_dataset_manifest
+    from fedtwin.pipelines.data.manifest import REGENERATE_HINT, load_dataset_manifest
 
     dataset = load_dataset_manifest(root)  # any other kind: one line naming the expected kind
     for name, split in dataset.splits.items():
-        _check_clip_file(dataset.split_path(name), manifest_path, dataset.clip_shape, split.num_examples,
-                         REGENERATE_HINT)
+        _check_clip_file(
+            dataset.split_path(name), manifest_path, dataset.clip_shape, split.num_examples, REGENERATE_HINT
+        )
     return {"kind": "dataset", "manifest": dataset}
 
 
 def _check_clip_file(path: Path | str, manifest: Path | str, clip_shape: Any, rows: int, fix: str) -> None:
     """A readable clip Parquet file with ``clip_shape`` clips and at least ``rows`` rows (footer only)."""
-    from pipelines.data.dataset_io import check_clip_schema, open_parquet
+    from fedtwin.pipelines.data.dataset_io import check_clip_schema, open_parquet
 
     if not storage.is_file(path):
         raise DatasetError(f"{path}: file not found (listed in {manifest}); {fix}")

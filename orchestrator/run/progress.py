@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.callbacks import RunCallback
 
 
 class ProgressPrinter(RunCallback):
@@ -42,7 +42,9 @@ class ProgressPrinter(RunCallback):
         bar = "#" * filled + "-" * (self.width - filled)
         parts = [f"{self.unit} {step}/{self.total} [{bar}]"]
         if "devices_ok" in metrics:
-            parts.append(f"devices {metrics['devices_ok']}/{metrics['devices_ok'] + metrics.get('devices_failed', 0)} ok")
+            parts.append(
+                f"devices {metrics['devices_ok']}/{metrics['devices_ok'] + metrics.get('devices_failed', 0)} ok"
+            )
         if "round_seconds" in metrics:
             parts.append(f"{metrics['round_seconds']:.1f}s")
         for key, label in (("test_accuracy", "acc"), ("accuracy", "acc"), ("test_loss", "loss")):
@@ -58,7 +60,7 @@ class ProgressPrinter(RunCallback):
         if not self._tty:
             shown = str(path)
             if self._local and shown.startswith(self._local):  # a URI run: name the checkpoint where it lives
-                shown = self._where.rstrip("/") + shown[len(self._local):]
+                shown = self._where.rstrip("/") + shown[len(self._local) :]
             self._write(f"  checkpoint {shown}\n")
 
     def on_run_end(self, summary: Mapping[str, Any]) -> None:

@@ -5,7 +5,7 @@
 (or on 127.0.0.1 when asked). When Ray is already initialised (tests, Tune trials, Ray jobs) it is reused.
 
 An embedded Ray is shut down by :meth:`RaySession.close` on every exit the driver sees (success, an
-error, Ctrl-C), and a watcher process (:mod:`orchestrator.run.reaper`) removes whatever of it is left
+error, Ctrl-C), and a watcher process (:mod:`fedtwin.orchestrator.run.reaper`) removes whatever of it is left
 when the driver dies without closing it (SIGKILL): no Ray process of the run outlives it.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import ray
 
-from orchestrator.config.spec import RayConfig
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.config.spec import RayConfig
+from fedtwin.pipelines.core.errors import FedtwinError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RaySession:
                 ray.shutdown()
         finally:
             if self.reaper is not None:
-                from orchestrator.run.reaper import stop_reaper
+                from fedtwin.orchestrator.run.reaper import stop_reaper
 
                 stop_reaper(self.reaper)
 
@@ -73,7 +73,7 @@ def connect(cfg: RayConfig, address: str | None = None) -> RaySession:
         kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
     reaper = None
     try:  # before ray.init: a driver killed while Ray starts is covered too
-        from orchestrator.run.reaper import start_reaper
+        from fedtwin.orchestrator.run.reaper import start_reaper
 
         reaper = start_reaper()
     except OSError as err:  # clean-up after a driver crash is a convenience, not a reason to fail

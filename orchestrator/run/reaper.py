@@ -49,7 +49,7 @@ def load_psutil() -> Any:
 def start_reaper(grace_s: float = 1.0) -> Any:
     """Start the watcher for this process's embedded Ray; returns the ``Popen`` (close its stdin to reap now)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.run.reaper", str(os.getpid()), str(grace_s)],
+        [sys.executable, "-m", "fedtwin.orchestrator.run.reaper", str(os.getpid()), str(grace_s)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -112,7 +112,7 @@ def _kill(recorded: dict[int, float]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m orchestrator.run.reaper DRIVER_PID GRACE_S``; stdin is the driver's pipe."""
+    """``python -m fedtwin.orchestrator.run.reaper DRIVER_PID GRACE_S``; stdin is the driver's pipe."""
     psutil = load_psutil()
 
     driver_pid, grace = int(argv[0]), float(argv[1])

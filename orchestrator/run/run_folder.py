@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.core import storage
-from pipelines.core.atomic_write import write_json_atomic, write_text_atomic
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.atomic_write import write_json_atomic, write_text_atomic
+from fedtwin.pipelines.core.errors import FedtwinError
 
 CHECKPOINT_MARKER = "meta.json"
 
@@ -145,7 +145,7 @@ class RunFolder:
 
     def load_spec(self) -> dict[str, Any]:
         """Read ``spec.yaml`` back as a dict."""
-        from orchestrator.config.files import read_mapping
+        from fedtwin.orchestrator.config.files import read_mapping
 
         if self.remote and not (self.path / "spec.yaml").is_file():
             storage.download_file(storage.join(self.location, "spec.yaml"), self.path / "spec.yaml")
@@ -234,7 +234,7 @@ def spec_to_resume(path: str | Path) -> str:
 
 def remote_checkpoints(location: str) -> list[str]:
     """Names of the complete checkpoints (``meta.json`` present) of a run folder at ``location``, oldest first."""
-    from orchestrator.run.checkpoint import ROUND_DIR
+    from fedtwin.orchestrator.run.checkpoint import ROUND_DIR
 
     root = storage.join(location, "checkpoints")
     names = [n for n in storage.list_dir(root) if ROUND_DIR.match(n)]

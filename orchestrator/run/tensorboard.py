@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.callbacks import RunCallback
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class TensorBoardCallback(RunCallback):
             # first one even within one second; TensorBoard reads files in name order.
             self.writer = EventsWriter(str(log_dir / "events"), f".{time.time_ns()}")
             if start > 1:  # the marker TensorBoard uses to drop earlier events at steps >= start
-                self.writer.write_event(Event(step=start, wall_time=time.time(),
-                                              session_log=SessionLog(status=SessionLog.START)))
+                self.writer.write_event(
+                    Event(step=start, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START))
+                )
             self.writer.flush()
         except Exception as err:  # noqa: BLE001 (TensorBoard is an extra; the run goes on without it)
             self._disable(f"cannot write TensorBoard events in {log_dir} ({err})")

@@ -6,7 +6,7 @@ CSV/JSON/TensorBoard logs, ``tuner.pkl`` for ``Tuner.restore``) plus ours: ``swe
 may have changed since) and the summary (``sweep.csv``, ``sweep.md``, ``best.yaml``, a plot).
 
 The sweep folder may be a URI (``--output s3://bucket/sweeps``): it is then Tune's ``storage_path``
-(with the ``pyarrow.fs`` filesystem of :mod:`pipelines.core.storage`, so the endpoint and credentials
+(with the ``pyarrow.fs`` filesystem of :mod:`fedtwin.pipelines.core.storage`, so the endpoint and credentials
 settings are the same as everywhere else), trials on any node upload their checkpoints there and a
 trial restarted elsewhere downloads its last one; our files are written next to Tune's.
 """
@@ -24,17 +24,24 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.files import read_mapping
-from orchestrator.config.recipes import recipe_class
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import ConfigError
-from orchestrator.run.ray_session import connect
-from orchestrator.tune.sweep_config import Dimension, LoadedSweep, SweepSpec, resolve_base, sweep_from_dict, target_of
-from orchestrator.tune.sweep_summary import SweepTable, build_table, write_summary
-from orchestrator.tune.trial_resources import Footprint, check_fit, max_concurrent, trial_footprint
-from orchestrator.tune.trial import ObjectiveSpec, run_trial
-from pipelines.core import storage
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.config.files import read_mapping
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.recipes import recipe_class
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.ray_session import connect
+from fedtwin.orchestrator.tune.sweep_config import (
+    Dimension,
+    LoadedSweep,
+    SweepSpec,
+    resolve_base,
+    sweep_from_dict,
+    target_of,
+)
+from fedtwin.orchestrator.tune.sweep_summary import SweepTable, build_table, write_summary
+from fedtwin.orchestrator.tune.trial import ObjectiveSpec, run_trial
+from fedtwin.orchestrator.tune.trial_resources import Footprint, check_fit, max_concurrent, trial_footprint
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import FedtwinError
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +123,13 @@ def make_scheduler(sweep: SweepSpec, base: ExperimentSpec) -> Any:
         if s.grace_period > max_t:
             raise ConfigError(f"scheduler.grace_period: {s.grace_period} exceeds max_t {max_t} (the rounds of a trial)")
         # stop_last_trials=False: a trial that reaches max_t finishes on its own and writes its summary.
-        return ASHAScheduler(time_attr="round", max_t=max_t, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor, stop_last_trials=False)
+        return ASHAScheduler(
+            time_attr="round",
+            max_t=max_t,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+            stop_last_trials=False,
+        )
     if s.perturbation_interval % base.run.checkpoint_every:
         raise ConfigError(
             f"scheduler.perturbation_interval: {s.perturbation_interval} is not a multiple of "
@@ -130,9 +142,12 @@ def make_scheduler(sweep: SweepSpec, base: ExperimentSpec) -> Any:
         else:
             mutations[dim.key] = list(dim.values)
     return PopulationBasedTraining(
-        time_attr="round", perturbation_interval=s.perturbation_interval,
-        hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
-        resample_probability=s.resample_probability, log_config=True,
+        time_attr="round",
+        perturbation_interval=s.perturbation_interval,
+        hyperparam_mutations=mutations,
+        quantile_fraction=s.quantile_fraction,
+        resample_probability=s.resample_probability,
+        log_config=True,
     )
 
 
@@ -169,8 +184,10 @@ def sweep_dir(sweep: SweepSpec, output: str | Path | None) -> Path | str:
 
 def absolute_paths(spec: ExperimentSpec) -> ExperimentSpec:
     """Trials run in their own folders (maybe on other nodes): pin relative data/run paths to this cwd."""
-    changes: dict[str, Any] = {"data.root": storage.absolute(spec.data.root),
-                               "run.output_dir": storage.absolute(spec.run.output_dir)}
+    changes: dict[str, Any] = {
+        "data.root": storage.absolute(spec.data.root),
+        "run.output_dir": storage.absolute(spec.run.output_dir),
+    }
     if spec.data.path is not None:
         changes["data.path"] = storage.absolute(spec.data.path)
     return spec.with_overrides(changes)
@@ -215,20 +232,28 @@ def run_sweep(
         logger.info("trial footprint %s; up to %d trials at once", footprint.describe(), concurrent)
         trainable = make_trainable(sweep, base)
         if resume:
-            tuner = tune.Tuner.restore(storage_path, trainable=trainable, resume_unfinished=True,
-                                       storage_filesystem=storage_fs)
+            tuner = tune.Tuner.restore(
+                storage_path, trainable=trainable, resume_unfinished=True, storage_filesystem=storage_fs
+            )
         else:
             tuner = _new_tuner(sweep, base, trainable, path, metric, mode, concurrent, verbose, tune_callbacks)
         tuner.fit()
-        analysis = tune.ExperimentAnalysis(storage_path, default_metric=metric, default_mode=mode,
-                                           storage_filesystem=storage_fs)
+        analysis = tune.ExperimentAnalysis(
+            storage_path, default_metric=metric, default_mode=mode, storage_filesystem=storage_fs
+        )
         trials = analysis.trials
     finally:
         session.close()
     wall = time.time() - started
     max_rounds = sweep.scheduler.max_t or recipe_class(base.recipe).steps(base)
-    table = build_table(trials, keys=sweep.keys, metric=metric, mode=mode,
-                        accuracy_key=sweep.objective.accuracy_key, max_rounds=max_rounds)
+    table = build_table(
+        trials,
+        keys=sweep.keys,
+        metric=metric,
+        mode=mode,
+        accuracy_key=sweep.objective.accuracy_key,
+        max_rounds=max_rounds,
+    )
     interrupted = any(r.status == "unfinished" for r in table.rows)
     header = {
         "name": sweep.name,
@@ -252,8 +277,9 @@ def tune_location(path: Path | str) -> tuple[str, Any]:
     return inner, fs
 
 
-def _write_summary_to(path: Path | str, table: SweepTable, header: dict[str, Any], base: ExperimentSpec,
-                      sweep: SweepSpec) -> dict[str, Path | str]:
+def _write_summary_to(
+    path: Path | str, table: SweepTable, header: dict[str, Any], base: ExperimentSpec, sweep: SweepSpec
+) -> dict[str, Path | str]:
     """The sweep summary files in the sweep folder (written locally and uploaded for a URI)."""
     if not storage.is_remote(path):
         return dict(write_summary(Path(path), table, header, base, sweep.dimensions, sweep.name))
@@ -267,14 +293,24 @@ def _write_summary_to(path: Path | str, table: SweepTable, header: dict[str, Any
     return out
 
 
-def _new_tuner(sweep: SweepSpec, base: ExperimentSpec, trainable: Any, path: Path | str, metric: str, mode: str,
-               concurrent: int, verbose: int, callbacks: Sequence[Any]) -> Any:
+def _new_tuner(
+    sweep: SweepSpec,
+    base: ExperimentSpec,
+    trainable: Any,
+    path: Path | str,
+    metric: str,
+    mode: str,
+    concurrent: int,
+    verbose: int,
+    callbacks: Sequence[Any],
+) -> Any:
     """Build every Tune component (so bad settings fail here), then record the sweep in its folder."""
     from ray import tune
 
     space = grid_space(sweep.dimensions) if sweep.search.algorithm == "grid" else param_space(sweep.dimensions)
     tune_config = tune.TuneConfig(
-        metric=metric, mode=mode,
+        metric=metric,
+        mode=mode,
         search_alg=make_search_alg(sweep, concurrent),
         scheduler=make_scheduler(sweep, base),
         num_samples=sweep.search.samples,

@@ -29,10 +29,10 @@ from typing import Any, Literal
 
 import yaml
 
-from orchestrator.config.files import read_mapping, relative_to
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.recipes import recipe_class
-from orchestrator.config.loader import ConfigError, from_dict, to_dict
+from fedtwin.orchestrator.config.files import read_mapping, relative_to
+from fedtwin.orchestrator.config.loader import ConfigError, from_dict, to_dict
+from fedtwin.orchestrator.config.recipes import recipe_class
+from fedtwin.orchestrator.config.spec import ExperimentSpec
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform")
 
@@ -69,7 +69,7 @@ def parse_dimension(key: str, raw: Any) -> Dimension:
             f"{path}: expected one of {{grid: [...]}}, {{choice: [...]}}, {{uniform: [low, high]}}, "
             f"{{loguniform: [low, high]}}, got {raw!r} (fixed values go under 'overrides')"
         )
-    (kind, arg), = raw.items()
+    ((kind, arg),) = raw.items()
     if kind not in DISTRIBUTIONS:
         raise ConfigError(f"{path}: unknown distribution {kind!r}; choose one of {', '.join(DISTRIBUTIONS)}")
     if not isinstance(arg, (list, tuple)) or not arg:
@@ -271,7 +271,9 @@ def resolve_base(sweep: SweepSpec, base: ExperimentSpec) -> ExperimentSpec:
             try:
                 spec.with_overrides({dim.key: value})
             except ConfigError as err:
-                raise ConfigError(f"search_space.{dim.key}: value {value!r} gives an invalid experiment: {err}") from None
+                raise ConfigError(
+                    f"search_space.{dim.key}: value {value!r} gives an invalid experiment: {err}"
+                ) from None
     recipe_class(spec.recipe).footprint(spec, {})  # each trial reserves a fixed footprint (e.g. resources.hosts)
     if sweep.objective.name == "rounds_to_target" and target_of(sweep, spec) is None:
         raise ConfigError(

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.tune.sweep_config import Dimension
-from pipelines.core.atomic_write import write_text_atomic, write_with
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.tune.sweep_config import Dimension
+from fedtwin.pipelines.core.atomic_write import write_text_atomic, write_with
 
 
 @dataclass(frozen=True)
@@ -76,18 +76,20 @@ def build_table(
             err = trial.get_error() if hasattr(trial, "get_error") else None
             error = _error_line(str(err)) if err is not None else "failed (see the trial folder's error.txt)"
         rtt = last.get("rounds_to_target")
-        rows.append(TrialRow(
-            trial_id=str(trial.trial_id),
-            status=trial_status(str(trial.status), rounds, max_rounds),
-            params={k: trial.config.get(k) for k in keys},
-            rounds=rounds,
-            objective=_num(last.get(metric)),
-            accuracy=_num(last.get(accuracy_key)),
-            best_accuracy=_num(last.get(f"best_{accuracy_key}")),
-            rounds_to_target=int(rtt) if rtt is not None and last.get("target_reached") else None,
-            error=error,
-            path=str(trial.path or ""),
-        ))
+        rows.append(
+            TrialRow(
+                trial_id=str(trial.trial_id),
+                status=trial_status(str(trial.status), rounds, max_rounds),
+                params={k: trial.config.get(k) for k in keys},
+                rounds=rounds,
+                objective=_num(last.get(metric)),
+                accuracy=_num(last.get(accuracy_key)),
+                best_accuracy=_num(last.get(f"best_{accuracy_key}")),
+                rounds_to_target=int(rtt) if rtt is not None and last.get("target_reached") else None,
+                error=error,
+                path=str(trial.path or ""),
+            )
+        )
     sign = -1.0 if mode == "max" else 1.0
     rows.sort(key=lambda r: (r.objective is None, sign * (r.objective or 0.0), r.trial_id))
     return SweepTable(rows, metric, mode, list(keys))
@@ -97,12 +99,37 @@ def to_csv(table: SweepTable) -> str:
     """One line per trial, best first."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["rank", "trial_id", "status", *table.keys, "rounds", table.metric, "accuracy",
-                     "best_accuracy", "rounds_to_target", "error", "path"])
+    writer.writerow(
+        [
+            "rank",
+            "trial_id",
+            "status",
+            *table.keys,
+            "rounds",
+            table.metric,
+            "accuracy",
+            "best_accuracy",
+            "rounds_to_target",
+            "error",
+            "path",
+        ]
+    )
     for rank, row in enumerate(table.rows, 1):
-        writer.writerow([rank, row.trial_id, row.status, *(row.params.get(k) for k in table.keys), row.rounds,
-                         _cell(row.objective), _cell(row.accuracy), _cell(row.best_accuracy),
-                         "" if row.rounds_to_target is None else row.rounds_to_target, row.error, row.path])
+        writer.writerow(
+            [
+                rank,
+                row.trial_id,
+                row.status,
+                *(row.params.get(k) for k in table.keys),
+                row.rounds,
+                _cell(row.objective),
+                _cell(row.accuracy),
+                _cell(row.best_accuracy),
+                "" if row.rounds_to_target is None else row.rounds_to_target,
+                row.error,
+                row.path,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -110,15 +137,21 @@ def to_markdown(table: SweepTable, header: Mapping[str, Any]) -> str:
     """A readable report: settings, then the table (best first)."""
     lines = [f"# Sweep {header.get('name', '')}", ""]
     lines += [f"- {k}: {v}" for k, v in header.items() if k != "name"]
-    lines += ["", "| rank | trial | status | " + " | ".join(_short(k) for k in table.keys)
-              + f" | rounds | {table.metric} ({table.mode}) | accuracy | rounds to target |",
-              "|" + "---|" * (len(table.keys) + 7)]
+    lines += [
+        "",
+        "| rank | trial | status | "
+        + " | ".join(_short(k) for k in table.keys)
+        + f" | rounds | {table.metric} ({table.mode}) | accuracy | rounds to target |",
+        "|" + "---|" * (len(table.keys) + 7),
+    ]
     for rank, row in enumerate(table.rows, 1):
         params = " | ".join(_cell(row.params.get(k)) for k in table.keys)
         rtt = "-" if row.rounds_to_target is None else str(row.rounds_to_target)
         status = row.status + (f": {row.error[:60]}" if row.error else "")
-        lines.append(f"| {rank} | {row.trial_id} | {status} | {params} | {row.rounds} | {_cell(row.objective)} | "
-                     f"{_cell(row.accuracy)} | {rtt} |")
+        lines.append(
+            f"| {rank} | {row.trial_id} | {status} | {params} | {row.rounds} | {_cell(row.objective)} | "
+            f"{_cell(row.accuracy)} | {rtt} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +164,12 @@ def best_spec(base: ExperimentSpec, table: SweepTable, sweep_name: str) -> Exper
 
 
 def write_summary(
-    out_dir: Path, table: SweepTable, header: Mapping[str, Any], base: ExperimentSpec,
-    dims: Sequence[Dimension], sweep_name: str,
+    out_dir: Path,
+    table: SweepTable,
+    header: Mapping[str, Any],
+    base: ExperimentSpec,
+    dims: Sequence[Dimension],
+    sweep_name: str,
 ) -> dict[str, Path]:
     """Write ``sweep.csv``, ``sweep.md``, ``best.yaml`` and ``plots/objective.png``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

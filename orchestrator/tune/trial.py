@@ -23,16 +23,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.checkpoint import list_checkpoints
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.checkpoint import list_checkpoints
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 #: Keys Tune owns in a result; a recipe metric with one of these names is not forwarded.
-_TUNE_RESERVED = {"done", "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "config",
-                  "trial_id", "experiment_id", "date", "hostname", "node_ip", "pid", "should_checkpoint"}
+_TUNE_RESERVED = {
+    "done",
+    "training_iteration",
+    "time_total_s",
+    "time_this_iter_s",
+    "timestamp",
+    "config",
+    "trial_id",
+    "experiment_id",
+    "date",
+    "hostname",
+    "node_ip",
+    "pid",
+    "should_checkpoint",
+}
 
 
 @dataclass(frozen=True)
@@ -164,7 +177,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], objective: Object
     from ray.util.placement_group import get_current_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from orchestrator.run.experiment import run_experiment
+    from fedtwin.orchestrator.run.experiment import run_experiment
 
     spec = ExperimentSpec.from_dict(base).with_overrides(config)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.config.recipes import recipe_class
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.footprint import Bundle, Footprint, bundle, describe_bundle
-from orchestrator.tune.sweep_config import SweepResourcesConfig
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.recipes import recipe_class
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle, describe_bundle
+from fedtwin.orchestrator.tune.sweep_config import SweepResourcesConfig
+from fedtwin.pipelines.core.errors import FedtwinError
 
 
 class SweepResourcesError(FedtwinError):
@@ -60,8 +60,6 @@ def check_fit(footprint: Footprint, nodes: Sequence[Mapping[str, float]]) -> Non
 def max_concurrent(footprint: Footprint, cluster: Mapping[str, float]) -> int:
     """How many trials fit side by side in ``cluster`` (at least 1)."""
     fits = [
-        math.floor(float(cluster.get(key, 0.0)) / value + 1e-9)
-        for key, value in footprint.total.items()
-        if value > 0
+        math.floor(float(cluster.get(key, 0.0)) / value + 1e-9) for key, value in footprint.total.items() if value > 0
     ]
     return max(1, min(fits)) if fits else 1

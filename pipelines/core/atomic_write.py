@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.core import storage
-from pipelines.core.errors import DatasetError
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import DatasetError
 
 
 def check_output_dir(out_dir: Path, overwrite: bool, what: str) -> None:
@@ -75,7 +75,9 @@ def _commit(tmp: Path, out_dir: Path, overwrite: bool, what: str) -> None:
 
 @contextlib.contextmanager
 def staged_output(
-    target: str | os.PathLike[str], overwrite: bool = False, what: str = "output directory",
+    target: str | os.PathLike[str],
+    overwrite: bool = False,
+    what: str = "output directory",
     marker: str = "manifest.json",
 ) -> Iterator[Path]:
     """Yield a local path to write ``target``'s folder into; on a URI, upload it (``marker`` last) on success.

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipelines.core.storage_errors import ENDPOINT_VARS as _ENDPOINT_VARS
-from pipelines.core.storage_errors import (  # noqa: F401 (StorageError, has_aws_credentials: re-exported)
+from fedtwin.pipelines.core.storage_errors import ENDPOINT_VARS as _ENDPOINT_VARS
+from fedtwin.pipelines.core.storage_errors import (  # noqa: F401 (StorageError, has_aws_credentials: re-exported)
     StorageError,
     error_for,
     errors_as_storage,
@@ -224,7 +224,7 @@ def list_files(location: str | os.PathLike[str]) -> list[str]:
     with errors_as_storage(location):
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))
     root = path.rstrip("/") + "/"
-    return sorted(i.path[len(root):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(root))
+    return sorted(i.path[len(root) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(root))
 
 
 def open_input_file(location: str | os.PathLike[str]) -> Any:

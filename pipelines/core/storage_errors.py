@@ -1,6 +1,6 @@
 """One-line errors for storage locations, and whether AWS credentials are there at all.
 
-Split from :mod:`pipelines.core.storage` (which re-exports :class:`StorageError`): pyarrow's
+Split from :mod:`fedtwin.pipelines.core.storage` (which re-exports :class:`StorageError`): pyarrow's
 ``OSError`` texts are long and name the SDK operation; users get the location, what is wrong and the fix.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 #: Where an S3-compatible endpoint may be named (the AWS SDKs' variables; pyarrow reads neither).
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -30,17 +30,43 @@ def error_for(location: str | os.PathLike[str], err: BaseException, field: str =
     low = text.lower()
     if "no_such_bucket" in low or "nosuchbucket" in low or "bucket does not exist" in low:
         return StorageError(f"{where}: bucket '{bucket}' does not exist; create it or fix the {field or 'URI'}")
-    if any(s in low for s in ("credentials", "access_denied", "accessdenied", "invalidaccesskeyid",
-                              "signaturedoesnotmatch", "forbidden", "unauthorized", "403")):
+    if any(
+        s in low
+        for s in (
+            "credentials",
+            "access_denied",
+            "accessdenied",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "forbidden",
+            "unauthorized",
+            "403",
+        )
+    ):
         s3 = urlparse(str(location)).scheme.lower() == "s3"
-        hint = ("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile" if s3
-                else "set GOOGLE_APPLICATION_CREDENTIALS or use a VM service account")
+        hint = (
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile"
+            if s3
+            else "set GOOGLE_APPLICATION_CREDENTIALS or use a VM service account"
+        )
         return StorageError(f"{where}: access denied or no credentials ({_short(text)}); {hint}")
-    if any(s in low for s in ("couldn't connect", "could not connect", "connection refused", "curl error",
-                              "resolve host", "timed out", "network")):
+    if any(
+        s in low
+        for s in (
+            "couldn't connect",
+            "could not connect",
+            "connection refused",
+            "curl error",
+            "resolve host",
+            "timed out",
+            "network",
+        )
+    ):
         endpoint = next((os.environ[v] for v in ENDPOINT_VARS if os.environ.get(v)), "")
-        return StorageError(f"{where}: cannot reach the object store{' at ' + endpoint if endpoint else ''} "
-                            f"({_short(text)}); check AWS_ENDPOINT_URL and the network")
+        return StorageError(
+            f"{where}: cannot reach the object store{' at ' + endpoint if endpoint else ''} "
+            f"({_short(text)}); check AWS_ENDPOINT_URL and the network"
+        )
     return StorageError(f"{where}: {_short(text)}")
 
 
@@ -68,19 +94,28 @@ def has_aws_credentials() -> bool:
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return True
-    if any(env.get(v) for v in ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                                "AWS_CONTAINER_CREDENTIALS_FULL_URI")):
+    if any(
+        env.get(v)
+        for v in (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+    ):
         return True
-    files = (env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
-             env.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    files = (
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+        env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+    )
     if any(Path(f).expanduser().is_file() for f in files):
         return True
     if env.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
         return False
     import urllib.request
 
-    request = urllib.request.Request("http://169.254.169.254/latest/api/token", method="PUT",
-                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    request = urllib.request.Request(
+        "http://169.254.169.254/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=1.0):
             return True

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.core.atomic_write import write_with
-from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import load_dataset_manifest
-from pipelines.data.schema import CLIP, LABEL, VIDEO_ID, clip_size
+from fedtwin.pipelines.core.atomic_write import write_with
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.manifest import load_dataset_manifest
+from fedtwin.pipelines.data.schema import CLIP, LABEL, VIDEO_ID, clip_size
 
 _MIN_FRAME_PX = 64  # frames are zoomed by a whole factor to at least this many pixels
 _GAP = 2  # pixels between frames and between clips (in zoomed pixels)

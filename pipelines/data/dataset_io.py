@@ -17,19 +17,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core import storage
-from pipelines.core.atomic_write import atomic_directory, write_json_atomic
-from pipelines.data.clips import ClipArrays
-from pipelines.core.errors import DatasetError
-from pipelines.data.heterogeneity import label_histogram
-from pipelines.data.manifest import (
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.atomic_write import atomic_directory, write_json_atomic
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.heterogeneity import label_histogram
+from fedtwin.pipelines.data.manifest import (
     MANIFEST_NAME,
     REGENERATE_HINT,
     DatasetManifest,
     SplitInfo,
     load_dataset_manifest,
 )
-from pipelines.data.schema import (
+from fedtwin.pipelines.data.schema import (
     CLIP,
     LABEL,
     META_CLIP_SHAPE,

@@ -18,7 +18,7 @@ in bytes (``FEDTWIN_CACHE_MAX_GB``, default 20): after writing an entry, whole e
 least recently used first (an entry's mtime is touched whenever a host opens it), never the entry just
 opened. ``FEDTWIN_CACHE_MAX_GB=0`` turns the store off (hosts read each device's row group directly).
 
-Source rows are read only through :func:`pipelines.data.dataset_io.open_parquet`, which takes local paths
+Source rows are read only through :func:`fedtwin.pipelines.data.dataset_io.open_parquet`, which takes local paths
 and object-storage URIs alike; each device file is opened once and only the host's row groups are
 decoded. Memory: the mapped pages are file-backed and clean, so the kernel can drop them under pressure
 (a host's RSS counts the pages it touched, shared with the page cache); building an entry holds one
@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core import storage
-from pipelines.core.errors import DatasetError
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import check_clip_schema, open_parquet
-from pipelines.data.partition_manifest import REPARTITION_HINT, PartitionManifest
-from pipelines.data.schema import CLIP, LABEL, REQUIRED_COLUMNS, VIDEO_ID, clip_size
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import check_clip_schema, open_parquet
+from fedtwin.pipelines.data.partition_manifest import REPARTITION_HINT, PartitionManifest
+from fedtwin.pipelines.data.schema import CLIP, LABEL, REQUIRED_COLUMNS, VIDEO_ID, clip_size
 
 logger = logging.getLogger(__name__)
 

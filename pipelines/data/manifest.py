@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.core import storage
-from pipelines.core.errors import DatasetError
-from pipelines.data.schema import CLIP_DTYPE, SCHEMA_VERSION, ClipShape
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.schema import CLIP_DTYPE, SCHEMA_VERSION, ClipShape
 
 MANIFEST_NAME = "manifest.json"
 DATASET_KIND = "fedtwin-dataset"

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipelines.core.atomic_write import jsonable
-from pipelines.data.manifest import FieldReader
+from fedtwin.pipelines.core.atomic_write import jsonable
+from fedtwin.pipelines.data.manifest import FieldReader
 
 
 class DeviceColumns(NamedTuple):

@@ -28,10 +28,10 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import write_dataset
-from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import write_dataset
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
 
 log = logging.getLogger(__name__)
 

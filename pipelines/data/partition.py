@@ -5,9 +5,9 @@ video) always end up on one device or all in ``shared``. Steps (all seeded from 
 carve the server-held ``shared`` split out of the train videos (optionally restricted to K classes
 chosen by the seed, as in the FedDU papers), assign the remaining videos to devices with the
 partitioner ``scheme`` names (a built-in of ``PARTITIONERS``, an entry point or an import path; see
-:mod:`pipelines.data.partitioners`), each video by the label of its clips, then write the shards (packed,
+:mod:`fedtwin.pipelines.data.partitioners`), each video by the label of its clips, then write the shards (packed,
 one row group per device), ``shared.parquet``, ``test.parquet`` and ``manifest.json`` atomically. Layout
-and loaders: :mod:`pipelines.data.partition_manifest`.
+and loaders: :mod:`fedtwin.pipelines.data.partition_manifest`.
 
 With one clip per video (generated moving digits) a video is a row, so the results are those of
 assigning rows. ``by-group`` makes one device per value of the dataset's optional ``group`` column.
@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.core.atomic_write import atomic_directory, check_output_dir, write_json_atomic
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, clips_to_table, load_split, write_clips
-from pipelines.core.errors import DatasetError
-from pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
-from pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
-from pipelines.data.manifest_devices import manifest_text
-from pipelines.data.partition_manifest import (
+from fedtwin.pipelines.core.atomic_write import atomic_directory, check_output_dir, write_json_atomic
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, clips_to_table, load_split, write_clips
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
+from fedtwin.pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
+from fedtwin.pipelines.data.manifest_devices import manifest_text
+from fedtwin.pipelines.data.partition_manifest import (
     DeviceEntry,
     PartitionManifest,
     SplitEntry,
@@ -42,7 +42,7 @@ from pipelines.data.partition_manifest import (
     load_shared,
     load_test,
 )
-from pipelines.data.partitioners import (
+from fedtwin.pipelines.data.partitioners import (
     PARTITIONERS,
     DirichletPartitioner,
     GroupPartitioner,
@@ -52,7 +52,7 @@ from pipelines.data.partitioners import (
     needs_groups,
     resolve_partitioner,
 )
-from pipelines.data.schema import GROUP
+from fedtwin.pipelines.data.schema import GROUP
 
 __all__ = [
     "PARTITIONERS",

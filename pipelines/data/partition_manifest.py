@@ -14,7 +14,7 @@ owner) when every device holds the videos of exactly one group (``by-group``). H
 ``PartitionManifest`` and call :func:`load_device_shard`, which decodes only that device's row group.
 
 The directory may be a local folder or a URI (``s3://``, ``gs://``, ``file://``; see
-:mod:`pipelines.core.storage`): ``directory`` and ``DeviceEntry.path`` are then URI strings, and reads
+:mod:`fedtwin.pipelines.core.storage`): ``directory`` and ``DeviceEntry.path`` are then URI strings, and reads
 fetch only the Parquet footer and the row groups asked for. :attr:`PartitionManifest.content_key` names
 the partition's content (a hash of its ``manifest.json`` bytes), for caches that must never serve a
 changed partition stale.
@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import read_clip_rows, read_clips
-from pipelines.core import storage
-from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import MANIFEST_NAME, FieldReader
-from pipelines.data.manifest_devices import read_device_entries
-from pipelines.data.schema import SCHEMA_VERSION, ClipShape
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import read_clip_rows, read_clips
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.manifest import MANIFEST_NAME, FieldReader
+from fedtwin.pipelines.data.manifest_devices import read_device_entries
+from fedtwin.pipelines.data.schema import SCHEMA_VERSION, ClipShape
 
 PARTITION_KIND = "fedtwin-partition"
 REPARTITION_HINT = "re-run `fedtwin data partition`"
@@ -242,7 +242,7 @@ def _read_manifest_bytes(path: Path | str) -> bytes:
 
 def record_source(partition_dir: str | Path, source: str) -> None:
     """Set ``source.path`` of a local partition's manifest to ``source`` (the URI its local input came from)."""
-    from pipelines.core.atomic_write import write_json_atomic
+    from fedtwin.pipelines.core.atomic_write import write_json_atomic
 
     path = Path(partition_dir) / MANIFEST_NAME
     obj = json.loads(path.read_text(encoding="utf-8"))

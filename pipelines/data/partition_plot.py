@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.atomic_write import write_with
-from pipelines.data.partition_manifest import PartitionManifest
+from fedtwin.pipelines.core.atomic_write import write_with
+from fedtwin.pipelines.data.partition_manifest import PartitionManifest
 
 #: Cells up to which counts are printed inside the heatmap.
 _ANNOTATE_MAX_CELLS = 400

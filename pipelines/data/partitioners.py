@@ -2,7 +2,7 @@
 
 Each partitioner follows the scikit-learn habit: ``__init__`` only stores parameters, ``assign`` does
 the work and returns one device index per row of ``labels``. Every device receives at least one row.
-:func:`pipelines.data.partition.partition_dataset` calls ``assign`` with one row per *video* (the label
+:func:`fedtwin.pipelines.data.partition.partition_dataset` calls ``assign`` with one row per *video* (the label
 of its clips), so all clips of a video land on one device; for datasets with one clip per video
 (generated moving digits) a row is a clip.
 
@@ -14,7 +14,7 @@ shards, by-group), an entry point of the ``fedtwin.partitioners`` group, or an i
 ``"pkg.module:MyPartitioner"`` to a class following :class:`Partitioner`. Its constructor parameters are
 filled by name: a parameter named like a ``PartitionConfig`` field (``alpha``, ``min_size``,
 ``labels_per_device``, ...) gets that field, any other from ``data.partition.params``. The class is
-resolved where partitioning runs (:func:`pipelines.data.partition.partition_dataset`).
+resolved where partitioning runs (:func:`fedtwin.pipelines.data.partition.partition_dataset`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipelines.plugins import load_plugin
+from fedtwin.pipelines.plugins import load_plugin
 
 PARTITIONER_GROUP = "fedtwin.partitioners"
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 # Only light imports: worker processes import this module, and must start fast (no torch, no Arrow).
-from pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.core.errors import FedtwinError
 
 SAMPLINGS = ("even", "uniform")
 SHORT_POLICIES = ("pad", "skip")

@@ -1,7 +1,7 @@
 """Import real video files as a fedtwin dataset (the same Parquet + ``manifest.json`` as generated data).
 
-:func:`import_videos` takes the videos found by :mod:`pipelines.data.video_sources`, decodes them with
-:func:`pipelines.data.video_decode.decode_video` (in a process pool with ``workers`` >= 1) and streams
+:func:`import_videos` takes the videos found by :mod:`fedtwin.pipelines.data.video_sources`, decodes them with
+:func:`fedtwin.pipelines.data.video_decode.decode_video` (in a process pool with ``workers`` >= 1) and streams
 the clips into ``train.parquet`` and ``test.parquet`` row group by row group, so memory stays bounded
 whatever the number of files: at most a few videos per worker are in flight, and each split buffers
 one row group. Results are consumed in input order (sorted video ids), so the output is byte-identical
@@ -34,13 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.atomic_write import atomic_directory, write_json_atomic
-from pipelines.core.errors import DatasetError, FedtwinError
-from pipelines.core.seeding import derive_seed, numpy_rng
-from pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, rows_per_group
-from pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, SplitInfo, load_dataset_manifest
-from pipelines.data.schema import ClipShape, clip_schema, clip_size
-from pipelines.data.video_decode import (
+from fedtwin.pipelines.core.atomic_write import atomic_directory, write_json_atomic
+from fedtwin.pipelines.core.errors import DatasetError, FedtwinError
+from fedtwin.pipelines.core.seeding import derive_seed, numpy_rng
+from fedtwin.pipelines.data.dataset_io import PARQUET_WRITE_OPTIONS, rows_per_group
+from fedtwin.pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, SplitInfo, load_dataset_manifest
+from fedtwin.pipelines.data.schema import ClipShape, clip_schema, clip_size
+from fedtwin.pipelines.data.video_decode import (
     DecodedVideo,
     ImportConfig,
     VideoJob,
@@ -49,7 +49,7 @@ from pipelines.data.video_decode import (
     require_av,
     video_key,
 )
-from pipelines.data.video_sources import VideoSources
+from fedtwin.pipelines.data.video_sources import VideoSources
 
 log = logging.getLogger(__name__)
 

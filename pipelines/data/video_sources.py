@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.core.errors import DatasetError
+from fedtwin.pipelines.core.errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 INDEX_COLUMNS = ("path", "label")

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.federated.hosts import host_of
-from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask, HostFitResult
-from pipelines.model.state import ModelState, add_scaled, zeros_like
+from fedtwin.pipelines.federated.hosts import host_of
+from fedtwin.pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask, HostFitResult
+from fedtwin.pipelines.model.state import ModelState, add_scaled, zeros_like
 
 
 def tasks_by_host(tasks: Sequence[FitTask], num_hosts: int) -> dict[int, list[FitTask]]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState, add_scaled, zeros_like
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState, add_scaled, zeros_like
 
 
 @dataclass(frozen=True)

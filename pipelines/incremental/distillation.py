@@ -123,9 +123,7 @@ def temporal_features(features: torch.Tensor, pool: Pool = "mean", mode: Tempora
     return torch.cat([width_pooled, height_pooled], dim=-1)
 
 
-def spatial_features(
-    features: torch.Tensor, pool: Pool = "mean", align: TrajectoryAlign | None = None
-) -> torch.Tensor:
+def spatial_features(features: torch.Tensor, pool: Pool = "mean", align: TrajectoryAlign | None = None) -> torch.Tensor:
     """Spatial features (aligned first when ``align`` is given): compress time, keep space.
 
     Args:
@@ -211,14 +209,18 @@ def spatiotemporal_distillation_loss(
             raise ValueError(f"layer {layer}: teacher shape {tuple(f_t.shape)} != student shape {tuple(f_s.shape)}")
         f_t = _preprocess(f_t.detach(), preprocess)
         f_s = _preprocess(f_s, preprocess)
-        l_tf_layers.append(_mean_l2(
-            phi(temporal_features(f_t, pool, temporal_mode), normalize),
-            phi(temporal_features(f_s, pool, temporal_mode), normalize),
-        ))
-        l_sf_layers.append(_mean_l2(
-            phi(spatial_features(f_t, pool, align), normalize),
-            phi(spatial_features(f_s, pool, align), normalize),
-        ))
+        l_tf_layers.append(
+            _mean_l2(
+                phi(temporal_features(f_t, pool, temporal_mode), normalize),
+                phi(temporal_features(f_s, pool, temporal_mode), normalize),
+            )
+        )
+        l_sf_layers.append(
+            _mean_l2(
+                phi(spatial_features(f_t, pool, align), normalize),
+                phi(spatial_features(f_s, pool, align), normalize),
+            )
+        )
     l_sf = torch.stack(l_sf_layers).mean()
     l_tf = torch.stack(l_tf_layers).mean()
     return l_sf + alpha * l_tf, {"l_sf": l_sf.detach(), "l_tf": l_tf.detach()}

@@ -28,11 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.data import schema
-from pipelines.data.clips import ClipArrays
-from pipelines.core.errors import DatasetError
-from pipelines.incremental.exemplar_ranking import RANKINGS, rank_clips
-from pipelines.incremental.keyframes import KeyFrameSelector, hold_interpolate
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data import schema
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.incremental.exemplar_ranking import RANKINGS, rank_clips
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector, hold_interpolate
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,11 @@ class ExemplarMemory:
                 logger.warning("class %d keeps no exemplar: one clip needs more than its %d-byte share", c, share)
         logger.info(
             "memory: %d classes, %d clips, %d / %d bytes, %.2f frames per clip",
-            len(self._classes), len(self), self.nbytes, self.budget_bytes, self.mean_keyframes_per_clip,
+            len(self._classes),
+            len(self),
+            self.nbytes,
+            self.budget_bytes,
+            self.mean_keyframes_per_clip,
         )
 
     def _check_input(
@@ -259,8 +263,12 @@ class ExemplarMemory:
             "full_clips": self.full_clips,
             "clip_shape": list(self.clip_shape_) if self.clip_shape_ is not None else None,
             "seen_classes": self.seen_classes,
-            "keyframes": None if selector is None else {
-                "delta": selector.delta, "rho": selector.rho, "delta_": getattr(selector, "delta_", None),
+            "keyframes": None
+            if selector is None
+            else {
+                "delta": selector.delta,
+                "rho": selector.rho,
+                "delta_": getattr(selector, "delta_", None),
             },
         }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.incremental.keyframes import KeyFrameSelector
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
 
 
 def hold_render(clips: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 ``L = CE(student_logits, y) + weight * D`` over every batch of new data plus replayed memory, where ``D`` is
 
 - ``"features"`` (spatio-temporal distillation): ``L_sf + alpha * L_tf`` between the frozen teacher's and the student's
-  stage feature maps (:func:`pipelines.incremental.distillation.spatiotemporal_distillation_loss`), averaged over the
+  stage feature maps (:func:`fedtwin.pipelines.incremental.distillation.spatiotemporal_distillation_loss`), averaged over the
   distilled stages; ``alpha = 0`` is the "without the temporal term" ablation;
 - ``"logits"`` (iCaRL/LwF-style baseline): KL between the teacher's and the student's old-class logits;
 - ``"none"``: plain cross-entropy (fine-tuning and replay).
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.incremental.distillation import (
+from fedtwin.pipelines.incremental.distillation import (
     IdentityAlign,
     RollAlign,
     TrajectoryAlign,
@@ -188,8 +188,13 @@ class IncrementalObjective:
         losses, l_sf, l_tf = [], [], []
         for f_t, f_s in zip(teacher_maps, student_maps):
             loss, parts = spatiotemporal_distillation_loss(
-                f_t, f_s, s.alpha, pool=s.pool, temporal_mode=s.temporal_mode,  # type: ignore[arg-type]
-                normalize=s.normalize, preprocess=s.preprocess,  # type: ignore[arg-type]
+                f_t,
+                f_s,
+                s.alpha,
+                pool=s.pool,
+                temporal_mode=s.temporal_mode,  # type: ignore[arg-type]
+                normalize=s.normalize,
+                preprocess=s.preprocess,  # type: ignore[arg-type]
                 align=hook(x, (int(f_s.shape[-2]), int(f_s.shape[-1]))),
             )
             losses.append(loss)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.clips import ClipArrays
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,7 @@ class TaskSplit:
         if not self.tasks or any(not task for task in self.tasks):
             raise ValueError(f"a task split needs at least one task and one class per task, got {self.tasks}")
         if len(set(flat)) != len(flat) or min(flat) < 0 or max(flat) >= self.num_dataset_classes:
-            raise ValueError(
-                f"task classes must be distinct ids in [0, {self.num_dataset_classes}), got {self.tasks}"
-            )
+            raise ValueError(f"task classes must be distinct ids in [0, {self.num_dataset_classes}), got {self.tasks}")
 
     @property
     def num_tasks(self) -> int:
@@ -68,7 +66,9 @@ class TaskSplit:
         table[list(self.class_order)] = np.arange(len(self.class_order))
         labels = np.asarray(labels)
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_dataset_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_dataset_classes}), got [{labels.min()}, {labels.max()}]")
+            raise ValueError(
+                f"labels must lie in [0, {self.num_dataset_classes}), got [{labels.min()}, {labels.max()}]"
+            )
         return table[labels]
 
     def prepare(self, data: ClipArrays) -> ClipArrays:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.plugins import PluginError, load_plugin
+from fedtwin.pipelines.plugins import PluginError, load_plugin
 
 MODEL_GROUP = "fedtwin.models"
 #: Defaults for ``widths`` and ``input_pool`` of a plugin that declares none.
@@ -155,9 +155,7 @@ class SpatialConv(nn.Sequential):
     """``(1,3,3)`` convolution + GroupNorm + ReLU: a per-frame spatial filter written as a 3D conv."""
 
     def __init__(self, cin: int, cout: int, groups: int) -> None:
-        super().__init__(
-            nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1), bias=False), _norm(cout, groups), nn.ReLU()
-        )
+        super().__init__(nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1), bias=False), _norm(cout, groups), nn.ReLU())
 
 
 class FactorisedBlock(nn.Sequential):
@@ -240,9 +238,11 @@ class VideoCNN(nn.Module):
         stages: list[nn.Module] = []
         cin = cfg.in_channels
         for i, width in enumerate(widths):
-            first: nn.Module = SpatialConv(cin, width, cfg.norm_groups) if (
-                i == 0 and spec.block is FactorisedBlock
-            ) else spec.block(cin, width, cfg.norm_groups)
+            first: nn.Module = (
+                SpatialConv(cin, width, cfg.norm_groups)
+                if (i == 0 and spec.block is FactorisedBlock)
+                else spec.block(cin, width, cfg.norm_groups)
+            )
             blocks = [first] + [spec.block(width, width, cfg.norm_groups) for _ in range(cfg.depth - 1)]
             stages.append(nn.Sequential(*blocks))
             cin = width
@@ -332,7 +332,7 @@ def check_model_api(model: nn.Module, needs: Iterable[str], arch: str, *, field:
     """
     needs = tuple(needs)
     missing = [name for name in needs if not hasattr(model, name)]
-    if "head" in needs and "head" not in missing and not isinstance(getattr(model, "head"), nn.Linear):
+    if "head" in needs and "head" not in missing and not isinstance(model.head, nn.Linear):
         missing.append("head (an nn.Linear)")
     if missing:
         raise PluginError(

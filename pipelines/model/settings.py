@@ -1,4 +1,4 @@
-"""The settings of one :func:`pipelines.model.training.local_train` call, as one validated value.
+"""The settings of one :func:`fedtwin.pipelines.model.training.local_train` call, as one validated value.
 
 Every caller (a device's local epochs, the FedDU server pass, a twin's epoch, an incremental task, a
 transfer session) builds a :class:`TrainSettings` from its own configuration; the federated round sends
@@ -57,10 +57,16 @@ class TrainSettings:
             (self.optimizer in OPTIMIZERS, "optimizer", f"is unknown; use one of {', '.join(OPTIMIZERS)}"),
             (isinstance(self.momentum, numbers.Real) and 0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
             (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0, "weight_decay", "must be >= 0"),
-            (self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 0), "max_steps",
-             "must be an integer >= 0 or None"),
-            (self.optimizer_start in OPTIMIZER_STARTS, "optimizer_start",
-             f"is unknown; use one of {', '.join(OPTIMIZER_STARTS)}"),
+            (
+                self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 0),
+                "max_steps",
+                "must be an integer >= 0 or None",
+            ),
+            (
+                self.optimizer_start in OPTIMIZER_STARTS,
+                "optimizer_start",
+                f"is unknown; use one of {', '.join(OPTIMIZER_STARTS)}",
+            ),
         )
         for ok, name, rule in checks:
             if not ok:

@@ -2,14 +2,14 @@
 
 Every recipe trains through :func:`local_train`: a device's local epochs, the FedDU server pass, a
 twin network's epoch on pseudo-labels, an incremental task with distillation. The hyper-parameters come
-in as one :class:`pipelines.model.settings.TrainSettings`. What differs between the callers is the
+in as one :class:`fedtwin.pipelines.model.settings.TrainSettings`. What differs between the callers is the
 loss, which comes in through a hook:
 
 - ``loss_fn(model, x, y) -> (loss, metrics)`` returns a scalar loss the loop back-propagates
   (default: cross-entropy on integer labels); ``y`` is whatever the data carries per sample: integer
   labels, soft targets, or a tuple of tensors;
 - ``grad_fn(model, x, y) -> (loss_value, metrics)`` instead fills ``param.grad`` itself, for steps whose
-  gradient is not the gradient of one loss (e.g. :class:`pipelines.transfer.gradient_mixing.GradientMixer`).
+  gradient is not the gradient of one loss (e.g. :class:`fedtwin.pipelines.transfer.gradient_mixing.GradientMixer`).
 
 Randomness comes only from the ``generator`` argument: it orders the batches and seeds a forked torch
 RNG for anything stochastic inside the model (dropout), so the caller's global RNG is left alone and two
@@ -18,7 +18,7 @@ calls with equally seeded generators give identical weights.
 Optimizer state (SGD momentum buffers, Adam moments) can outlive a call: ``optimizer_state`` goes in
 and ``TrainResult.optimizer_state`` comes out as a ``ModelState``-like dict of numpy arrays keyed
 ``"<slot>/<parameter name>"`` (``"momentum_buffer/head.weight"``), so device momentum (FedDUM) can be
-stored, averaged with ``pipelines.model.state.weighted_average`` and sent back like weights.
+stored, averaged with ``fedtwin.pipelines.model.state.weighted_average`` and sent back like weights.
 
 Callers that train one model many times (a device host trains hundreds of devices a round) pass a
 :class:`TrainWorkspace`: the optimizer is then built once and reset (its state cleared, its
@@ -40,12 +40,19 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 __all__ = [
-    "ClipData", "EvalResult", "TrainResult", "TrainSettings", "TrainWorkspace", "cross_entropy_loss", "evaluate",
-    "local_train", "predict",
+    "ClipData",
+    "EvalResult",
+    "TrainResult",
+    "TrainSettings",
+    "TrainWorkspace",
+    "cross_entropy_loss",
+    "evaluate",
+    "local_train",
+    "predict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ GradFn = Callable[[nn.Module, torch.Tensor, Any], tuple[float, Mapping[str, floa
 
 
 class ClipData(Protocol):
-    """What the loop needs from ``pipelines.data.clips.ClipArrays``: uint8 clips and integer labels."""
+    """What the loop needs from ``fedtwin.pipelines.data.clips.ClipArrays``: uint8 clips and integer labels."""
 
     clips: np.ndarray
     labels: np.ndarray
@@ -230,7 +237,7 @@ def local_train(
         data: ``ClipArrays`` (uint8 clips are scaled to ``[0, 1]`` per batch) or an ``(x, y)`` pair of
             tensors/arrays; ``y`` may be integer labels, soft targets or a tuple of per-sample tensors.
         settings: epochs, batch size, learning rate, optimizer (fresh per call, or the workspace's reset
-            one), momentum, weight decay and step cap (:class:`pipelines.model.settings.TrainSettings`, validated there).
+            one), momentum, weight decay and step cap (:class:`fedtwin.pipelines.model.settings.TrainSettings`, validated there).
         generator: the only source of randomness (batch order, dropout).
         loss_fn: ``(model, x, y) -> (loss, metrics)``; defaults to :func:`cross_entropy_loss`.
         grad_fn: ``(model, x, y) -> (loss_value, metrics)`` that writes ``param.grad`` itself; exclusive
@@ -362,9 +369,7 @@ def predict(
     return np.concatenate(chunks)
 
 
-def evaluate(
-    model: nn.Module, data: Data, *, batch_size: int = 64, device: str | torch.device = "cpu"
-) -> EvalResult:
+def evaluate(model: nn.Module, data: Data, *, batch_size: int = 64, device: str | torch.device = "cpu") -> EvalResult:
     """Accuracy and mean cross-entropy of ``model`` on labelled ``data`` (eval mode, no gradients)."""
     logits = torch.from_numpy(predict(model, data, batch_size=batch_size, device=device))
     labels = _Batches(data, torch.device("cpu")).y

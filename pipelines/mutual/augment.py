@@ -58,8 +58,10 @@ class TemporalCropAugment:
         if mode not in ("wrap", "hold"):
             raise ValueError(f"TemporalCropAugment: mode={mode!r} must be 'wrap' or 'hold'")
         if max_stride < 1 or max_shift < 0 or not 0.0 <= max_start_fraction <= 1.0:
-            raise ValueError(f"TemporalCropAugment: max_stride={max_stride} must be >= 1, max_shift={max_shift} "
-                             f">= 0 and max_start_fraction={max_start_fraction} in [0, 1]")
+            raise ValueError(
+                f"TemporalCropAugment: max_stride={max_stride} must be >= 1, max_shift={max_shift} "
+                f">= 0 and max_start_fraction={max_start_fraction} in [0, 1]"
+            )
         self.max_stride = max_stride
         self.max_start_fraction = max_start_fraction
         self.mode = mode
@@ -103,8 +105,10 @@ class PhotometricAugment:
         self, brightness: float = 0.2, contrast: float = 0.2, flip_p: float = 0.5, noise_std: float = 0.05
     ) -> None:
         if brightness < 0 or not 0 <= contrast < 1 or not 0 <= flip_p <= 1 or noise_std < 0:
-            raise ValueError(f"PhotometricAugment: need brightness={brightness} >= 0, contrast={contrast} in "
-                             f"[0, 1), flip_p={flip_p} in [0, 1], noise_std={noise_std} >= 0")
+            raise ValueError(
+                f"PhotometricAugment: need brightness={brightness} >= 0, contrast={contrast} in "
+                f"[0, 1), flip_p={flip_p} in [0, 1], noise_std={noise_std} >= 0"
+            )
         self.brightness = brightness
         self.contrast = contrast
         self.flip_p = flip_p

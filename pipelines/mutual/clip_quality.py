@@ -103,9 +103,7 @@ def quality_scores(
     """Score in ``[0, 1]`` per clip: frame mean of normalised sharpness times exposure validity."""
     if sharpness_ref <= 0:
         raise ValueError(f"quality_scores: sharpness_ref={sharpness_ref} must be > 0")
-    lap_var, exposure = frame_statistics(
-        clips, highlight=highlight, shadow=shadow, presmooth_sigma=presmooth_sigma
-    )
+    lap_var, exposure = frame_statistics(clips, highlight=highlight, shadow=shadow, presmooth_sigma=presmooth_sigma)
     return _combine(lap_var, exposure, sharpness_ref)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +112,7 @@ def match_labels(prev_labels: np.ndarray, new_labels: np.ndarray) -> np.ndarray:
     return _assign(counts[:, :k_prev] if k_prev else counts[:, :0])
 
 
-def relabel(
-    labels: np.ndarray, centroids: np.ndarray, mapping: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def relabel(labels: np.ndarray, centroids: np.ndarray, mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Apply a ``mapping`` from ``match_clusters``: rename ids (-1 stays -1) and reorder centroid rows."""
     labels = np.asarray(labels)
     out_labels = np.where(labels >= 0, mapping[np.clip(labels, 0, None)], -1)

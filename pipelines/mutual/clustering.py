@@ -22,7 +22,7 @@ from sklearn.cluster import DBSCAN
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import silhouette_score
 
-from pipelines.mutual.kreciprocal import cosine_distance_matrix, kreciprocal_jaccard_distance, l2_normalize
+from fedtwin.pipelines.mutual.kreciprocal import cosine_distance_matrix, kreciprocal_jaccard_distance, l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +233,14 @@ class JaccardDBSCAN(ClusterMixin, BaseEstimator):
         self.n_clusters_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
         self.cluster_centers_ = normalized_centroids(l2_normalize(X), self.labels_, self.n_clusters_)
         outliers = int(np.sum(self.labels_ < 0))
-        logger.info("DBSCAN(%s) eps=%.4f: %d clusters, %d/%d outliers",
-                    self.metric, self.eps_, self.n_clusters_, outliers, len(X))
+        logger.info(
+            "DBSCAN(%s) eps=%.4f: %d clusters, %d/%d outliers",
+            self.metric,
+            self.eps_,
+            self.n_clusters_,
+            outliers,
+            len(X),
+        )
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -273,8 +279,9 @@ def estimate_n_clusters(
             raise ValueError(f"estimate_n_clusters: candidate K={k} must be in [2, {len(X) - 1}]")
         labels = CosineKMeans(k, n_init=1, random_state=rng).fit(X).labels_
         sub = int(rng.integers(2**31 - 1))
-        scores[k] = float(silhouette_score(X, labels, metric="cosine",
-                                           sample_size=min(sample_size, len(X)), random_state=sub))
+        scores[k] = float(
+            silhouette_score(X, labels, metric="cosine", sample_size=min(sample_size, len(X)), random_state=sub)
+        )
     if not scores:
         raise ValueError("estimate_n_clusters: candidates is empty")
     best = max(scores, key=lambda k: scores[k])

@@ -34,8 +34,10 @@ def label_smoothed_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: float
 def soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """``mean_i -Σ_c q_ic log p_ic`` with ``q`` the peer EMA probabilities (treated as constants)."""
     if target_probs.shape != logits.shape:
-        raise ValueError(f"soft_ce: target_probs shape {tuple(target_probs.shape)} != logits shape "
-                         f"{tuple(logits.shape)}; peer heads must have the same number of clusters")
+        raise ValueError(
+            f"soft_ce: target_probs shape {tuple(target_probs.shape)} != logits shape "
+            f"{tuple(logits.shape)}; peer heads must have the same number of clusters"
+        )
     return -(target_probs.detach() * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
@@ -171,8 +173,10 @@ def mmt_total_loss(
     ``ema_out2`` from ``E[θ_2]`` supervises net 1.
     """
     kwargs = dict(lambda_id=lambda_id, lambda_tri=lambda_tri, epsilon=epsilon, use_triplet=use_triplet)
-    loss1 = mmt_net_loss(out1[0], out1[1], labels, peer_probs=F.softmax(ema_out2[0], dim=1),
-                         peer_features=ema_out2[1], **kwargs)
-    loss2 = mmt_net_loss(out2[0], out2[1], labels, peer_probs=F.softmax(ema_out1[0], dim=1),
-                         peer_features=ema_out1[1], **kwargs)
+    loss1 = mmt_net_loss(
+        out1[0], out1[1], labels, peer_probs=F.softmax(ema_out2[0], dim=1), peer_features=ema_out2[1], **kwargs
+    )
+    loss2 = mmt_net_loss(
+        out2[0], out2[1], labels, peer_probs=F.softmax(ema_out1[0], dim=1), peer_features=ema_out1[1], **kwargs
+    )
     return loss1["total"] + loss2["total"]

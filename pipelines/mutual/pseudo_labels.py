@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from pipelines.mutual.cluster_metrics import match_labels
-from pipelines.mutual.clustering import CosineKMeans, JaccardDBSCAN, estimate_n_clusters, normalized_centroids
-from pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.cluster_metrics import match_labels
+from fedtwin.pipelines.mutual.clustering import CosineKMeans, JaccardDBSCAN, estimate_n_clusters, normalized_centroids
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def combine_shared(features: Sequence[np.ndarray], how: Literal["concat", "mean"
     raise ValueError(f"shared_features={how!r} must be 'concat' or 'mean'")
 
 
-def route_features(features: Sequence[np.ndarray], mode: LabelMode, how: Literal["concat", "mean"] = "concat") -> list[np.ndarray]:
+def route_features(
+    features: Sequence[np.ndarray], mode: LabelMode, how: Literal["concat", "mean"] = "concat"
+) -> list[np.ndarray]:
     """The matrix each twin's labels are clustered from: ``routes[j]`` labels twin ``j``.
 
     In shared mode both entries are the same object (one clustering serves both twins).
@@ -149,11 +151,13 @@ def cluster_once(
         labels = CosineKMeans(k, n_init=settings.n_init, random_state=seed).fit(X).labels_
         return labels.astype(np.int64), int(k), None
     if settings.method == "dbscan":
-        db = JaccardDBSCAN(eps, rho=settings.dbscan_rho, min_samples=settings.dbscan_min_samples,
-                           metric=settings.dbscan_metric).fit(X)
+        db = JaccardDBSCAN(
+            eps, rho=settings.dbscan_rho, min_samples=settings.dbscan_min_samples, metric=settings.dbscan_metric
+        ).fit(X)
         if db.n_clusters_ == 0:
-            raise ValueError(f"DBSCAN found no clusters (eps={db.eps_:.4f}); raise dbscan_rho or lower "
-                             "dbscan_min_samples")
+            raise ValueError(
+                f"DBSCAN found no clusters (eps={db.eps_:.4f}); raise dbscan_rho or lower dbscan_min_samples"
+            )
         return db.labels_, db.n_clusters_, db.eps_
     raise ValueError(f"clustering method={settings.method!r} must be 'kmeans' or 'dbscan'")
 

@@ -1,4 +1,4 @@
-"""One twin's epoch on pseudo-labels, as pieces for ``pipelines.model.training.local_train``.
+"""One twin's epoch on pseudo-labels, as pieces for ``fedtwin.pipelines.model.training.local_train``.
 
 - :func:`reset_head` puts normalised cluster centroids into a classifier head (K rows, zero bias);
 - :class:`TwinEpochLoss` is the ``loss_fn`` hook: it augments the batch with the twin's own view,
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.mutual.augment import Augmentation
-from pipelines.mutual.losses import mmt_net_loss
+from fedtwin.pipelines.mutual.augment import Augmentation
+from fedtwin.pipelines.mutual.losses import mmt_net_loss
 
 LossKind = Literal["hard", "mmt"]
 
@@ -41,8 +41,9 @@ def reset_head(model: nn.Module, centroids: np.ndarray) -> None:
     old = model.head
     centroids = np.asarray(centroids, dtype=np.float32)
     if centroids.ndim != 2 or centroids.shape[1] != old.in_features:
-        raise ValueError(f"reset_head: centroids shaped {centroids.shape} do not fit a head reading "
-                         f"{old.in_features} features")
+        raise ValueError(
+            f"reset_head: centroids shaped {centroids.shape} do not fit a head reading {old.in_features} features"
+        )
     head = nn.Linear(old.in_features, centroids.shape[0], device="meta")
     head.weight = nn.Parameter(torch.as_tensor(centroids.copy()).to(old.weight.device, old.weight.dtype))
     head.bias = nn.Parameter(torch.zeros(centroids.shape[0], device=old.weight.device, dtype=old.weight.dtype))
@@ -132,8 +133,14 @@ class TwinEpochLoss:
                 features = nnf.normalize(embedding, dim=1)
                 peer_features = nnf.normalize(peer_features, dim=1) if peer_features is not None else None
             parts = mmt_net_loss(
-                logits, features, labels, peer_probs=peer_probs, peer_features=peer_features,
-                lambda_id=s.lambda_id, lambda_tri=s.lambda_tri, epsilon=s.label_smoothing,
+                logits,
+                features,
+                labels,
+                peer_probs=peer_probs,
+                peer_features=peer_features,
+                lambda_id=s.lambda_id,
+                lambda_tri=s.lambda_tri,
+                epsilon=s.label_smoothing,
                 use_triplet=s.use_triplet,
             )
         metrics = {k: float(v.detach()) for k, v in parts.items() if k != "total"}

@@ -226,9 +226,7 @@ class GradientMixer:
         numel = sum(g.numel() for g in grads_new)
         return mixed, MixStats(s_global, w_sum / numel, n_proj > 0, inner, n_proj, len(mixed))
 
-    def mix(
-        self, model: torch.nn.Module, loss_new: torch.Tensor, loss_hist: torch.Tensor | None = None
-    ) -> MixStats:
+    def mix(self, model: torch.nn.Module, loss_new: torch.Tensor, loss_hist: torch.Tensor | None = None) -> MixStats:
         """Differentiate both losses over the trainable parameters and write the mix into ``.grad``.
 
         Existing ``.grad`` values are replaced, not accumulated. Parameters that neither loss reaches keep

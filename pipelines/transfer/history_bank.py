@@ -81,8 +81,7 @@ class HistoryBank:
             raise ValueError(f"history bank policy={policy!r} is unknown; use one of {POLICIES}")
         if num_classes < 1 or capacity < 1 or n_compare < 1:
             raise ValueError(
-                "history bank needs capacity, num_classes, n_compare >= 1; "
-                f"got {capacity}, {num_classes}, {n_compare}"
+                f"history bank needs capacity, num_classes, n_compare >= 1; got {capacity}, {num_classes}, {n_compare}"
             )
         if per_class_quota and capacity < num_classes:
             raise ValueError(
@@ -287,8 +286,7 @@ class HistoryBank:
             raise ValueError(f"history bank got {clips.shape[0]} clips but labels of shape {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
-                f"history bank labels must lie in [0, {self.num_classes}); got range "
-                f"[{labels.min()}, {labels.max()}]"
+                f"history bank labels must lie in [0, {self.num_classes}); got range [{labels.min()}, {labels.max()}]"
             )
         if self._clips is None:
             self._clips = np.zeros((self.capacity, *clips.shape[1:]), dtype=np.uint8)

@@ -2,8 +2,8 @@
 
 Online transfer pairs every transfer batch with a history batch. :class:`PairedMixStep` is the ``grad_fn`` that
 does it: ``local_train`` walks the transfer samples in shuffled batches as usual, and each call draws the
-next batch of an endless history iterator (:meth:`pipelines.transfer.history_bank.HistoryBank.cycle_batches`),
-runs one forward pass over both batches, and lets a :class:`~pipelines.transfer.gradient_mixing.GradientMixer`
+next batch of an endless history iterator (:meth:`fedtwin.pipelines.transfer.history_bank.HistoryBank.cycle_batches`),
+runs one forward pass over both batches, and lets a :class:`~fedtwin.pipelines.transfer.gradient_mixing.GradientMixer`
 write the mixed gradient. Every step leaves a :class:`StepTrace` (similarity, weight, projection) behind.
 
 :func:`head_signatures` computes the bank's GSS signatures from a model, and :func:`similarity_summary`
@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.transfer.gradient_mixing import GradientMixer
-from pipelines.transfer.history_bank import signatures
-from pipelines.model.training import predict
+from fedtwin.pipelines.model.training import predict
+from fedtwin.pipelines.transfer.gradient_mixing import GradientMixer
+from fedtwin.pipelines.transfer.history_bank import signatures
 
 HistoryBatches = Iterator[tuple[np.ndarray, np.ndarray]]
 #: Edges of the similarity histogram in the metrics: 10 bins of width 0.2 over [-1, 1].
@@ -53,7 +53,7 @@ def clips_to_tensor(clips: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class PairedMixStep:
-    """``grad_fn`` for :func:`pipelines.model.training.local_train` mixing transfer and history gradients.
+    """``grad_fn`` for :func:`fedtwin.pipelines.model.training.local_train` mixing transfer and history gradients.
 
     Args:
         mixer: how the two gradients are combined (SimMix, fine-tune, replay or A-GEM).
@@ -104,7 +104,12 @@ class PairedMixStep:
 
 
 def head_signatures(
-    model: nn.Module, clips: np.ndarray, labels: np.ndarray, *, batch_size: int = 256, device: str | torch.device = "cpu"
+    model: nn.Module,
+    clips: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """GSS signatures ``(p - onehot(y)) ⊗ embedding`` of clips under ``model`` (no autograd, eval mode).
 
@@ -114,7 +119,7 @@ def head_signatures(
         labels: (N,) labels the signatures are taken against.
 
     Returns:
-        (N, K*D) float32 signatures (see :func:`pipelines.transfer.history_bank.signatures`).
+        (N, K*D) float32 signatures (see :func:`fedtwin.pipelines.transfer.history_bank.signatures`).
     """
     labels = np.asarray(labels, dtype=np.int64)
     embedding = predict(model, (clips, labels), batch_size=batch_size, output="embedding", device=device)

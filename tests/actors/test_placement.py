@@ -7,19 +7,25 @@ import os
 import numpy as np
 import pytest
 
-from actors.placement import actor_options, plugin_pythonpath, trainer_gpus
-from actors.torch_runtime import torch_device
-from actors.trainer_base import TorchActor
-from pipelines.model.networks import ModelConfig
-from pipelines.model.state import state_from_model
+from fedtwin.actors.placement import actor_options, plugin_pythonpath, trainer_gpus
+from fedtwin.actors.torch_runtime import torch_device
+from fedtwin.actors.trainer_base import TorchActor
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.state import state_from_model
 
 SMALL = ModelConfig(widths=(4, 8), num_classes=3)
 
 
 def test_actor_options_without_plugins_have_no_runtime_env():
     options = actor_options(num_cpus=1, num_gpus=0.5, max_restarts=0, name="host-0", scheduling_strategy="PG")
-    assert options == {"num_cpus": 1, "num_gpus": 0.5, "max_restarts": 0, "max_task_retries": 0,
-                       "name": "host-0", "scheduling_strategy": "PG"}
+    assert options == {
+        "num_cpus": 1,
+        "num_gpus": 0.5,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+        "name": "host-0",
+        "scheduling_strategy": "PG",
+    }
 
 
 def test_plugin_paths_go_first_on_the_workers_pythonpath(monkeypatch, tmp_path):

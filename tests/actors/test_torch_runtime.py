@@ -13,7 +13,7 @@ _STEPS = textwrap.dedent(
     """
     import resource, sys
     import torch
-    from actors.torch_runtime import keep_freed_memory
+    from fedtwin.actors.torch_runtime import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory()
     torch.set_num_threads(1)

@@ -22,13 +22,17 @@ CONFIG = EXAMPLE / "experiment.yaml"
 
 
 def fedtwin(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
-    """Start ``python -m orchestrator.cli ARGS`` in ``cwd`` with a clean Ray environment."""
+    """Start ``python -m fedtwin.orchestrator.cli ARGS`` in ``cwd`` with a clean Ray environment."""
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always an embedded Ray
     environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     environ.update(env)
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=environ, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", *args],
+        cwd=cwd,
+        env=environ,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -2,7 +2,7 @@
 
 24 short videos (3 classes x 8, filmed by 4 cameras) in mp4 (H.264), webm (VP9) and avi (MJPEG), plus
 one truncated download, go through the commands of the README section "Bring your own videos", each
-as its own ``python -m orchestrator.cli`` process: ``data import-videos`` with a CSV index (path,
+as its own ``python -m fedtwin.orchestrator.cli`` process: ``data import-videos`` with a CSV index (path,
 label, split, group), ``data partition --scheme by-group`` and ``run`` with an embedded Ray.
 """
 
@@ -21,9 +21,9 @@ import yaml
 
 pytest.importorskip("av")
 
-from pipelines.data.dataset_io import load_split  # noqa: E402
-from pipelines.data.manifest import load_dataset_manifest  # noqa: E402
-from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest  # noqa: E402
+from fedtwin.pipelines.data.dataset_io import load_split  # noqa: E402
+from fedtwin.pipelines.data.manifest import load_dataset_manifest  # noqa: E402
+from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest  # noqa: E402
 from tests.pipelines.data.video_fixtures import encode, luma, psnr, synthetic_frames, truncate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +34,17 @@ FRAMES = 12  # per video; clips of 4 frames at stride 2 start at frames 1 and 4
 
 
 def fedtwin(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m orchestrator.cli ARGV`` in ``cwd`` with an embedded Ray of its own."""
+    """``python -m fedtwin.orchestrator.cli ARGV`` in ``cwd`` with an embedded Ray of its own."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def class_frames(label: int, phase: int) -> np.ndarray:
@@ -72,9 +78,25 @@ def videos(tmp_path_factory) -> Path:
 
 def test_import_partition_by_group_and_two_federated_rounds(videos, tmp_path):
     # Execute 1: import (in this process's cwd = the test folder; paths relative to the index)
-    imported = fedtwin("data", "import-videos", "--index", str(videos / "index.csv"), "ds", "--frames", "4",
-                       "--stride", "2", "--clips-per-video", "2", "--size", "16x16", "--workers", "2",
-                       "--quiet", cwd=tmp_path)
+    imported = fedtwin(
+        "data",
+        "import-videos",
+        "--index",
+        str(videos / "index.csv"),
+        "ds",
+        "--frames",
+        "4",
+        "--stride",
+        "2",
+        "--clips-per-video",
+        "2",
+        "--size",
+        "16x16",
+        "--workers",
+        "2",
+        "--quiet",
+        cwd=tmp_path,
+    )
 
     # Assert 1: 24 good videos x 2 clips, the truncated file skipped, labels and groups from the index
     assert imported.returncode == 0, imported.stderr
@@ -93,8 +115,19 @@ def test_import_partition_by_group_and_two_federated_rounds(videos, tmp_path):
         assert psnr(clips[1, :, 0], np.rint(expected[[4, 6, 8, 10]])) > 28, CONTAINERS[k]
 
     # Execute 2: one device per camera
-    parted = fedtwin("data", "partition", "ds", "parts", "--scheme", "by-group", "--shared-fraction", "0.1",
-                     "--seed", "0", cwd=tmp_path)
+    parted = fedtwin(
+        "data",
+        "partition",
+        "ds",
+        "parts",
+        "--scheme",
+        "by-group",
+        "--shared-fraction",
+        "0.1",
+        "--seed",
+        "0",
+        cwd=tmp_path,
+    )
 
     # Assert 2: devices in camera order, every video whole on the device of its camera
     assert parted.returncode == 0, parted.stderr
@@ -109,7 +142,9 @@ def test_import_partition_by_group_and_two_federated_rounds(videos, tmp_path):
 
     # Execute 3: two federated rounds on two device hosts
     cfg = {
-        "name": "byov", "recipe": "federated", "seed": 0,
+        "name": "byov",
+        "recipe": "federated",
+        "seed": 0,
         "data": {"path": str(tmp_path / "parts")},
         "model": {"arch": "tiny3d", "widths": [4, 8], "num_classes": 3, "frames": 4, "in_channels": 1},
         "training": {"epochs": 2, "batch_size": 4, "optimizer": "adam", "lr": 0.01},

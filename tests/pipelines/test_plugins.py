@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import plugins
-from pipelines.core.errors import FedtwinError
-from pipelines.model.networks import FEATURE_API, MODELS, ModelConfig, VideoCNN, build_model, resolve_arch
-from pipelines.plugins import PluginError, add_search_paths, load_plugin
+from fedtwin.pipelines import plugins
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.model.networks import FEATURE_API, MODELS, ModelConfig, VideoCNN, build_model, resolve_arch
+from fedtwin.pipelines.plugins import PluginError, add_search_paths, load_plugin
 
 USER_MODULE = "fedtwin_test_user_plugins"
 
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from orchestrator.recipes.federated.strategies import Strategy
-from orchestrator.recipes.federated.strategies.fedavg import FedAvg
+from fedtwin.orchestrator.recipes.federated.strategies import Strategy
+from fedtwin.orchestrator.recipes.federated.strategies.fedavg import FedAvg
 
 
 class MeanNet(nn.Module):
@@ -147,7 +147,9 @@ def test_broken_entry_point_is_one_line(fake_entry_points) -> None:
 
     with pytest.raises(PluginError) as err:
         load_plugin("broken", "fedtwin.test", {}, field="model.arch")
-    assert _one_line(err).startswith("model.arch: entry point 'broken' of fedtwin.test failed to load (ModuleNotFoundError")
+    assert _one_line(err).startswith(
+        "model.arch: entry point 'broken' of fedtwin.test failed to load (ModuleNotFoundError"
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,10 +157,16 @@ def test_broken_entry_point_is_one_line(fake_entry_points) -> None:
     [
         ("tiny3D", "model.arch: unknown name 'tiny3D'; did you mean 'tiny3d'? choose one of c3d, tiny3d"),
         ("pkg.mod.Net", "an import path separates module and name with ':', e.g. 'pkg.mod:Net'"),
-        ("fedtwin_test_nowhere:Net", "model.arch: cannot import module 'fedtwin_test_nowhere' (not found); "
-                                     "install it, or list its folder in plugins.paths"),
-        ("pipelines.model.networks:VideoCnn", "model.arch: module 'pipelines.model.networks' has no attribute "
-                                              "'VideoCnn'; did you mean 'VideoCNN'?"),
+        (
+            "fedtwin_test_nowhere:Net",
+            "model.arch: cannot import module 'fedtwin_test_nowhere' (not found); "
+            "install it, or list its folder in plugins.paths",
+        ),
+        (
+            "fedtwin.pipelines.model.networks:VideoCnn",
+            "model.arch: module 'fedtwin.pipelines.model.networks' has no attribute "
+            "'VideoCnn'; did you mean 'VideoCNN'?",
+        ),
         ("", "model.arch: expected a name or a 'module:Name' import path, got ''"),
     ],
 )
@@ -268,7 +276,7 @@ def test_builtin_arch_resolves_to_its_spec() -> None:
 
 # ------------------------------------------------------------------------------------ strategies
 def test_strategy_by_name_entry_point_and_import_path(user_dir: Path, fake_entry_points) -> None:
-    from orchestrator.recipes.federated.strategies import STRATEGIES, FedAvg, strategy_class
+    from fedtwin.orchestrator.recipes.federated.strategies import STRATEGIES, FedAvg, strategy_class
 
     assert strategy_class("fedavg") is FedAvg and set(STRATEGIES) == {"fedavg", "fedavgm", "feddu", "feddum"}
     assert strategy_class(f"{USER_MODULE}:HalfStrategy").name == "half"
@@ -280,14 +288,19 @@ def test_strategy_by_name_entry_point_and_import_path(user_dir: Path, fake_entry
     ("ref", "message"),
     [
         ("fedprox", "strategy.name: unknown strategy 'fedprox'; choose one of fedavg, fedavgm, feddu"),
-        (f"{USER_MODULE}:MeanNet", "which is not a subclass of orchestrator.recipes.federated.strategies.base.Strategy"),
-        (f"{USER_MODULE}:Abstract", "strategy.name: Abstract ('fedtwin_test_user_plugins:Abstract') does not "
-                                    "implement aggregate_fit"),
+        (
+            f"{USER_MODULE}:MeanNet",
+            "which is not a subclass of fedtwin.orchestrator.recipes.federated.strategies.base.Strategy",
+        ),
+        (
+            f"{USER_MODULE}:Abstract",
+            "strategy.name: Abstract ('fedtwin_test_user_plugins:Abstract') does not implement aggregate_fit",
+        ),
         (f"{USER_MODULE}:Unnamed", "must set its own class attribute `name`"),
     ],
 )
 def test_bad_strategies_are_one_line(user_dir: Path, ref: str, message: str) -> None:
-    from orchestrator.recipes.federated.strategies import strategy_class
+    from fedtwin.orchestrator.recipes.federated.strategies import strategy_class
 
     with pytest.raises(PluginError) as err:
         strategy_class(ref)
@@ -296,7 +309,7 @@ def test_bad_strategies_are_one_line(user_dir: Path, ref: str, message: str) -> 
 
 # ---------------------------------------------------------------------------------- partitioners
 def test_partitioner_by_import_path_gets_config_fields_and_params(user_dir: Path) -> None:
-    from pipelines.data.partition import PartitionConfig, make_partitioner
+    from fedtwin.pipelines.data.partition import PartitionConfig, make_partitioner
 
     cfg = PartitionConfig(scheme=f"{USER_MODULE}:EvenOdd", min_size=2, params={"offset": 1})
     partitioner = make_partitioner(cfg)
@@ -309,15 +322,19 @@ def test_partitioner_by_import_path_gets_config_fields_and_params(user_dir: Path
     ("kwargs", "message"),
     [
         ({"scheme": f"{USER_MODULE}:MeanNet"}, "scheme: 'fedtwin_test_user_plugins:MeanNet' resolved to class"),
-        ({"scheme": f"{USER_MODULE}:EvenOdd", "params": {"ofset": 1}},
-         "params: EvenOdd takes no parameter 'ofset' (its own parameters: offset)"),
-        ({"scheme": f"{USER_MODULE}:EvenOdd", "params": {"min_size": 3}},
-         "params: 'min_size' is a partition setting; set it as data.partition.min_size"),
+        (
+            {"scheme": f"{USER_MODULE}:EvenOdd", "params": {"ofset": 1}},
+            "params: EvenOdd takes no parameter 'ofset' (its own parameters: offset)",
+        ),
+        (
+            {"scheme": f"{USER_MODULE}:EvenOdd", "params": {"min_size": 3}},
+            "params: 'min_size' is a partition setting; set it as data.partition.min_size",
+        ),
         ({"scheme": "iid", "params": {"offset": 1}}, "params: IIDPartitioner takes no parameter 'offset'"),
     ],
 )
 def test_bad_partitioner_settings_fail_at_config_load(user_dir: Path, kwargs: dict, message: str) -> None:
-    from pipelines.data.partition import PartitionConfig
+    from fedtwin.pipelines.data.partition import PartitionConfig
 
     with pytest.raises(ValueError) as err:
         PartitionConfig(**kwargs)

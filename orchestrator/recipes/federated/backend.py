@@ -1,10 +1,10 @@
 """How the federated recipe reaches its device hosts: the :class:`Backend` contract and its factory.
 
-Two transports satisfy it: :class:`~orchestrator.recipes.federated.ray_backend.RayBackend` (host
+Two transports satisfy it: :class:`~fedtwin.orchestrator.recipes.federated.ray_backend.RayBackend` (host
 actors, an evaluator or server-node actor) and
-:class:`~orchestrator.recipes.federated.local_backend.LocalBackend` (the same classes called in this
+:class:`~fedtwin.orchestrator.recipes.federated.local_backend.LocalBackend` (the same classes called in this
 process, no Ray). Both apply the same round threshold
-(:func:`~orchestrator.recipes.federated.backend_common.finish_round`).
+(:func:`~fedtwin.orchestrator.recipes.federated.backend_common.finish_round`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend_common import RoundFailedError, plan_hosts
-from orchestrator.recipes.federated.strategies.context import ServerAccess
-from pipelines.federated.messages import AggregatedFit, FitTask
-from pipelines.model.state import ModelState
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend_common import RoundFailedError, plan_hosts
+from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
+from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
+from fedtwin.pipelines.model.state import ModelState
 
 __all__ = ["Backend", "RoundFailedError", "make_backend", "plan_hosts"]
 
@@ -63,7 +63,7 @@ class Backend(Protocol):
     def take_timings(self) -> dict[str, float]:
         """How long hosts sat idle before this round's work (``host_idle_s`` mean over hosts,
         ``host_idle_min_s``, ``host_idle_max_s``; see
-        :class:`~orchestrator.recipes.federated.backend_common.IdleClock`); empty in the first round."""
+        :class:`~fedtwin.orchestrator.recipes.federated.backend_common.IdleClock`); empty in the first round."""
         ...
 
     def server_access(self) -> ServerAccess:
@@ -93,9 +93,9 @@ def make_backend(
 ) -> Backend:
     """The backend ``resources.backend`` asks for, with its hosts and evaluator (or server node) started."""
     if spec.resources.backend == "local":
-        from orchestrator.recipes.federated.local_backend import LocalBackend
+        from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
 
         return LocalBackend(spec, partition_dir, num_devices, num_hosts, server_node=server_node)
-    from orchestrator.recipes.federated.ray_backend import RayBackend
+    from fedtwin.orchestrator.recipes.federated.ray_backend import RayBackend
 
     return RayBackend(spec, partition_dir, num_devices, num_hosts, scheduling_strategy, server_node=server_node)

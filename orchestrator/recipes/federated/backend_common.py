@@ -1,6 +1,6 @@
 """What the Ray and the in-process backends share: host planning, host settings and the round threshold.
 
-Both backends fold host answers into an :class:`~pipelines.federated.aggregate.OrderedFold` and end a
+Both backends fold host answers into an :class:`~fedtwin.pipelines.federated.aggregate.OrderedFold` and end a
 round with :func:`finish_round`, so ``backend.fit`` returns an ``AggregatedFit`` or raises
 :class:`RoundFailedError` whichever transport ran it. Nothing here imports Ray.
 """
@@ -11,12 +11,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from actors.federated.device_host import HostSettings
-from orchestrator.config.spec import ExperimentSpec
-from pipelines.core.errors import FedtwinError
-from pipelines.federated.aggregate import OrderedFold
-from pipelines.federated.messages import AggregatedFit, FitTask, HostFitResult
-from pipelines.model.state import ModelState
+from fedtwin.actors.federated.device_host import HostSettings
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.federated.aggregate import OrderedFold
+from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask, HostFitResult
+from fedtwin.pipelines.model.state import ModelState
 
 
 class RoundFailedError(FedtwinError, RuntimeError):
@@ -114,8 +114,12 @@ class IdleClock:
         gaps, busy, self._gaps, self._busy = self._gaps, self._busy, [], 0.0
         if not gaps:
             return {}
-        return {"host_idle_s": sum(gaps) / len(gaps), "host_idle_min_s": min(gaps), "host_idle_max_s": max(gaps),
-                "host_busy_s": busy}
+        return {
+            "host_idle_s": sum(gaps) / len(gaps),
+            "host_idle_min_s": min(gaps),
+            "host_idle_max_s": max(gaps),
+            "host_busy_s": busy,
+        }
 
 
 def host_settings(spec: ExperimentSpec) -> HostSettings:

@@ -1,8 +1,8 @@
 """The sections of recipe ``federated``: ``federation:`` (the round loop) and ``strategy:`` (the server).
 
-Local training on the devices is the common :class:`orchestrator.config.sections.TrainConfig`, under
+Local training on the devices is the common :class:`fedtwin.orchestrator.config.sections.TrainConfig`, under
 ``training:``. Which strategy names exist and what their ``params`` mean is the strategies' business
-(:mod:`orchestrator.recipes.federated.strategies`); :meth:`FederatedRecipe.validate` checks both when
+(:mod:`fedtwin.orchestrator.recipes.federated.strategies`); :meth:`FederatedRecipe.validate` checks both when
 a spec is loaded.
 """
 

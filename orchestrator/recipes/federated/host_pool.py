@@ -37,9 +37,9 @@ from typing import Any
 
 import ray
 
-from actors.federated.device_host import StaleHostError
-from orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, classify, first_line, get
-from pipelines.federated.messages import FitTask
+from fedtwin.actors.federated.device_host import StaleHostError
+from fedtwin.orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, classify, first_line, get
+from fedtwin.pipelines.federated.messages import FitTask
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,11 @@ class HostPool:
 
     def start(self, deadline: float) -> None:
         """Wait for every host's constructor and note its token."""
-        infos = get([s.handle.info.remote() for s in self.slots], what="starting the device hosts",
-                    timeout_s=max(0.001, deadline - time.monotonic()))
+        infos = get(
+            [s.handle.info.remote() for s in self.slots],
+            what="starting the device hosts",
+            timeout_s=max(0.001, deadline - time.monotonic()),
+        )
         for h, info in enumerate(infos):
             self._note(h, info)
 
@@ -154,8 +157,9 @@ class HostPool:
         replayed = sum(results[1:-1])
         self._note(host_id, results[-1])
         self._stale.discard(host_id)
-        logger.info("host %d synced: base + %d rounds (%d device trainings replayed)", host_id,
-                    len(results) - 2, replayed)
+        logger.info(
+            "host %d synced: base + %d rounds (%d device trainings replayed)", host_id, len(results) - 2, replayed
+        )
 
     def _note(self, host_id: int, info: Mapping[str, Any]) -> None:
         self.incarnation[host_id] = str(info["incarnation"])
@@ -165,9 +169,18 @@ class HostPool:
     def call(self, host_id: int, method: str, *args: Any, deadline: float, **kwargs: Any) -> Any:
         """One guarded call of a host method that takes the sync token (``incarnation``)."""
         self.ensure_synced(host_id, deadline)
-        return call(self.slots[host_id], method, *args, timeout_s=self.timeout_s, retries=self.retries,
-                    lost=HOST_LOST, deadline=deadline, on_back=lambda _slot: self.sync(host_id, deadline),
-                    dynamic=lambda: {"incarnation": self._token(host_id)}, **kwargs)
+        return call(
+            self.slots[host_id],
+            method,
+            *args,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            lost=HOST_LOST,
+            deadline=deadline,
+            on_back=lambda _slot: self.sync(host_id, deadline),
+            dynamic=lambda: {"incarnation": self._token(host_id)},
+            **kwargs,
+        )
 
     def _token(self, host_id: int) -> str:
         """The sync token to send: a host still marked stale (a sync that did not finish) always refuses."""
@@ -225,7 +238,7 @@ def kill_actor_process(slot: ActorSlot, pid: int, hostname: str) -> None:
 
 def _is_ray_worker(pid: int) -> bool:
     try:
-        from orchestrator.run.reaper import load_psutil
+        from fedtwin.orchestrator.run.reaper import load_psutil
 
         cmdline = load_psutil().Process(pid).cmdline()
     except Exception:  # noqa: BLE001 - gone, or not ours to inspect

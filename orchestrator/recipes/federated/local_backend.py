@@ -15,20 +15,20 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from actors.federated.device_host import DeviceHost
-from actors.federated.evaluator import Evaluator
-from actors.federated.server_node import ServerNode
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
-from orchestrator.recipes.federated.strategies.context import ServerAccess
-from pipelines.federated.aggregate import OrderedFold, tasks_by_host
-from pipelines.federated.hosts import host_of
-from pipelines.federated.messages import AggregatedFit, FitTask
-from pipelines.model.state import ModelState
+from fedtwin.actors.federated.device_host import DeviceHost
+from fedtwin.actors.federated.evaluator import Evaluator
+from fedtwin.actors.federated.server_node import ServerNode
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
+from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
+from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from fedtwin.pipelines.federated.hosts import host_of
+from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
+from fedtwin.pipelines.model.state import ModelState
 
 
 class LocalBackend:
-    """A :class:`~orchestrator.recipes.federated.backend.Backend` without processes."""
+    """A :class:`~fedtwin.orchestrator.recipes.federated.backend.Backend` without processes."""
 
     def __init__(
         self, spec: ExperimentSpec, partition_dir: str, num_devices: int, num_hosts: int, server_node: bool = False

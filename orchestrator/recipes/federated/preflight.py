@@ -1,7 +1,7 @@
 """What recipe ``federated`` checks before its run folder exists (no Ray, no actors, nothing written).
 
-Called by ``FederatedRecipe.preflight`` after :meth:`orchestrator.recipes.base.Recipe.preflight`,
-after the common checks (:func:`orchestrator.run.preflight.check_common`, which already proved that a
+Called by ``FederatedRecipe.preflight`` after :meth:`fedtwin.orchestrator.recipes.base.Recipe.preflight`,
+after the common checks (:func:`fedtwin.orchestrator.run.preflight.check_common`, which already proved that a
 ``data.path`` holds a readable manifest whose clip files are there):
 
 - ``data.path`` is a partition (not an unpartitioned dataset); without one, ``data.partition.scheme``
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.run.preflight import check_data_dir
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.run.preflight import check_data_dir
+from fedtwin.pipelines.core.errors import FedtwinError
 
 
 def check_federated(spec: Any) -> None:
@@ -35,7 +35,7 @@ def check_federated(spec: Any) -> None:
         num_devices, where = manifest.num_devices, f"the partition {data.path}"
         has_shared = manifest.shared.num_examples > 0
     else:
-        from pipelines.data.partitioners import resolve_partitioner
+        from fedtwin.pipelines.data.partitioners import resolve_partitioner
 
         resolve_partitioner(data.partition.scheme)  # before any data is generated
         # None: one device per group (by-group); the count is known once the data is partitioned
@@ -46,7 +46,7 @@ def check_federated(spec: Any) -> None:
             f"federation.devices_per_round: {fed.devices_per_round} is more than the {num_devices} devices of "
             f"{where}; lower it or partition over more devices"
         )
-    from orchestrator.recipes.federated.strategies import strategy_class
+    from fedtwin.orchestrator.recipes.federated.strategies import strategy_class
 
     if strategy_class(spec.strategy.name).needs_server and not has_shared:
         raise FedtwinError(

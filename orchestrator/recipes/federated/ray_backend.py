@@ -9,7 +9,7 @@ Failures inside a round:
 - a device whose own training raises is a ``DeviceFailure`` (not retried: it would raise again);
 - a host that dies or whose call is lost is waited for (Ray restarts it, or the pool starts a
   replacement with the same host id), its devices' local state is restored
-  (:mod:`~orchestrator.recipes.federated.host_pool`), and its devices are dispatched to it again, at
+  (:mod:`~fedtwin.orchestrator.recipes.federated.host_pool`), and its devices are dispatched to it again, at
   most ``federation.device_retries`` times and while the deadline allows. The same host id folds in
   the same place with the same partial sum, so a round that needed retries gives the same weights as
   one that did not;
@@ -17,7 +17,7 @@ Failures inside a round:
   cannot block the next round).
 
 Every other call (evaluation, FedDU's server pass, gathering device state for a checkpoint, loading it
-on resume) goes through :mod:`orchestrator.run.actor_calls`: recovered and retried the same way, or
+on resume) goes through :mod:`fedtwin.orchestrator.run.actor_calls`: recovered and retried the same way, or
 one line and exit 1. Per round, :meth:`RayBackend.take_faults` reports retries and restarts.
 """
 
@@ -33,19 +33,28 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.federated.device_host import StaleHostError
-from actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
-from actors.placement import actor_options
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings, plan_hosts
-from orchestrator.recipes.federated.config import KillConfig
-from orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
-from orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, cause_of, classify, describe, get
-from pipelines.federated.aggregate import OrderedFold, tasks_by_host
-from pipelines.federated.hosts import host_of
-from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitTask, ServerPassResult
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.actors.federated.device_host import StaleHostError
+from fedtwin.actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
+from fedtwin.actors.placement import actor_options
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings, plan_hosts
+from fedtwin.orchestrator.recipes.federated.config import KillConfig
+from fedtwin.orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
+from fedtwin.orchestrator.run.actor_calls import (
+    LOST,
+    ActorCallError,
+    ActorSlot,
+    call,
+    cause_of,
+    classify,
+    describe,
+    get,
+)
+from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from fedtwin.pipelines.federated.hosts import host_of
+from fedtwin.pipelines.federated.messages import AggregatedFit, DeviceFailure, FitTask, ServerPassResult
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 __all__ = ["CONTROL_TIMEOUT_S", "RayBackend", "RayServerAccess", "plan_hosts"]
 
@@ -58,7 +67,7 @@ CONTROL_TIMEOUT_S = 300.0
 class RayBackend:
     """Owns the host actors and the evaluator of one experiment.
 
-    With ``server_node=True`` the evaluator is a :class:`~actors.federated.server_node.ServerNode`, which
+    With ``server_node=True`` the evaluator is a :class:`~fedtwin.actors.federated.server_node.ServerNode`, which
     holds the shared server data D0 as well as the test split; :meth:`server_access` hands it to a strategy.
     """
 
@@ -85,11 +94,15 @@ class RayBackend:
         self._idle = IdleClock()
         self.has_server_node = server_node
         self.pool = HostPool(self._make_host, num_hosts, CONTROL_TIMEOUT_S, self.retries)
-        self.server = ActorSlot("server node" if server_node else "evaluator", self._make_server(),
-                                start=self._make_server)
+        self.server = ActorSlot(
+            "server node" if server_node else "evaluator", self._make_server(), start=self._make_server
+        )
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
-        get(self.server.handle.__ray_ready__.remote(), what=f"starting the {self.server.name}",
-            timeout_s=CONTROL_TIMEOUT_S)
+        get(
+            self.server.handle.__ray_ready__.remote(),
+            what=f"starting the {self.server.name}",
+            timeout_s=CONTROL_TIMEOUT_S,
+        )
         self.pool.start(deadline)
 
     @property
@@ -117,8 +130,13 @@ class RayBackend:
 
     def _make_server(self) -> Any:
         spec, res = self.spec, self.spec.resources
-        options = actor_options(num_cpus=res.server_cpus, num_gpus=res.server_gpus, max_restarts=res.max_restarts,
-                                scheduling_strategy=self._scheduling, plugin_paths=spec.plugins.paths)
+        options = actor_options(
+            num_cpus=res.server_cpus,
+            num_gpus=res.server_gpus,
+            max_restarts=res.max_restarts,
+            scheduling_strategy=self._scheduling,
+            plugin_paths=spec.plugins.paths,
+        )
         if self.has_server_node:
             return ServerNodeActor.options(**options).remote(
                 self.partition_dir, spec.model, seed=spec.seed, torch_threads=res.torch_threads, extra_splits=("test",)
@@ -201,8 +219,9 @@ class RayBackend:
     def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split (in the evaluator actor)."""
         self._server_chaos("evaluate", self._round)
-        return call(self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S,
-                    retries=self.retries)
+        return call(
+            self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S, retries=self.retries
+        )
 
     def start_evaluate(self, state: ModelState) -> tuple[Any, ModelState]:
         """Send the evaluation off and return at once; :meth:`finish_evaluate` waits for the scores."""
@@ -216,8 +235,9 @@ class RayBackend:
         try:
             return ray.get(ref, timeout=CONTROL_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - the guarded call classifies and reports it
-            return call(self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S,
-                        retries=self.retries)
+            return call(
+                self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S, retries=self.retries
+            )
 
     def _server_chaos(self, phase: str, round_num: int) -> None:
         if not self._kills.take(round_num, phase, target="server"):
@@ -232,14 +252,15 @@ class RayBackend:
         """The server node as a strategy's injected ``ServerAccess`` (needs ``server_node=True``)."""
         if not self.has_server_node:
             raise RuntimeError("this backend was started without a server node (server_node=False)")
-        return RayServerAccess(self.server, CONTROL_TIMEOUT_S, self.retries,
-                               before_pass=lambda n: self._server_chaos("server_pass", n))
+        return RayServerAccess(
+            self.server, CONTROL_TIMEOUT_S, self.retries, before_pass=lambda n: self._server_chaos("server_pass", n)
+        )
 
     def device_states(self) -> dict[int, dict[str, Any]]:
         """Every device's local state, gathered from the hosts (for checkpoints).
 
         A host lost meanwhile is restored and asked again. What is gathered becomes the base a restarted
-        host is rebuilt from (see :mod:`~orchestrator.recipes.federated.host_pool`).
+        host is rebuilt from (see :mod:`~fedtwin.orchestrator.recipes.federated.host_pool`).
         """
         for kill in self._kills.take(self._round, "checkpoint"):
             self.pool.kill_process(kill.host)
@@ -309,7 +330,10 @@ class _RoundRun:
             self.skip(host_id, f"host {host_id} failed: {err.reason}")
             return
         ref = pool.handle(host_id).fit.remote(
-            self.state_ref, self.by_host[host_id], self.payload_ref, incarnation=pool.incarnation[host_id],
+            self.state_ref,
+            self.by_host[host_id],
+            self.payload_ref,
+            incarnation=pool.incarnation[host_id],
             exit_after=self.kills.pop(host_id, None),
         )
         self.pending[ref] = host_id
@@ -336,8 +360,9 @@ class _RoundRun:
                     self.attempts[host_id] += 0 if refused else 1
                     b._faults["device_retries"] += len(by_host[host_id])
                     used = "no retry used" if refused else f"retry {self.attempts[host_id]} of {b.retries}"
-                    logger.warning("%s; dispatching its %d devices again when it is back (%s)",
-                                   reason, len(by_host[host_id]), used)
+                    logger.warning(
+                        "%s; dispatching its %d devices again when it is back (%s)", reason, len(by_host[host_id]), used
+                    )
                     try:
                         b.pool.mark_stale(host_id)
                         b.pool.recover(host_id, self.deadline)
@@ -354,8 +379,10 @@ class _RoundRun:
             self.fold.add(answer)
             self.finished(host_id)
         for host_id in self.pending.values():
-            self.skip(host_id, f"host {host_id} timed out after {self.timeout_s:.0f}s (federation.round_timeout_s); "
-                               "restarting it")
+            self.skip(
+                host_id,
+                f"host {host_id} timed out after {self.timeout_s:.0f}s (federation.round_timeout_s); restarting it",
+            )
             b._restart_host(host_id)
         outcome = finish_round(self.fold, self.state, self.tasks, b.spec.federation.min_success_fraction)
         b.pool.log_round(self.state_ref, self.payload_ref, self.succeeded)
@@ -371,8 +398,11 @@ class _Kills:
 
     def take(self, round_num: int, phase: str, target: str = "host") -> list[KillConfig]:
         """The kills due now, marked as fired."""
-        due = [i for i, k in enumerate(self._kills)
-               if i not in self._fired and k.round == round_num and k.phase == phase and k.target == target]
+        due = [
+            i
+            for i, k in enumerate(self._kills)
+            if i not in self._fired and k.round == round_num and k.phase == phase and k.target == target
+        ]
         self._fired.update(due)
         return [self._kills[i] for i in due]
 
@@ -381,7 +411,10 @@ class RayServerAccess:
     """A strategy's ``ServerAccess`` backed by a ``ServerNodeActor`` (guarded calls, see ``actor_calls``)."""
 
     def __init__(
-        self, slot: ActorSlot, timeout_s: float, retries: int = 2,
+        self,
+        slot: ActorSlot,
+        timeout_s: float,
+        retries: int = 2,
         before_pass: Callable[[int], None] | None = None,
     ) -> None:
         self.slot = slot
@@ -396,8 +429,9 @@ class RayServerAccess:
 
     def evaluate(self, state: ModelState) -> dict[str, float]:
         """Accuracy and loss on D0."""
-        return call(self.slot, "evaluate", ray.put(state), split="shared", timeout_s=self.timeout_s,
-                    retries=self.retries)
+        return call(
+            self.slot, "evaluate", ray.put(state), split="shared", timeout_s=self.timeout_s, retries=self.retries
+        )
 
     def server_pass(
         self,
@@ -410,5 +444,13 @@ class RayServerAccess:
         """One server pass on D0 (see ``ServerNode.server_pass``)."""
         if self._before_pass is not None:
             self._before_pass(round_num)
-        return call(self.slot, "server_pass", ray.put(state), settings, round_num=round_num,
-                    optimizer_state=optimizer_state, timeout_s=self.timeout_s, retries=self.retries)
+        return call(
+            self.slot,
+            "server_pass",
+            ray.put(state),
+            settings,
+            round_num=round_num,
+            optimizer_state=optimizer_state,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+        )

@@ -1,10 +1,10 @@
 """Recipe ``federated``: rounds of device sampling, local training, folding and a strategy update.
 
-One round (:func:`orchestrator.recipes.federated.round.run_round`): sample devices with a generator
+One round (:func:`fedtwin.orchestrator.recipes.federated.round.run_round`): sample devices with a generator
 seeded from ``(seed, round)``; put the state in the object store once; device hosts train their devices
 and return pre-summed partial results; the driver folds them in host order; the strategy (FedAvg,
 FedAvgM, FedDU, FedDUM or a plugin) makes the next state; the evaluator scores it. The run loop
-(:mod:`orchestrator.run.loop`) does the rest: resume, metrics, checkpoints, callbacks.
+(:mod:`fedtwin.orchestrator.run.loop`) does the rest: resume, metrics, checkpoints, callbacks.
 """
 
 from __future__ import annotations
@@ -15,24 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.config.sections import TrainConfig
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.base import CheckpointState, Recipe
-from orchestrator.recipes.federated.backend import make_backend, plan_hosts
-from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
-from orchestrator.recipes.federated.preflight import check_federated
-from orchestrator.recipes.federated.round import StartedRound, can_start_ahead, run_round
-from orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
-from orchestrator.run.checkpoint import Checkpoint
-from orchestrator.run.context import first_reaching
-from orchestrator.run.data_prep import ensure_partition
-from orchestrator.run.footprint import Bundle, Footprint, bundle
-from orchestrator.run.plots import plot_confusion, plot_curves
-from pipelines.core.errors import FedtwinError
-from pipelines.data.partition_manifest import PartitionManifest, load_partition_manifest
-from pipelines.model.networks import build_model
-from pipelines.model.state import ModelState, state_from_model
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.sections import TrainConfig
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
+from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
+from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from fedtwin.orchestrator.recipes.federated.preflight import check_federated
+from fedtwin.orchestrator.recipes.federated.round import StartedRound, can_start_ahead, run_round
+from fedtwin.orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
+from fedtwin.orchestrator.run.checkpoint import Checkpoint
+from fedtwin.orchestrator.run.context import first_reaching
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
+from fedtwin.orchestrator.run.plots import plot_confusion, plot_curves
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_partition_manifest
+from fedtwin.pipelines.model.networks import build_model
+from fedtwin.pipelines.model.state import ModelState, state_from_model
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,14 @@ class FederatedRecipe(Recipe):
         build_strategy(spec, self.num_devices, strategy_context(manifest))  # bad params fail before actors start
         self.num_hosts = plan_hosts(spec, self.num_devices, ctx.cluster_resources)
         self.state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
-        self.backend = make_backend(spec, str(self.partition_dir), self.num_devices, self.num_hosts,
-                                    ctx.scheduling_strategy, server_node=needs_server)
+        self.backend = make_backend(
+            spec,
+            str(self.partition_dir),
+            self.num_devices,
+            self.num_hosts,
+            ctx.scheduling_strategy,
+            server_node=needs_server,
+        )
         server = self.backend.server_access() if needs_server else None
         self.strategy = build_strategy(spec, self.num_devices, strategy_context(manifest, server))
         chaos = spec.federation.chaos
@@ -151,16 +157,23 @@ class FederatedRecipe(Recipe):
 
     def checkpoint_state(self) -> CheckpointState:
         devices = {str(k): v for k, v in self.backend.device_states().items()}
-        return CheckpointState(self.state, {"strategy": self.strategy.state_dict(), "devices": devices},
-                               {"partition": str(self.partition_dir)})
+        return CheckpointState(
+            self.state,
+            {"strategy": self.strategy.state_dict(), "devices": devices},
+            {"partition": str(self.partition_dir)},
+        )
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         spec, fed, plots = self.spec, self.spec.federation, self.ctx.run.plots
         records = list(records)
         plot_curves(records, plots / "accuracy.png", title=f"{spec.name} ({self.strategy.name})")
         # Strategies with a server update (FedDU) log alpha_t and acc_t; the plot is skipped for the others.
-        plot_curves(records, plots / "server_update.png", title=f"{spec.name}: server update",
-                    panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))))
+        plot_curves(
+            records,
+            plots / "server_update.png",
+            title=f"{spec.name}: server update",
+            panels=(("alpha", ("alpha_t", "alpha_applied")), ("accuracy on D0", ("acc_t",))),
+        )
         evaluated = [r for r in records if r.get("test_accuracy") is not None]
         per_class = self._final_per_class(plots)
         return {
@@ -194,8 +207,9 @@ class FederatedRecipe(Recipe):
         if matrix is None:  # an evaluator that does not count per class
             return {}
         names = list(load_partition_manifest(self.partition_dir).class_names)
-        plot_confusion(matrix, names, plots / "confusion.png",
-                       title=f"{self.spec.name} ({self.strategy.name}), test split")
+        plot_confusion(
+            matrix, names, plots / "confusion.png", title=f"{self.spec.name} ({self.strategy.name}), test split"
+        )
         return {
             "class_names": names,
             "per_class_accuracy": dict(zip(names, scores["per_class_accuracy"], strict=True)),

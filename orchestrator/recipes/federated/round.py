@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.federated.backend import Backend
-from orchestrator.recipes.federated.strategies.base import Strategy
-from pipelines.core.seeding import sampling_rng
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend import Backend
+from fedtwin.orchestrator.recipes.federated.strategies.base import Strategy
+from fedtwin.pipelines.core.seeding import sampling_rng
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 
 def round_settings(spec: ExperimentSpec, round_num: int) -> TrainSettings:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipelines.incremental.exemplar_ranking import RANKINGS
-from pipelines.incremental.objective import TRAJECTORY_HOOKS, ObjectiveSettings
+from fedtwin.pipelines.incremental.exemplar_ranking import RANKINGS
+from fedtwin.pipelines.incremental.objective import TRAJECTORY_HOOKS, ObjectiveSettings
 
 
 @dataclass(frozen=True)

@@ -11,30 +11,30 @@ under ``memory/`` that the checkpoint names, written before it).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
-from actors.incremental.ray_actors import IncrementalTrainerActor
-from actors.incremental.trainer import TaskOutcome, TrainerSettings
-from actors.placement import actor_options, trainer_gpus
-from orchestrator.config.sections import TrainConfig
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.base import CheckpointState, Recipe
-from orchestrator.recipes.incremental.config import IncrementalConfig
-from orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
-from orchestrator.run import actor_calls
-from orchestrator.run.checkpoint import Checkpoint
-from orchestrator.run.data_prep import dataset_or_generated
-from orchestrator.run.plots import plot_curves
-from pipelines.incremental.task_split import TaskSplit, make_task_split
-from pipelines.model.networks import check_feature_api
-from pipelines.core.errors import FedtwinError
-from pipelines.incremental.metrics import incremental_summary
-from pipelines.data.manifest import load_dataset_manifest
+from fedtwin.actors.incremental.ray_actors import IncrementalTrainerActor
+from fedtwin.actors.incremental.trainer import TaskOutcome, TrainerSettings
+from fedtwin.actors.placement import actor_options, trainer_gpus
+from fedtwin.orchestrator.config.sections import TrainConfig
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
+from fedtwin.orchestrator.recipes.incremental.config import IncrementalConfig
+from fedtwin.orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
+from fedtwin.orchestrator.run import actor_calls
+from fedtwin.orchestrator.run.checkpoint import Checkpoint
+from fedtwin.orchestrator.run.data_prep import dataset_or_generated
+from fedtwin.orchestrator.run.plots import plot_curves
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.data.manifest import load_dataset_manifest
+from fedtwin.pipelines.incremental.metrics import incremental_summary
+from fedtwin.pipelines.incremental.task_split import TaskSplit, make_task_split
+from fedtwin.pipelines.model.networks import check_feature_api
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,9 @@ class IncrementalRecipe(Recipe):
         self.data_dir = dataset_or_generated(spec.data)
         self.split = task_split(spec, load_dataset_manifest(self.data_dir).num_classes)
         n = self.split.num_tasks
-        gpus = trainer_gpus(spec.resources.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0),
-                            ctx.scheduling_strategy is not None)
+        gpus = trainer_gpus(
+            spec.resources.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0), ctx.scheduling_strategy is not None
+        )
         options = actor_options(
             num_cpus=spec.resources.cpus_per_host,
             num_gpus=gpus,
@@ -158,8 +159,12 @@ class IncrementalRecipe(Recipe):
         self.matrix, self.test_counts = ckpt.extra["accuracy_matrix"], ckpt.extra["test_counts"]
         memory = ckpt.meta.get("memory_file")
         memory_path = str(self.ctx.run.path / memory) if memory else None
-        _wait(self.trainer.restore.remote(ckpt.round_num, ckpt.model, memory_path), CONTROL_TIMEOUT_S,
-              ckpt.round_num + 1, "restore")
+        _wait(
+            self.trainer.restore.remote(ckpt.round_num, ckpt.model, memory_path),
+            CONTROL_TIMEOUT_S,
+            ckpt.round_num + 1,
+            "restore",
+        )
 
     def step(self, n: int) -> dict[str, Any]:
         inc = self.spec.incremental
@@ -167,8 +172,9 @@ class IncrementalRecipe(Recipe):
         self.outcome = outcome
         self.matrix[n - 1] = outcome.accuracy_row
         self.test_counts = np.maximum(self.test_counts, outcome.test_counts)
-        record = task_record(n, self.split.tasks[n - 1], self.split.num_outputs(n - 1), self.matrix,
-                             self.test_counts, outcome.metrics)
+        record = task_record(
+            n, self.split.tasks[n - 1], self.split.num_outputs(n - 1), self.matrix, self.test_counts, outcome.metrics
+        )
         write_matrix_csv(self.ctx.run.path, self.matrix[:n])
         return record
 
@@ -178,8 +184,11 @@ class IncrementalRecipe(Recipe):
         memory_file = None
         if outcome.memory_file is not None:
             memory_file = str(Path(outcome.memory_file).relative_to(self.ctx.run.path))
-        return CheckpointState(outcome.state, {"accuracy_matrix": self.matrix, "test_counts": self.test_counts},
-                               {"memory_file": memory_file, "dataset": str(self.data_dir)})
+        return CheckpointState(
+            outcome.state,
+            {"accuracy_matrix": self.matrix, "test_counts": self.test_counts},
+            {"memory_file": memory_file, "dataset": str(self.data_dir)},
+        )
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         spec, inc = self.spec, self.spec.incremental
@@ -187,9 +196,15 @@ class IncrementalRecipe(Recipe):
         title = f"{spec.name} ({inc.method})"
         plots = self.ctx.run.plots
         plot_curves(
-            records, plots / "accuracy.png", x="task", title=title,
-            panels=(("accuracy", ("seen_accuracy", "first_task_accuracy", "new_task_accuracy", "old_tasks_accuracy")),
-                    ("memory (bytes)", ("memory_bytes",)), ("frames per stored clip", ("mean_keyframes_per_clip",))),
+            records,
+            plots / "accuracy.png",
+            x="task",
+            title=title,
+            panels=(
+                ("accuracy", ("seen_accuracy", "first_task_accuracy", "new_task_accuracy", "old_tasks_accuracy")),
+                ("memory (bytes)", ("memory_bytes",)),
+                ("frames per stored clip", ("mean_keyframes_per_clip",)),
+            ),
         )
         plot_matrix(self.matrix, plots / "accuracy_matrix.png", title=title)
         summary_metrics = incremental_summary(self.matrix, np.maximum(self.test_counts, 1))

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.atomic_write import write_text_atomic, write_with
-from pipelines.incremental.metrics import incremental_summary
+from fedtwin.pipelines.core.atomic_write import write_text_atomic, write_with
+from fedtwin.pipelines.incremental.metrics import incremental_summary
 
 MATRIX_CSV = "accuracy_matrix.csv"
 
@@ -87,8 +87,15 @@ def plot_matrix(matrix: np.ndarray, path: Path, title: str = "") -> Path:
     for i in range(n):
         for j in range(n):
             if not np.isnan(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if matrix[i, j] < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] < 0.6 else "black",
+                )
     ax.set_xticks(range(n), [str(j + 1) for j in range(n)])
     ax.set_yticks(range(n), [str(i + 1) for i in range(n)])
     ax.set_xlabel("accuracy on task")

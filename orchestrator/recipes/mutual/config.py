@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipelines.data.moving_digits import ShiftConfig
+from fedtwin.pipelines.data.moving_digits import ShiftConfig
 
 
 def _check(ok: bool, message: str) -> None:
@@ -73,7 +73,7 @@ class TwinConfig:
         dbscan_min_samples: DBSCAN core-point threshold.
         shared_features: how shared mode combines the twins' features (``concat`` or MMT's ``mean``).
         dropout: dropout on the embedding before the head (0.5 decouples the twins more).
-        augment_a: twin A's view (a name in ``pipelines.mutual.augment.AUGMENTATIONS``); ``augment_a_params``
+        augment_a: twin A's view (a name in ``fedtwin.pipelines.mutual.augment.AUGMENTATIONS``); ``augment_a_params``
             its arguments.
         augment_b: twin B's view; ``augment_b_params`` its arguments (mirroring is off: a mirrored
             digit is not a digit).
@@ -118,7 +118,7 @@ class TwinConfig:
     timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
-        from pipelines.mutual.augment import AUGMENTATIONS
+        from fedtwin.pipelines.mutual.augment import AUGMENTATIONS
 
         _check(self.networks in (1, 2), f"networks: must be 1 or 2, got {self.networks}")
         for name in ("pretrain_epochs", "finetune_epochs"):
@@ -134,17 +134,22 @@ class TwinConfig:
             _check(0.0 <= value <= 1.0, f"{name}: must be in [0, 1], got {value}")
         _check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         _check(0.0 <= self.dropout < 1.0, f"dropout: must be in [0, 1), got {self.dropout}")
-        _check(self.num_clusters is None or self.num_clusters >= 2,
-               f"num_clusters: must be >= 2 or null (estimate), got {self.num_clusters}")
-        _check(len(self.k_candidates) > 0 and min(self.k_candidates) >= 2,
-               f"k_candidates: must be a non-empty list of K >= 2, got {list(self.k_candidates)}")
+        _check(
+            self.num_clusters is None or self.num_clusters >= 2,
+            f"num_clusters: must be >= 2 or null (estimate), got {self.num_clusters}",
+        )
+        _check(
+            len(self.k_candidates) > 0 and min(self.k_candidates) >= 2,
+            f"k_candidates: must be a non-empty list of K >= 2, got {list(self.k_candidates)}",
+        )
         _check(0.0 < self.dbscan_rho <= 1.0, f"dbscan_rho: must be in (0, 1], got {self.dbscan_rho}")
         _check(0.0 <= self.q_min < 1.0, f"q_min: must be in [0, 1), got {self.q_min}")
         for name in ("augment_a", "augment_b"):
             value = getattr(self, name)
             _check(value in AUGMENTATIONS, f"{name}: must be one of {sorted(AUGMENTATIONS)}, got {value!r}")
-        _check(not (self.networks == 1 and self.loss == "mmt"),
-               "loss: 'mmt' needs a peer; with networks: 1 use loss: hard")
+        _check(
+            not (self.networks == 1 and self.loss == "mmt"), "loss: 'mmt' needs a peer; with networks: 1 use loss: hard"
+        )
         _check(not (self.final == "fuse" and self.networks == 1), "final: 'fuse' needs networks: 2")
 
     def augment_params(self, index: int) -> Mapping[str, Any]:

@@ -27,24 +27,27 @@ import numpy as np
 import ray
 from safetensors.numpy import save_file
 
-from actors.mutual.clustering_task import ClusterRequest
-from actors.mutual.ray_actors import (
-    TwinNetworkActor, cluster_epoch_task, load_hidden_labels_task, select_quality_task,
+from fedtwin.actors.mutual.clustering_task import ClusterRequest
+from fedtwin.actors.mutual.ray_actors import (
+    TwinNetworkActor,
+    cluster_epoch_task,
+    load_hidden_labels_task,
+    select_quality_task,
 )
-from actors.placement import actor_options, trainer_gpus
-from orchestrator.config.loader import ConfigError
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.base import CheckpointState, Recipe
-from orchestrator.recipes.mutual.config import TwinConfig
-from orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
-from orchestrator.run import actor_calls
-from orchestrator.run.checkpoint import Checkpoint
-from orchestrator.run.context import RecipeContext
-from orchestrator.run.footprint import Bundle, Footprint, bundle
-from orchestrator.run.plots import plot_curves
-from pipelines.model.networks import check_feature_api
-from pipelines.core.atomic_write import write_with
-from pipelines.mutual.twin_training import convergence_weights, select_final
+from fedtwin.actors.placement import actor_options, trainer_gpus
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
+from fedtwin.orchestrator.recipes.mutual.config import TwinConfig
+from fedtwin.orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
+from fedtwin.orchestrator.run import actor_calls
+from fedtwin.orchestrator.run.checkpoint import Checkpoint
+from fedtwin.orchestrator.run.context import RecipeContext
+from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
+from fedtwin.orchestrator.run.plots import plot_curves
+from fedtwin.pipelines.core.atomic_write import write_with
+from fedtwin.pipelines.model.networks import check_feature_api
+from fedtwin.pipelines.mutual.twin_training import convergence_weights, select_final
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +67,24 @@ class _Twins:
         self.timeout = tw.timeout_s
         res = spec.resources
         # With a GPU in the cluster (and no Tune placement group deciding), the twins share it.
-        gpus = trainer_gpus(res.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0),
-                            ctx.scheduling_strategy is not None, share=1.0 / tw.networks)
-        options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
-                                scheduling_strategy=ctx.scheduling_strategy, plugin_paths=spec.plugins.paths)
+        gpus = trainer_gpus(
+            res.gpus_per_host,
+            ctx.cluster_resources.get("GPU", 0.0),
+            ctx.scheduling_strategy is not None,
+            share=1.0 / tw.networks,
+        )
+        options = actor_options(
+            num_cpus=res.cpus_per_host,
+            num_gpus=gpus,
+            max_restarts=0,
+            scheduling_strategy=ctx.scheduling_strategy,
+            plugin_paths=spec.plugins.paths,
+        )
         # A restarted twin would come back without its weights, so twins are not restarted (max_restarts=0).
-        self.actors = [TwinNetworkActor.options(**options).remote(twin_settings(spec, j), source_dir, target_dir, kept_ref)
-                       for j in range(tw.networks)]
+        self.actors = [
+            TwinNetworkActor.options(**options).remote(twin_settings(spec, j), source_dir, target_dir, kept_ref)
+            for j in range(tw.networks)
+        ]
         self.task_options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
         if ctx.scheduling_strategy is not None:
             self.task_options["scheduling_strategy"] = ctx.scheduling_strategy
@@ -92,10 +106,16 @@ class _Twins:
         tw = self.ctx.spec.twin
         feats = [a.embed.remote() for a in self.actors]
         mode = "self" if tw.networks == 1 else tw.label_mode
-        request = ClusterRequest(mode, cluster_settings(tw), seed=self.ctx.spec.seed * 100_003 + epoch,
-                                 num_clusters=self.num_clusters, eps=self.eps)
+        request = ClusterRequest(
+            mode,
+            cluster_settings(tw),
+            seed=self.ctx.spec.seed * 100_003 + epoch,
+            num_clusters=self.num_clusters,
+            eps=self.eps,
+        )
         a_ref, b_ref, report_ref = cluster_epoch_task.options(**self.task_options).remote(
-            feats[0], feats[1] if len(feats) > 1 else None, request, self.previous[0], self.previous[1], hidden_ref)
+            feats[0], feats[1] if len(feats) > 1 else None, request, self.previous[0], self.previous[1], hidden_ref
+        )
         report = self.get(report_ref, "clustering task")
         self.num_clusters, self.eps = int(report["num_clusters"]), report["eps"]
         assignments = [a_ref, b_ref][: len(self.actors)]
@@ -108,8 +128,10 @@ class _Twins:
         if tw.loss == "mmt" and len(self.actors) == 2:
             targets = [a.peer_targets.remote(asg, epoch) for a, asg in zip(self.actors, assignments, strict=True)]
             peers = [targets[1], targets[0]]
-        refs = [a.train_epoch.remote(asg, peer, epoch=epoch)
-                for a, asg, peer in zip(self.actors, assignments, peers, strict=True)]
+        refs = [
+            a.train_epoch.remote(asg, peer, epoch=epoch)
+            for a, asg, peer in zip(self.actors, assignments, peers, strict=True)
+        ]
         results = self.get(refs, "twins: train_epoch")
         self.previous = list(assignments) + [None] * (2 - len(assignments))
         return results
@@ -159,8 +181,10 @@ class MutualRecipe(Recipe):
         self.quality = actor_calls.get(quality_ref, what="quality selection task", timeout_s=tw.timeout_s)
         if self.quality["kept"] < 2:
             q = self.quality
-            raise ConfigError(f"twin.q_min={tw.q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
-                              f"(scores {q['score_min']:.3f}..{q['score_max']:.3f}); lower it")
+            raise ConfigError(
+                f"twin.q_min={tw.q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
+                f"(scores {q['score_min']:.3f}..{q['score_max']:.3f}); lower it"
+            )
         self.hidden_ref = load_hidden_labels_task.options(**options).remote(self.target_dir, kept_ref)
         self.twins = _Twins(self.ctx, self.source_dir, self.target_dir, kept_ref)
 
@@ -216,16 +240,23 @@ class MutualRecipe(Recipe):
         twins = self.twins
         assert twins is not None
         states = twins.states()
-        extra = {"twins": {str(j): s for j, s in enumerate(states)},
-                 "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps}}
+        extra = {
+            "twins": {str(j): s for j, s in enumerate(states)},
+            "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps},
+        }
         return CheckpointState(states[0]["ema"], extra)
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         spec, tw = self.spec, self.spec.twin
         final = self._finish()
         adapt = [r for r in records if r.get("phase") == "adapt"]
-        plot_curves(adapt, self.ctx.run.plots / "mutual.png", x="epoch", panels=PANELS,
-                    title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})")
+        plot_curves(
+            adapt,
+            self.ctx.run.plots / "mutual.png",
+            x="epoch",
+            panels=PANELS,
+            title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})",
+        )
         pre = next((r for r in records if r.get("phase") == "pretrain"), {})
         first = adapt[0] if adapt else {}
         return {
@@ -257,9 +288,12 @@ class MutualRecipe(Recipe):
         if tw.final == "fuse":
             weights = convergence_weights(losses)
             peer_ref = twins.actors[1].ema_state.remote()
-            final = twins.get(twins.actors[0].fuse_and_finetune.remote(
-                peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs),
-                "twin a: fuse_and_finetune")
+            final = twins.get(
+                twins.actors[0].fuse_and_finetune.remote(
+                    peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs
+                ),
+                "twin a: fuse_and_finetune",
+            )
             chosen, out["fusion_weights"] = 0, [float(w) for w in weights]
         else:
             chosen = select_final(losses)
@@ -267,9 +301,16 @@ class MutualRecipe(Recipe):
         state = twins.get(twins.actors[chosen].ema_state.remote(), "twins: ema_state")
         path = self.ctx.run.path / "final_model.safetensors"
         write_with(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
-        out.update({"final_losses": losses, "selected_twin": "ab"[chosen], "final_target_acc": final["test_acc"],
-                    "final_target_nmi": final["test_nmi"], "final_target_ari": final["test_ari"],
-                    "final_model": str(path)})
+        out.update(
+            {
+                "final_losses": losses,
+                "selected_twin": "ab"[chosen],
+                "final_target_acc": final["test_acc"],
+                "final_target_nmi": final["test_nmi"],
+                "final_target_ari": final["test_ari"],
+                "final_model": str(path),
+            }
+        )
         return out
 
     def close(self) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from actors.mutual.twin_network import TwinSettings
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import ConfigError
-from orchestrator.run.data_prep import ensure_generated
-from orchestrator.recipes.mutual.config import TwinConfig
-from pipelines.data.moving_digits import MovingDigitsConfig
-from pipelines.mutual.pseudo_labels import ClusterSettings
-from pipelines.mutual.twin_training import LossSettings
+from fedtwin.actors.mutual.twin_network import TwinSettings
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.mutual.config import TwinConfig
+from fedtwin.orchestrator.run.data_prep import ensure_generated
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
+from fedtwin.pipelines.mutual.pseudo_labels import ClusterSettings
+from fedtwin.pipelines.mutual.twin_training import LossSettings
 
 
 def target_generator(spec: ExperimentSpec) -> tuple[MovingDigitsConfig, int]:
@@ -32,8 +32,10 @@ def target_generator(spec: ExperimentSpec) -> tuple[MovingDigitsConfig, int]:
 def prepare_domains(spec: ExperimentSpec) -> tuple[Path, Path]:
     """Source and target dataset directories, generated on first use (cached by content hash)."""
     if spec.data.generator.shift is not None:
-        raise ConfigError("data.generator.shift: the source domain must be clean for recipe 'mutual'; "
-                         "put the shift under twin.target.shift")
+        raise ConfigError(
+            "data.generator.shift: the source domain must be clean for recipe 'mutual'; "
+            "put the shift under twin.target.shift"
+        )
     source = ensure_generated(spec.data.root, spec.data.generator, spec.data.seed)
     cfg, seed = target_generator(spec)
     return source, ensure_generated(spec.data.root, cfg, seed)
@@ -42,8 +44,12 @@ def prepare_domains(spec: ExperimentSpec) -> tuple[Path, Path]:
 def cluster_settings(tw: TwinConfig) -> ClusterSettings:
     """The clusterer the ``twin`` section asks for."""
     return ClusterSettings(
-        method=tw.clustering, num_clusters=tw.num_clusters, k_candidates=tw.k_candidates,
-        dbscan_metric=tw.dbscan_metric, dbscan_rho=tw.dbscan_rho, dbscan_min_samples=tw.dbscan_min_samples,
+        method=tw.clustering,
+        num_clusters=tw.num_clusters,
+        k_candidates=tw.k_candidates,
+        dbscan_metric=tw.dbscan_metric,
+        dbscan_rho=tw.dbscan_rho,
+        dbscan_min_samples=tw.dbscan_min_samples,
         shared_features=tw.shared_features,
     )
 
@@ -60,8 +66,13 @@ def twin_settings(spec: ExperimentSpec, index: int) -> TwinSettings:
         dropout=tw.dropout,
         ema_unit=tw.ema_unit,
         ema_momentum=tw.ema_momentum,
-        loss=LossSettings(kind=tw.loss, lambda_id=tw.lambda_id, lambda_tri=tw.lambda_tri,
-                          label_smoothing=tw.label_smoothing, use_triplet=tw.use_triplet),
+        loss=LossSettings(
+            kind=tw.loss,
+            lambda_id=tw.lambda_id,
+            lambda_tri=tw.lambda_tri,
+            label_smoothing=tw.label_smoothing,
+            use_triplet=tw.use_triplet,
+        ),
         lr=tw.lr,
         weight_decay=tw.weight_decay,
         batch_size=tw.batch_size,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.data.moving_digits import NUM_DIGIT_CLASSES, ShiftConfig
+from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES, ShiftConfig
 
 
 def _check(ok: bool, message: str) -> None:
@@ -97,7 +97,7 @@ class VerificationConfig:
 
 @dataclass(frozen=True)
 class MixingConfig:
-    """How history and transfer gradients combine (``pipelines.transfer.gradient_mixing.GradientMixer``).
+    """How history and transfer gradients combine (``fedtwin.pipelines.transfer.gradient_mixing.GradientMixer``).
 
     ``mode``: ``simmix`` (similarity weights + A-GEM safeguard), ``finetune`` (new gradient only),
     ``replay`` (fixed ``replay_weight``), ``agem`` (new gradient, projected). ``project: null`` keeps the
@@ -121,7 +121,7 @@ class MixingConfig:
 
 @dataclass(frozen=True)
 class BankConfig:
-    """The history sample bank (``pipelines.transfer.history_bank.HistoryBank``).
+    """The history sample bank (``fedtwin.pipelines.transfer.history_bank.HistoryBank``).
 
     It starts from ``source_clips`` clips of the source train split (all of them when null) offered in
     order under ``policy``; with ``update`` on, each session's verified transfer samples are offered too

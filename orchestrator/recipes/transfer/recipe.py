@@ -2,7 +2,7 @@
 
 The driver generates (or reuses) two datasets, the clean source domain (``data.generator``) and the
 shifted new scene (the same generator through ``transfer.stream.shift``), and hands their paths to one
-:class:`~actors.transfer.trainer.TransferTrainer` actor (GPU when the cluster has one). Session 0 is the
+:class:`~fedtwin.actors.transfer.trainer.TransferTrainer` actor (GPU when the cluster has one). Session 0 is the
 meta-model: pre-training on the source and the first fill of the history bank. Each later session
 verifies, trains with paired history/transfer batches and gradient mixing, and updates the bank.
 
@@ -17,27 +17,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
-from actors.transfer.ray_actors import TransferTrainerActor
-from actors.transfer.trainer import TrainerSettings
-from actors.placement import actor_options, trainer_gpus
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.recipes.base import CheckpointState, Recipe
-from orchestrator.recipes.transfer.config import TransferConfig
-from orchestrator.run import actor_calls
-from orchestrator.run.checkpoint import Checkpoint
-from orchestrator.run.data_prep import ensure_generated
-from orchestrator.run.plots import plot_curves
-from pipelines.model.networks import check_feature_api
-from pipelines.core.atomic_write import write_text_atomic
-from pipelines.model.settings import TrainSettings
-from pipelines.data.moving_digits import NUM_DIGIT_CLASSES, MovingDigitsConfig
+from fedtwin.actors.placement import actor_options, trainer_gpus
+from fedtwin.actors.transfer.ray_actors import TransferTrainerActor
+from fedtwin.actors.transfer.trainer import TrainerSettings
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
+from fedtwin.orchestrator.recipes.transfer.config import TransferConfig
+from fedtwin.orchestrator.run import actor_calls
+from fedtwin.orchestrator.run.checkpoint import Checkpoint
+from fedtwin.orchestrator.run.data_prep import ensure_generated
+from fedtwin.orchestrator.run.plots import plot_curves
+from fedtwin.pipelines.core.atomic_write import write_text_atomic
+from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES, MovingDigitsConfig
+from fedtwin.pipelines.model.networks import check_feature_api
+from fedtwin.pipelines.model.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,31 @@ def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
     return TrainerSettings(
         seed=spec.seed,
         model=model,
-        pretrain=TrainSettings(epochs=t.pretrain.epochs, batch_size=t.pretrain.batch_size,
-                               optimizer=t.pretrain.optimizer, lr=t.pretrain.lr),
-        session=TrainSettings(epochs=tr.epochs, batch_size=tr.batch_size, optimizer=tr.optimizer, lr=tr.lr,
-                              momentum=tr.momentum, weight_decay=tr.weight_decay),
-        mixer={"mode": mix.mode, "w_min": mix.w_min, "w_max": mix.w_max, "granularity": mix.granularity,
-               "replay_weight": mix.replay_weight, "project": mix.project},
-        bank={"capacity": bank.size, "policy": bank.policy, "n_compare": bank.n_compare,
-              "per_class_quota": bank.per_class_quota},
+        pretrain=TrainSettings(
+            epochs=t.pretrain.epochs, batch_size=t.pretrain.batch_size, optimizer=t.pretrain.optimizer, lr=t.pretrain.lr
+        ),
+        session=TrainSettings(
+            epochs=tr.epochs,
+            batch_size=tr.batch_size,
+            optimizer=tr.optimizer,
+            lr=tr.lr,
+            momentum=tr.momentum,
+            weight_decay=tr.weight_decay,
+        ),
+        mixer={
+            "mode": mix.mode,
+            "w_min": mix.w_min,
+            "w_max": mix.w_max,
+            "granularity": mix.granularity,
+            "replay_weight": mix.replay_weight,
+            "project": mix.project,
+        },
+        bank={
+            "capacity": bank.size,
+            "policy": bank.policy,
+            "n_compare": bank.n_compare,
+            "per_class_quota": bank.per_class_quota,
+        },
         clips_per_session=t.stream.clips_per_session,
         history_batch_size=tr.history_batch_size or tr.batch_size,
         bank_source_clips=bank.source_clips,
@@ -117,10 +134,14 @@ def read_traces(run_dir: str | Path) -> list[dict[str, float]]:
         names = header.split(",")
         for line in lines:
             row = dict(zip(names, line.split(",")))
-            rows.append({
-                "session": int(row["session"]), "step": int(row["step"]), "global_step": len(rows) + 1,
-                **{k: float(row[k]) for k in ("s", "w_h", "projected", "inner_after", "loss_new", "loss_history")},
-            })
+            rows.append(
+                {
+                    "session": int(row["session"]),
+                    "step": int(row["step"]),
+                    "global_step": len(rows) + 1,
+                    **{k: float(row[k]) for k in ("s", "w_h", "projected", "inner_after", "loss_new", "loss_history")},
+                }
+            )
     return rows
 
 
@@ -140,11 +161,19 @@ class TransferRecipe(Recipe):
         source_dir = ensure_generated(data.root, data.generator, data.seed)
         target_dir = ensure_generated(data.root, target_generator(spec), data.seed + t.stream.data_seed_offset)
         res = spec.resources
-        gpus = trainer_gpus(res.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0), ctx.scheduling_strategy is not None)
-        options = actor_options(num_cpus=res.cpus_per_host, num_gpus=gpus, max_restarts=0,
-                                scheduling_strategy=ctx.scheduling_strategy, plugin_paths=spec.plugins.paths)
-        self.trainer = TransferTrainerActor.options(**options).remote(str(source_dir), str(target_dir),
-                                                                      trainer_settings(spec))
+        gpus = trainer_gpus(
+            res.gpus_per_host, ctx.cluster_resources.get("GPU", 0.0), ctx.scheduling_strategy is not None
+        )
+        options = actor_options(
+            num_cpus=res.cpus_per_host,
+            num_gpus=gpus,
+            max_restarts=0,
+            scheduling_strategy=ctx.scheduling_strategy,
+            plugin_paths=spec.plugins.paths,
+        )
+        self.trainer = TransferTrainerActor.options(**options).remote(
+            str(source_dir), str(target_dir), trainer_settings(spec)
+        )
 
     @classmethod
     def validate(cls, spec: ExperimentSpec) -> None:
@@ -207,14 +236,24 @@ class TransferRecipe(Recipe):
         title = f"{spec.name} ({spec.transfer.mixing.mode})"
         plots = self.ctx.run.plots
         plot_curves(
-            records, plots / "accuracy.png", x="session", title=title,
-            panels=(("accuracy", ("new_scene_accuracy", "source_accuracy", "harmonic_mean")),
-                    ("similarity s", ("similarity_mean", "similarity_min", "similarity_max")),
-                    ("bank items from the new scene", ("bank_new_scene_items",))),
+            records,
+            plots / "accuracy.png",
+            x="session",
+            title=title,
+            panels=(
+                ("accuracy", ("new_scene_accuracy", "source_accuracy", "harmonic_mean")),
+                ("similarity s", ("similarity_mean", "similarity_min", "similarity_max")),
+                ("bank items from the new scene", ("bank_new_scene_items",)),
+            ),
         )
         trace = read_traces(self.ctx.run.path)
-        plot_curves(trace, plots / "similarity_trace.png", x="global_step", title=title,
-                    panels=(("cosine s(g_n, g_h)", ("s",)), ("history weight w_h", ("w_h",))))
+        plot_curves(
+            trace,
+            plots / "similarity_trace.png",
+            x="global_step",
+            title=title,
+            panels=(("cosine s(g_n, g_h)", ("s",)), ("history weight w_h", ("w_h",))),
+        )
 
     def close(self) -> None:
         if getattr(self, "trainer", None) is not None:

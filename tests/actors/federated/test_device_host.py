@@ -7,15 +7,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from actors.federated.device_host import DeviceHost, HostSettings
-from orchestrator.config.loader import from_dict
-from orchestrator.config.spec import DataConfig
-from orchestrator.run.data_prep import ensure_partition
-from pipelines.federated.hosts import devices_of
-from pipelines.federated.messages import FitTask
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import state_from_model
+from fedtwin.actors.federated.device_host import DeviceHost, HostSettings
+from fedtwin.orchestrator.config.loader import from_dict
+from fedtwin.orchestrator.config.spec import DataConfig
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.pipelines.federated.hosts import devices_of
+from fedtwin.pipelines.federated.messages import FitTask
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import state_from_model
 
 MODEL = ModelConfig(widths=(4, 8))
 SGD = TrainSettings(epochs=1, batch_size=16, lr=0.05, momentum=0.9, max_steps=2)
@@ -23,8 +23,14 @@ SGD = TrainSettings(epochs=1, batch_size=16, lr=0.05, momentum=0.9, max_steps=2)
 
 @pytest.fixture(scope="module")
 def partition(tiny_data_root):
-    data = from_dict(DataConfig, {"root": str(tiny_data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
-                                  "partition": {"devices": 10, "scheme": "iid", "seed": 0}})
+    data = from_dict(
+        DataConfig,
+        {
+            "root": str(tiny_data_root),
+            "generator": {"train_per_class": 40, "test_per_class": 10},
+            "partition": {"devices": 10, "scheme": "iid", "seed": 0},
+        },
+    )
     return str(ensure_partition(data))
 
 
@@ -78,11 +84,11 @@ def test_global_optimizer_start_reads_the_payload_and_returns_buffers(partition)
 def test_host_results_equal_training_each_device_from_scratch_with_or_without_the_store(partition, tmp_path):
     # Prepare: the reference is the plain path: a fresh model, optimizer and generator per device,
     # the shard read from Parquet, per-device weights pre-summed by HostFitResult.from_devices
-    from pipelines.core.seeding import torch_generator
-    from pipelines.data.partition_manifest import load_device_shard
-    from pipelines.federated.messages import FitResult, HostFitResult
-    from pipelines.model.state import load_state
-    from pipelines.model.training import local_train
+    from fedtwin.pipelines.core.seeding import torch_generator
+    from fedtwin.pipelines.data.partition_manifest import load_device_shard
+    from fedtwin.pipelines.federated.messages import FitResult, HostFitResult
+    from fedtwin.pipelines.model.state import load_state
+    from fedtwin.pipelines.model.training import local_train
 
     settings = replace(SGD, max_steps=None, epochs=2, batch_size=3)
     devices = [0, 4, 2, 8]
@@ -95,8 +101,10 @@ def test_host_results_equal_training_each_device_from_scratch_with_or_without_th
         expected.append(FitResult(d, len(shard), np.bincount(shard.labels, minlength=10), {}, state_from_model(model)))
     reference = HostFitResult.from_devices(0, expected)
     # Execute: a host with its store, a second host on the same node, a host with the store off
-    hosts = [DeviceHost(0, 2, partition, HostSettings(seed=0, model=MODEL, cache_dir=str(tmp_path), cache_max_gb=gb))
-             for gb in (1.0, 1.0, 0.0)]
+    hosts = [
+        DeviceHost(0, 2, partition, HostSettings(seed=0, model=MODEL, cache_dir=str(tmp_path), cache_max_gb=gb))
+        for gb in (1.0, 1.0, 0.0)
+    ]
     answers = [h.fit(_state(), [FitTask(d, 3, settings) for d in devices]) for h in hosts]
     # Assert: bit-identical partial sums, same counts and histograms; what each host read
     for answer in answers:
@@ -108,7 +116,9 @@ def test_host_results_equal_training_each_device_from_scratch_with_or_without_th
             np.testing.assert_array_equal(answer.partial_sum[key], value)
     built, reused, direct = (h.info() for h in hosts)
     assert built["cache_hits"] == 0 and built["source_reads"] and built["store"]["devices"] == 5
-    assert reused["cache_hits"] == 1 and reused["source_reads"] == [] and reused["store"]["path"] == built["store"]["path"]
+    assert (
+        reused["cache_hits"] == 1 and reused["source_reads"] == [] and reused["store"]["path"] == built["store"]["path"]
+    )
     assert direct["store"] is None and direct["shard_reads"] == len(devices)
     assert answers[0].started <= answers[0].finished
 
@@ -119,7 +129,7 @@ def test_a_store_that_cannot_be_built_leaves_only_the_bad_files_devices_failing(
 
     import pyarrow.parquet as pq
 
-    from pipelines.data.partition_manifest import load_partition_manifest
+    from fedtwin.pipelines.data.partition_manifest import load_partition_manifest
 
     copy = shutil.copytree(partition, tmp_path / "copy")
     manifest = load_partition_manifest(copy)

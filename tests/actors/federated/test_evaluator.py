@@ -7,22 +7,28 @@ import math
 import numpy as np
 import pytest
 
-from actors.federated.evaluator import Evaluator, classification_scores
-from orchestrator.config.loader import from_dict
-from orchestrator.config.spec import DataConfig
-from orchestrator.run.data_prep import ensure_partition
-from pipelines.data.partition_manifest import load_test
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.state import state_from_model
-from pipelines.model.training import evaluate
+from fedtwin.actors.federated.evaluator import Evaluator, classification_scores
+from fedtwin.orchestrator.config.loader import from_dict
+from fedtwin.orchestrator.config.spec import DataConfig
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.pipelines.data.partition_manifest import load_test
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.state import state_from_model
+from fedtwin.pipelines.model.training import evaluate
 
 MODEL = ModelConfig(widths=(4, 8))
 
 
 @pytest.fixture(scope="module")
 def partition(tiny_data_root):
-    data = from_dict(DataConfig, {"root": str(tiny_data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
-                                  "partition": {"devices": 10, "scheme": "iid", "seed": 0}})
+    data = from_dict(
+        DataConfig,
+        {
+            "root": str(tiny_data_root),
+            "generator": {"train_per_class": 40, "test_per_class": 10},
+            "partition": {"devices": 10, "scheme": "iid", "seed": 0},
+        },
+    )
     return str(ensure_partition(data))
 
 
@@ -34,7 +40,7 @@ def test_scores_match_evaluate_and_the_confusion_matrix_adds_up(partition):
     # Execute
     scores = evaluator.evaluate(state_from_model(model), batch_size=64)
 
-    # Assert: accuracy and loss bit for bit as pipelines.model.training.evaluate gives them
+    # Assert: accuracy and loss bit for bit as fedtwin.pipelines.model.training.evaluate gives them
     test = load_test(partition)
     reference = evaluate(model, test, batch_size=64)
     assert scores["accuracy"] == reference.accuracy and scores["loss"] == reference.loss

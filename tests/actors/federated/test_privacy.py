@@ -13,16 +13,16 @@ import pickle
 import numpy as np
 import ray
 
-from actors.federated.device_host import HostSettings
-from actors.federated.ray_actors import DeviceHostActor
-from pipelines.federated.messages import FitTask, HostFitResult
-from orchestrator.config.spec import DataConfig
-from orchestrator.config.loader import from_dict
-from orchestrator.run.data_prep import ensure_partition
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.settings import TrainSettings
-from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
-from pipelines.model.state import state_from_model
+from fedtwin.actors.federated.device_host import HostSettings
+from fedtwin.actors.federated.ray_actors import DeviceHostActor
+from fedtwin.orchestrator.config.loader import from_dict
+from fedtwin.orchestrator.config.spec import DataConfig
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
+from fedtwin.pipelines.federated.messages import FitTask, HostFitResult
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import state_from_model
 
 
 def _walk(obj, path="result"):
@@ -42,8 +42,14 @@ def _walk(obj, path="result"):
 
 def test_device_host_returns_no_raw_clip_data(ray_session, tiny_data_root):
     # Prepare: a real partition and a real host actor serving devices 0, 2, 4 (host 0 of 2)
-    data = from_dict(DataConfig, {"root": str(tiny_data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
-                                  "partition": {"devices": 10, "scheme": "iid", "seed": 0}})
+    data = from_dict(
+        DataConfig,
+        {
+            "root": str(tiny_data_root),
+            "generator": {"train_per_class": 40, "test_per_class": 10},
+            "partition": {"devices": 10, "scheme": "iid", "seed": 0},
+        },
+    )
     partition = ensure_partition(data)
     model_cfg = ModelConfig()
     state = state_from_model(build_model(model_cfg, seed=0))
@@ -73,6 +79,6 @@ def test_device_host_returns_no_raw_clip_data(ray_session, tiny_data_root):
         for clip in clips:
             nonzero = clip.reshape(-1)
             start = int(np.argmax(nonzero > 0))
-            probe = nonzero[start:start + 64].tobytes()
+            probe = nonzero[start : start + 64].tobytes()
             assert len(probe) == 64 and probe not in blob
     ray.kill(host)

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.incremental.trainer import IncrementalTrainer, TrainerSettings
-from orchestrator.run.data_prep import ensure_generated
-from pipelines.incremental.task_split import make_task_split
-from pipelines.incremental.objective import ObjectiveSettings
-from pipelines.incremental.keyframes import KeyFrameSelector
-from pipelines.model.networks import ModelConfig
-from pipelines.data.moving_digits import MovingDigitsConfig
+from fedtwin.actors.incremental.trainer import IncrementalTrainer, TrainerSettings
+from fedtwin.orchestrator.run.data_prep import ensure_generated
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
+from fedtwin.pipelines.incremental.objective import ObjectiveSettings
+from fedtwin.pipelines.incremental.task_split import make_task_split
+from fedtwin.pipelines.model.networks import ModelConfig
 
 CLIP_BYTES = 8 * 32 * 32
 SPLIT = make_task_split(10, 2, classes_per_task=2, seed=0)  # two tasks of two classes (4 of the 10 used)
@@ -27,9 +27,18 @@ def motion_dataset(tmp_path_factory) -> str:
 
 def _settings(memory_mode: str = "keyframes", budget: int = 6 * CLIP_BYTES, **objective) -> TrainerSettings:
     return TrainerSettings(
-        seed=0, model=ModelConfig(), objective=ObjectiveSettings(**objective), epochs=2, first_task_epochs=2,
-        batch_size=8, lr=3e-3, memory_mode=memory_mode, memory_budget_bytes=budget, balanced_ce=True,
-        keyframe_rho=1.5, keyframe_view=True,
+        seed=0,
+        model=ModelConfig(),
+        objective=ObjectiveSettings(**objective),
+        epochs=2,
+        first_task_epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        memory_mode=memory_mode,
+        memory_budget_bytes=budget,
+        balanced_ce=True,
+        keyframe_rho=1.5,
+        keyframe_view=True,
     )
 
 

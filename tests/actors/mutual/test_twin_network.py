@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from actors.mutual.twin_network import TwinNetwork, TwinSettings
-from orchestrator.run.data_prep import ensure_generated
-from pipelines.model.networks import ModelConfig
-from pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig
-from pipelines.mutual.pseudo_labels import ClusterSettings, make_pseudo_labels
-from pipelines.mutual.twin_training import LossSettings
+from fedtwin.actors.mutual.twin_network import TwinNetwork, TwinSettings
+from fedtwin.orchestrator.run.data_prep import ensure_generated
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig
+from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.mutual.pseudo_labels import ClusterSettings, make_pseudo_labels
+from fedtwin.pipelines.mutual.twin_training import LossSettings
 
 MODEL = ModelConfig(widths=(4, 8), frames=4)
 CLEAN = MovingDigitsConfig(frames=4, train_per_class=3, test_per_class=2)
@@ -26,8 +26,9 @@ def domains(tmp_path_factory):
 
 
 def make_twin(domains, index: int = 0, **changes) -> TwinNetwork:
-    settings = TwinSettings(index=index, seed=7, model=MODEL, pretrain_epochs=1, batch_size=8,
-                            loss=LossSettings(kind="hard"), **changes)
+    settings = TwinSettings(
+        index=index, seed=7, model=MODEL, pretrain_epochs=1, batch_size=8, loss=LossSettings(kind="hard"), **changes
+    )
     return TwinNetwork(settings, *domains, kept=np.arange(30))
 
 

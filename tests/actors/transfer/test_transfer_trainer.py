@@ -1,4 +1,4 @@
-"""Tests for actors.transfer.trainer, in-process (no Ray): sessions, fine-tune equivalence, exact resume."""
+"""Tests for fedtwin.actors.transfer.trainer, in-process (no Ray): sessions, fine-tune equivalence, exact resume."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from actors.transfer.trainer import TrainerSettings, TransferTrainer, digit_label_map
-from orchestrator.run.checkpoint import load_checkpoint, save_checkpoint
-from pipelines.core.seeding import torch_generator
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
-from pipelines.model.state import load_state, state_from_model
-from pipelines.model.settings import TrainSettings
-from pipelines.model.training import local_train, predict
-from pipelines.transfer.verification import verify_probabilities
+from fedtwin.actors.transfer.trainer import TrainerSettings, TransferTrainer, digit_label_map
+from fedtwin.orchestrator.run.checkpoint import load_checkpoint, save_checkpoint
+from fedtwin.pipelines.core.seeding import torch_generator
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import load_state, state_from_model
+from fedtwin.pipelines.model.training import local_train, predict
+from fedtwin.pipelines.transfer.verification import verify_probabilities
 
 SOURCE = MovingDigitsConfig(train_per_class=20, test_per_class=5)
 TARGET = dataclasses.replace(SOURCE, shift=ShiftConfig(), train_per_class=6)  # 60 clips: 2 sessions of 30
@@ -73,8 +73,11 @@ def test_session_verifies_trains_and_updates_the_bank(dataset_dirs):
     # (a new-scene clip may also evict one admitted earlier in the same call, hence <=)
     assert 0 < record["bank_new_scene_items"] <= record["bank_replaced"]
     assert record["harmonic_mean"] == pytest.approx(
-        2 * record["new_scene_accuracy"] * record["source_accuracy"]
-        / (record["new_scene_accuracy"] + record["source_accuracy"]))
+        2
+        * record["new_scene_accuracy"]
+        * record["source_accuracy"]
+        / (record["new_scene_accuracy"] + record["source_accuracy"])
+    )
     assert record["forgetting"] == pytest.approx(meta["source_accuracy"] - record["source_accuracy"])
 
 
@@ -88,8 +91,13 @@ def test_finetune_session_equals_plain_training_on_the_verified_samples(dataset_
     load_state(reference, state_from_model(trainer.model))
     clips = trainer.stream.subset(slice(0, 30))
     verdict = verify_probabilities(predict(reference, clips, output="probs"), clips.labels, conf_threshold=0.0)
-    local_train(reference, (clips.clips[verdict.keep], verdict.labels[verdict.keep]), settings.session,
-                generator=torch_generator(0, 1, 0), optimizer_state=trainer.optimizer_state)
+    local_train(
+        reference,
+        (clips.clips[verdict.keep], verdict.labels[verdict.keep]),
+        settings.session,
+        generator=torch_generator(0, 1, 0),
+        optimizer_state=trainer.optimizer_state,
+    )
 
     # Execute
     trainer.run_session(1)
@@ -125,8 +133,12 @@ def test_checkpointed_snapshot_resumes_exactly(dataset_dirs, tmp_path):
 
 def test_background_digits_form_the_other_class_and_become_hard_negatives(dataset_dirs):
     # Prepare: digits 8 and 9 are "other objects"; 9 classes
-    settings = _settings(model=ModelConfig(widths=(4, 8), num_classes=9), bank={"capacity": 36, "policy": "reservoir"},
-                         background_digits=(8, 9), keep_true_negatives=True)
+    settings = _settings(
+        model=ModelConfig(widths=(4, 8), num_classes=9),
+        bank={"capacity": 36, "policy": "reservoir"},
+        background_digits=(8, 9),
+        keep_true_negatives=True,
+    )
     trainer = TransferTrainer(*dataset_dirs, settings)
     trainer.pretrain()
     clips = trainer.stream.subset(slice(0, 30))

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator.cli.main import main
-from orchestrator.run.data_prep import ensure_dataset, ensure_partition
+from fedtwin.orchestrator.cli.main import main
+from fedtwin.orchestrator.run.data_prep import ensure_dataset, ensure_partition
 from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -122,16 +122,22 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ("list-config", lambda c: ["run", str(c.raw("- 1\n- 2\n"))], "mapping"),
     ("invalid-yaml", lambda c: ["run", str(c.raw("name: [x\n"))], "not valid YAML"),
     ("missing-config", lambda c: ["run", str(c.tmp / "nowhere.yaml")], "nowhere.yaml"),
-    ("config-is-a-directory", lambda c: ["run", str(c.tmp)], str("")),  # message checked loosely
+    ("config-is-a-directory", lambda c: ["run", str(c.tmp)], ""),  # message checked loosely
     ("unknown-top-level-key", lambda c: ["run", str(c.config(nmae="x"))], "nmae: unknown key"),
-    ("unknown-nested-key", lambda c: ["run", str(c.config(federation={"devices_per_rounds": 3}))],
-     "did you mean 'devices_per_round'"),
+    (
+        "unknown-nested-key",
+        lambda c: ["run", str(c.config(federation={"devices_per_rounds": 3}))],
+        "did you mean 'devices_per_round'",
+    ),
     ("wrong-type", lambda c: ["run", str(c.config(federation={"num_rounds": "ten"}))], "federation.num_rounds"),
     ("out-of-range", lambda c: ["run", str(c.config(federation={"num_rounds": 0}))], "must be >= 1"),
     ("unknown-recipe", lambda c: ["run", str(c.config(recipe="nope"))], "recipe"),
     ("unknown-strategy", lambda c: ["run", str(c.config(strategy={"name": "fedmagic"}))], "strategy"),
-    ("bad-strategy-param", lambda c: ["run", str(c.config(strategy={"name": "feddu", "params": {"decay": 2}}))],
-     "strategy.params.decay"),
+    (
+        "bad-strategy-param",
+        lambda c: ["run", str(c.config(strategy={"name": "feddu", "params": {"decay": 2}}))],
+        "strategy.params.decay",
+    ),
     ("other-recipes-section", lambda c: ["run", str(c.config(twin={"epochs": 2}))], "twin"),
     ("missing-base", lambda c: ["run", str(c.config(base="missing-base.yaml"))], "missing-base.yaml"),
     # ---- overrides
@@ -140,12 +146,18 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ("set-wrong-type", lambda c: ["run", str(c.config()), "--set", "training.lr=abc"], "training.lr"),
     ("set-into-a-scalar", lambda c: ["run", str(c.config()), "--set", "seed.x=1"], "seed"),
     ("config-after-set", lambda c: ["run", "--set", "seed=1", str(c.config())], "put CONFIG before --set"),
-    ("set-kill-after-last-round", lambda c: ["run", str(c.config()), "--set", "federation.chaos.kills=[{round: 99}]"],
-     "after the last round"),
+    (
+        "set-kill-after-last-round",
+        lambda c: ["run", str(c.config()), "--set", "federation.chaos.kills=[{round: 99}]"],
+        "after the last round",
+    ),
     # ---- datasets (data.path)
     ("path-does-not-exist", lambda c: ["run", str(c.config(data={"path": str(c.tmp / "gone")}))], "does not exist"),
-    ("path-is-a-file", lambda c: ["run", str(c.config(data={"path": str(c.raw("x", "plain.txt"))}))],
-     "is a file, not a directory"),
+    (
+        "path-is-a-file",
+        lambda c: ["run", str(c.config(data={"path": str(c.raw("x", "plain.txt"))}))],
+        "is a file, not a directory",
+    ),
     ("path-without-manifest", lambda c: ["run", str(c.config(data={"path": str(c.tmp)}))], "no manifest.json"),
     ("broken-manifest", lambda c: _manifest(c, "{not json"), "unreadable JSON"),
     ("manifest-of-unknown-kind", lambda c: _manifest(c, json.dumps({"kind": "other"})), "manifest"),
@@ -153,35 +165,69 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ("missing-shard-file", _missing_shard, "file not found"),
     ("corrupt-shard-file", _corrupt_shard, "not a readable Parquet file"),
     ("truncated-shard-file", _truncated_shard, "rows"),
-    ("dataset-instead-of-partition", lambda c: ["run", str(c.config(data={"path": str(c.dataset)}))],
-     "is a dataset, not a partition"),
-    ("path-and-dataset-plugin", lambda c: ["run", str(c.config(data={"path": str(c.partition),
-                                                                     "dataset": "moving-digits"}))],
-     "both name the data"),
+    (
+        "dataset-instead-of-partition",
+        lambda c: ["run", str(c.config(data={"path": str(c.dataset)}))],
+        "is a dataset, not a partition",
+    ),
+    (
+        "path-and-dataset-plugin",
+        lambda c: ["run", str(c.config(data={"path": str(c.partition), "dataset": "moving-digits"}))],
+        "both name the data",
+    ),
     ("unknown-dataset-plugin", lambda c: ["run", str(c.config(data={"dataset": "no_such_pkg:make"}))], "data.dataset"),
     # ---- partitions and sizes
-    ("more-devices-per-round-than-devices", lambda c: ["run", str(c.config(data={"path": str(c.partition)})),
-                                                       "--set", "federation.devices_per_round=11"],
-     "11 is more than the 10 devices"),
-    ("more-devices-per-round-than-generated", lambda c: ["run", str(c.config()), "--set",
-                                                         "federation.devices_per_round=11"],
-     "federation.devices_per_round"),
-    ("unknown-partition-scheme", lambda c: ["run", str(c.config()), "--set", "data.partition.scheme=zigzag"],
-     "data.partition.scheme"),
+    (
+        "more-devices-per-round-than-devices",
+        lambda c: ["run", str(c.config(data={"path": str(c.partition)})), "--set", "federation.devices_per_round=11"],
+        "11 is more than the 10 devices",
+    ),
+    (
+        "more-devices-per-round-than-generated",
+        lambda c: ["run", str(c.config()), "--set", "federation.devices_per_round=11"],
+        "federation.devices_per_round",
+    ),
+    (
+        "unknown-partition-scheme",
+        lambda c: ["run", str(c.config()), "--set", "data.partition.scheme=zigzag"],
+        "data.partition.scheme",
+    ),
     ("negative-alpha", lambda c: ["run", str(c.config()), "--set", "data.partition.alpha=-1"], "alpha"),
     ("feddu-without-shared-split", lambda c: ["run", str(c.config(strategy=FEDDU))], "needs shared server data"),
-    ("feddu-on-partition-without-shared", lambda c: ["run", str(c.config(data={"path": str(c.partition)},
-                                                                        strategy=FEDDU))],
-     "needs shared server data"),
-    ("kill-of-a-missing-host", lambda c: ["run", str(c.config(federation={"chaos": {"kills": [{**KILL, "host": 5}]}}))],
-     "host 5 does not exist"),
-    ("kill-at-a-non-checkpoint-round",
-     lambda c: ["run", str(c.config(federation={"num_rounds": 3, "chaos": {"kills": [
-         {**KILL, "round": 1, "phase": "checkpoint"}]}})), "--set", "run.checkpoint_every=2"], "no checkpoint round"),
-    ("kill-on-the-local-backend", lambda c: ["run", str(c.config(federation={"chaos": {"kills": [KILL]}})),
-                                             "--set", "resources.backend=local"], "resources.backend: ray"),
-    ("output-dir-is-a-file", lambda c: ["run", str(c.config()), "--output", str(c.raw("x", "out.txt"))],
-     "is a file, not a directory"),
+    (
+        "feddu-on-partition-without-shared",
+        lambda c: ["run", str(c.config(data={"path": str(c.partition)}, strategy=FEDDU))],
+        "needs shared server data",
+    ),
+    (
+        "kill-of-a-missing-host",
+        lambda c: ["run", str(c.config(federation={"chaos": {"kills": [{**KILL, "host": 5}]}}))],
+        "host 5 does not exist",
+    ),
+    (
+        "kill-at-a-non-checkpoint-round",
+        lambda c: [
+            "run",
+            str(
+                c.config(
+                    federation={"num_rounds": 3, "chaos": {"kills": [{**KILL, "round": 1, "phase": "checkpoint"}]}}
+                )
+            ),
+            "--set",
+            "run.checkpoint_every=2",
+        ],
+        "no checkpoint round",
+    ),
+    (
+        "kill-on-the-local-backend",
+        lambda c: ["run", str(c.config(federation={"chaos": {"kills": [KILL]}})), "--set", "resources.backend=local"],
+        "resources.backend: ray",
+    ),
+    (
+        "output-dir-is-a-file",
+        lambda c: ["run", str(c.config()), "--output", str(c.raw("x", "out.txt"))],
+        "is a file, not a directory",
+    ),
     # ---- resume folders
     ("resume-missing-folder", lambda c: ["run", "--resume", str(c.tmp / "no-run")], "no spec.yaml"),
     ("resume-folder-without-spec", lambda c: ["run", "--resume", str(c.run_folder())], "no spec.yaml"),
@@ -200,7 +246,7 @@ def no_ray(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started for an input that should have been rejected before")
 
-    monkeypatch.setattr("orchestrator.run.ray_session.connect", refuse)
+    monkeypatch.setattr("fedtwin.orchestrator.run.ray_session.connect", refuse)
 
 
 def _snapshot(path: Path) -> dict[str, bytes]:
@@ -236,11 +282,17 @@ def test_the_table_has_at_least_30_cases():
 def test_a_run_too_big_for_its_embedded_cluster_exits_2_before_its_run_folder(tmp_path, sources):
     # Prepare: 4 hosts of 1 CPU on an embedded Ray with 2 CPUs
     case = Case(tmp_path, *sources)
-    cfg = case.config(data={"path": str(case.partition)}, ray={"num_cpus": 2},
-                      resources={"hosts": 4, "cpus_per_host": 1.0})
+    cfg = case.config(
+        data={"path": str(case.partition)}, ray={"num_cpus": 2}, resources={"hosts": 4, "cpus_per_host": 1.0}
+    )
     # Execute
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", "run", str(cfg), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # Assert
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

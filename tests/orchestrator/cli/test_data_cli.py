@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from orchestrator.cli.data import add_data_commands
-from pipelines.core.errors import DatasetError
-from pipelines.data.partition import load_partition_manifest
+from fedtwin.orchestrator.cli.data import add_data_commands
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.partition import load_partition_manifest
 
 
 def run(argv: list[str]) -> int:
@@ -21,10 +21,14 @@ def run(argv: list[str]) -> int:
 def test_make_then_partition_prints_a_summary(tmp_path, capsys):
     # Execute
     md, part = tmp_path / "md", tmp_path / "p"
-    rc_make = run(f"data make moving-digits {md} --train-per-class 6 --test-per-class 2 --frames 3 --seed 1 "
-                  "--class-motion".split())
-    rc_part = run(f"data partition {md} {part} --devices 5 --scheme shards --labels-per-device 2 "
-                  "--shared-fraction 0.1 --seed 0".split())
+    rc_make = run(
+        f"data make moving-digits {md} --train-per-class 6 --test-per-class 2 --frames 3 --seed 1 "
+        "--class-motion".split()
+    )
+    rc_part = run(
+        f"data partition {md} {part} --devices 5 --scheme shards --labels-per-device 2 "
+        "--shared-fraction 0.1 --seed 0".split()
+    )
     out = capsys.readouterr().out
 
     # Assert
@@ -38,8 +42,11 @@ def test_make_then_partition_prints_a_summary(tmp_path, capsys):
     assert (part / "plots" / "partition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # by-group needs a group column, which generated moving digits do not have: one line, nothing written
-    with pytest.raises(DatasetError, match=r"^data\.partition\.scheme: by-group needs a 'group' column, but "
-                                           r"\S+train\.parquet has none; import the videos with an index") as err:
+    with pytest.raises(
+        DatasetError,
+        match=r"^data\.partition\.scheme: by-group needs a 'group' column, but "
+        r"\S+train\.parquet has none; import the videos with an index",
+    ) as err:
         run(f"data partition {md} {tmp_path / 'g'} --scheme by-group --seed 0".split())
     assert "\n" not in str(err.value) and not (tmp_path / "g").exists()
 

@@ -13,17 +13,22 @@ import pytest
 
 pytest.importorskip("av")
 
-from orchestrator.cli.main import main  # noqa: E402
+from fedtwin.orchestrator.cli.main import main  # noqa: E402
 from tests.pipelines.data.video_fixtures import encode, synthetic_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def fedtwin(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m orchestrator.cli ARGV`` as a separate process."""
+    """Run ``python -m fedtwin.orchestrator.cli ARGV`` as a separate process."""
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -47,16 +52,32 @@ def src(tmp_path_factory) -> Path:
 def test_import_then_show(src, tmp_path):
     # Execute
     imported = fedtwin(
-        "data", "import-videos", str(src), "ds", "--frames", "4", "--stride", "3", "--clips-per-video", "2",
-        "--size", "24x24", "--channels", "3", "--workers", "2", cwd=tmp_path,
+        "data",
+        "import-videos",
+        str(src),
+        "ds",
+        "--frames",
+        "4",
+        "--stride",
+        "3",
+        "--clips-per-video",
+        "2",
+        "--size",
+        "24x24",
+        "--channels",
+        "3",
+        "--workers",
+        "2",
+        cwd=tmp_path,
     )
     shown = fedtwin("data", "show", "ds", "--per-class", "2", "--out", "sheet.png", cwd=tmp_path)
 
     # Assert: 6 good videos x 2 clips, split by video (the split is drawn before decoding, so the
     # garbage file may be one of the held-out videos)
     assert imported.returncode == 0, imported.stderr
-    counts = re.search(r"wrote ds: train (\d+), test (\d+) clips of \[4, 3, 24, 24\] \(T, C, H, W\), 2 classes",
-                       imported.stdout)
+    counts = re.search(
+        r"wrote ds: train (\d+), test (\d+) clips of \[4, 3, 24, 24\] \(T, C, H, W\), 2 classes", imported.stdout
+    )
     assert counts and int(counts[1]) + int(counts[2]) == 12 and int(counts[2]) % 2 == 0 and int(counts[2]) > 0
     assert "from 6 of 7 videos (1 skipped, 0 padded)" in imported.stdout
     assert "fedtwin: skipped jump/garbage.mp4: cannot open" in imported.stderr
@@ -109,8 +130,23 @@ def test_show_errors(tmp_path, capsys):
 
 def test_show_works_on_generated_data(tmp_path, capsys):
     # Every dataset, not only imported ones: moving digits (8 frames of 32 px, zoom x2)
-    assert main(["data", "make", "moving-digits", str(tmp_path / "md"), "--train-per-class", "2",
-                 "--test-per-class", "1", "--frames", "3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "make",
+                "moving-digits",
+                str(tmp_path / "md"),
+                "--train-per-class",
+                "2",
+                "--test-per-class",
+                "1",
+                "--frames",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert main(["data", "show", str(tmp_path / "md"), "--per-class", "1", "--split", "test"]) == 0
     width, height = png_size(tmp_path / "md" / "contact_sheet_test.png")
     assert (width, height) == (140 + 3 * 66, 30 + 10 * 66 + 9 * 8)

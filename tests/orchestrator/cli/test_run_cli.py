@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli.main import main, version
+from fedtwin.orchestrator.cli.main import main, version
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def fedtwin(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def user_recipe(tmp_path: Path) -> Path:
@@ -29,8 +30,17 @@ def user_recipe(tmp_path: Path) -> Path:
         "class R:\n    sections = {'loop': Loop}\n\n    @classmethod\n    def validate(cls, spec):\n        pass\n"
     )
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "exp", "recipe": f"{module}:R", "plugins": {"paths": ["plugins"]},
-                                   "loop": {"steps": 5}, "run": {"output_dir": str(tmp_path / "runs")}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "exp",
+                "recipe": f"{module}:R",
+                "plugins": {"paths": ["plugins"]},
+                "loop": {"steps": 5},
+                "run": {"output_dir": str(tmp_path / "runs")},
+            }
+        )
+    )
     return cfg
 
 
@@ -49,8 +59,9 @@ def test_print_config_prints_the_resolved_spec_and_starts_nothing(tmp_path, caps
 
 def test_print_config_of_quickstart_subprocess():
     # Execute
-    proc = fedtwin("run", "configs/quickstart.yaml", "--print-config", "--set", "federation.num_rounds=4",
-                   "training.lr=0.01")
+    proc = fedtwin(
+        "run", "configs/quickstart.yaml", "--print-config", "--set", "federation.num_rounds=4", "training.lr=0.01"
+    )
     # Assert
     assert proc.returncode == 0, proc.stderr
     out = yaml.safe_load(proc.stdout)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cluster.jobs import DEFAULT_ADDRESS, JobError, exit_code_of, job_address, runtime_env
-from orchestrator.cluster.local_cluster import group_members, start_local_cluster, stop_local_cluster
+from fedtwin.orchestrator.cluster.jobs import DEFAULT_ADDRESS, JobError, exit_code_of, job_address, runtime_env
+from fedtwin.orchestrator.cluster.local_cluster import group_members, start_local_cluster, stop_local_cluster
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -47,8 +47,11 @@ def _tiny_config(path: Path, data_root: Path, out: Path) -> Path:
     cfg = {
         "name": "job-tiny",
         "seed": 3,
-        "data": {"root": str(data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
-                 "partition": {"devices": 10, "scheme": "iid", "seed": 0}},
+        "data": {
+            "root": str(data_root),
+            "generator": {"train_per_class": 40, "test_per_class": 10},
+            "partition": {"devices": 10, "scheme": "iid", "seed": 0},
+        },
         "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.003},
         "federation": {"num_rounds": 2, "devices_per_round": 10, "round_timeout_s": 120},
         "resources": {"hosts": 1, "cpus_per_host": 0.5},
@@ -72,18 +75,63 @@ def test_fedtwin_submit_and_ray_job_submit_on_a_private_cluster(tiny_data_root, 
         cfg_a = _tiny_config(tmp_path / "a.yaml", tiny_data_root, tmp_path / "runs-a")
         cfg_b = _tiny_config(tmp_path / "b.yaml", tiny_data_root, tmp_path / "runs-b")
         ours = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli.main", "submit", "--timeout", "300", "--", "run", str(cfg_a), "--quiet"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "fedtwin.orchestrator.cli.main",
+                "submit",
+                "--timeout",
+                "300",
+                "--",
+                "run",
+                str(cfg_a),
+                "--quiet",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         ray_cli = subprocess.run(
-            [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", info.dashboard_url,
-             "--working-dir", ".", "--", "fedtwin", "run", str(cfg_b), "--quiet"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            [
+                str(Path(sys.executable).with_name("ray")),
+                "job",
+                "submit",
+                "--address",
+                info.dashboard_url,
+                "--working-dir",
+                ".",
+                "--",
+                "fedtwin",
+                "run",
+                str(cfg_b),
+                "--quiet",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         ours_out, ours_err = ours.communicate(timeout=300)
         failing = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli.main", "submit", "--timeout", "120", "--", "run", "missing.yaml"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+            [
+                sys.executable,
+                "-m",
+                "fedtwin.orchestrator.cli.main",
+                "submit",
+                "--timeout",
+                "120",
+                "--",
+                "run",
+                "missing.yaml",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         # Assert: both succeeded, logs streamed back, artifacts on disk
         assert ours.returncode == 0, ours_err[-2000:]

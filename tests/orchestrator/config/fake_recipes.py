@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.config.sections import TrainConfig
-from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.sections import TrainConfig
+from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ class FakeFederated:
 
     name = "federated"
     sections: ClassVar[dict[str, type]] = {
-        "training": TrainConfig, "federation": FederationConfig, "strategy": StrategyConfig,
+        "training": TrainConfig,
+        "federation": FederationConfig,
+        "strategy": StrategyConfig,
     }
 
     @classmethod

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import ConfigError, ExperimentSpec
+from fedtwin.orchestrator.config import ConfigError, ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def fedtwin(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fedtwin.orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_defaults_round_trip():
@@ -27,7 +28,10 @@ def test_defaults_round_trip():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"federation": {"devices_per_rounds": 3}}, r"federation.devices_per_rounds: unknown key \(did you mean 'devices_per_round'\?\)"),
+        (
+            {"federation": {"devices_per_rounds": 3}},
+            r"federation.devices_per_rounds: unknown key \(did you mean 'devices_per_round'\?\)",
+        ),
         ({"federation": {"num_rounds": "ten"}}, r"federation.num_rounds: expected an integer, got str 'ten'"),
         ({"federation": {"min_success_fraction": 1.5}}, r"federation.min_success_fraction: must be in \(0, 1\]"),
         ({"training": {"optimizer": "rmsprop"}}, r"training.optimizer: 'rmsprop' is not one of 'sgd', 'adam'"),
@@ -35,7 +39,10 @@ def test_defaults_round_trip():
         ({"strategy": {"name": "fedavg", "params": {"server_lr": -1}}}, r"strategy.params.server_lr: must be > 0"),
         ({"resources": {"hosts": 0}}, r"resources.hosts: must be >= 1"),
         ({"twin": {"epochs": 2}}, r"twin: not a section of recipe 'federated' \(it belongs to recipe 'mutual'\)"),
-        ({"recipe": "mutual", "federation": {}}, r"federation: not a section of recipe 'mutual' \(it belongs to recipe 'federated'\)"),
+        (
+            {"recipe": "mutual", "federation": {}},
+            r"federation: not a section of recipe 'mutual' \(it belongs to recipe 'federated'\)",
+        ),
         ({"recipe": "transfer", "incremental": {}}, r"incremental: not a section of recipe 'transfer'"),
     ],
 )
@@ -46,8 +53,12 @@ def test_errors_name_the_field(data, message):
 
 @pytest.mark.parametrize(
     ("recipe", "sections"),
-    [("federated", ["training", "federation", "strategy"]), ("mutual", ["twin"]),
-     ("incremental", ["training", "incremental"]), ("transfer", ["transfer"])],
+    [
+        ("federated", ["training", "federation", "strategy"]),
+        ("mutual", ["twin"]),
+        ("incremental", ["training", "incremental"]),
+        ("transfer", ["transfer"]),
+    ],
 )
 def test_each_recipe_spec_holds_only_its_sections(recipe, sections):
     # Execute
@@ -70,8 +81,10 @@ def test_overrides_revalidate():
         ("federation:\n  rounds: 3\n", "federation.rounds: unknown key"),
         ("training:\n  lr: fast\n", "training.lr: expected a number"),
         ("training:\n  lr: -0.1\n", "training.lr: must be > 0"),
-        ("twin:\n  epochs: 3\n",
-         "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual"),
+        (
+            "twin:\n  epochs: 3\n",
+            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual",
+        ),
     ],
 )
 def test_cli_config_errors_exit_2_with_one_line(tmp_path, yaml_text, expected):
@@ -100,7 +113,17 @@ def test_shipped_configs_load_with_only_their_recipe_sections(name):
     # Assert
     raw = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     own = set(spec.sections)
-    assert set(raw) - {"base"} <= own | {"name", "recipe", "seed", "data", "model", "resources", "ray", "run", "plugins"}
+    assert set(raw) - {"base"} <= own | {
+        "name",
+        "recipe",
+        "seed",
+        "data",
+        "model",
+        "resources",
+        "ray",
+        "run",
+        "plugins",
+    }
     assert ExperimentSpec.from_dict(spec.to_dict()) == spec
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec
-from orchestrator.config.files import deep_merge, load_with_bases, read_mapping
+from fedtwin.orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec
+from fedtwin.orchestrator.config.files import deep_merge, load_with_bases, read_mapping
 
 ROOT = Path(__file__).resolve().parents[3]
 FAKES = "tests.orchestrator.config.fake_recipes"
@@ -43,7 +43,9 @@ def test_deep_merge_merges_mappings_and_replaces_the_rest():
 
 def test_base_chain_relative_to_each_file(tmp_path):
     # Prepare: child -> sub/middle -> sub/grand (middle names grand relative to its own folder)
-    write(tmp_path / "sub" / "grand.yaml", {"name": "grand", "seed": 1, "federation": {"num_rounds": 9, "eval_every": 3}})
+    write(
+        tmp_path / "sub" / "grand.yaml", {"name": "grand", "seed": 1, "federation": {"num_rounds": 9, "eval_every": 3}}
+    )
     write(tmp_path / "sub" / "middle.yaml", {"base": "grand.yaml", "federation": {"num_rounds": 5}})
     child = write(tmp_path / "child.yaml", {"base": "sub/middle.yaml", "name": "child"})
     # Execute
@@ -55,7 +57,9 @@ def test_base_chain_relative_to_each_file(tmp_path):
 def test_base_resolves_into_a_spec(tmp_path, fake_federated):
     # Prepare
     write(tmp_path / "a.yaml", {"name": "a", "strategy": {"name": "fedavg"}, "federation": {"num_rounds": 9}})
-    child = write(tmp_path / "b.yaml", {"base": "a.yaml", "name": "b", "strategy": {"name": "feddu", "params": {"C": 2}}})
+    child = write(
+        tmp_path / "b.yaml", {"base": "a.yaml", "name": "b", "strategy": {"name": "feddu", "params": {"C": 2}}}
+    )
     # Execute
     spec = ExperimentSpec.from_yaml(child, {"federation.eval_every": 2})
     # Assert
@@ -66,8 +70,10 @@ def test_base_resolves_into_a_spec(tmp_path, fake_federated):
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"a.yaml": {"base": "b.yaml"}, "b.yaml": {"base": "a.yaml"}},
-         "b.yaml: base: files inherit from each other in a cycle (a.yaml -> b.yaml -> a.yaml); remove one base:"),
+        (
+            {"a.yaml": {"base": "b.yaml"}, "b.yaml": {"base": "a.yaml"}},
+            "b.yaml: base: files inherit from each other in a cycle (a.yaml -> b.yaml -> a.yaml); remove one base:",
+        ),
         ({"a.yaml": {"base": "a.yaml"}}, "a.yaml: base: files inherit from each other in a cycle (a.yaml -> a.yaml)"),
         ({"a.yaml": {"base": "missing.yaml"}}, "a.yaml: base: experiment file"),
         ({"a.yaml": {"base": 3}}, "a.yaml: base: expected the path of another experiment YAML, got 3"),
@@ -114,10 +120,12 @@ def test_missing_file(tmp_path):
 def test_plugin_paths_are_relative_to_the_file_that_lists_them(tmp_path):
     # Prepare: a user recipe module in a folder next to the base file; the child lives elsewhere
     module = f"user_recipe_{tmp_path.name.replace('-', '_')}"
-    write(tmp_path / "conf" / "plugins" / f"{module}.py",
-          "from dataclasses import dataclass\n\n"
-          "@dataclass(frozen=True)\nclass Steps:\n    n: int = 1\n\n"
-          "class R:\n    sections = {'steps': Steps}\n\n    @classmethod\n    def validate(cls, spec):\n        pass\n")
+    write(
+        tmp_path / "conf" / "plugins" / f"{module}.py",
+        "from dataclasses import dataclass\n\n"
+        "@dataclass(frozen=True)\nclass Steps:\n    n: int = 1\n\n"
+        "class R:\n    sections = {'steps': Steps}\n\n    @classmethod\n    def validate(cls, spec):\n        pass\n",
+    )
     write(tmp_path / "conf" / "base.yaml", {"recipe": f"{module}:R", "plugins": {"paths": ["plugins"]}})
     child = write(tmp_path / "exp" / "child.yaml", {"base": "../conf/base.yaml", "steps": {"n": 4}})
     # Execute
@@ -131,10 +139,10 @@ def test_plugin_paths_are_relative_to_the_file_that_lists_them(tmp_path):
 def test_config_package_is_a_leaf():
     # Prepare
     code = (
-        "import sys, orchestrator.config\n"
-        "import orchestrator.config.files, orchestrator.config.loader, orchestrator.config.recipes\n"
-        "from orchestrator.config import *  # every public name, loading every module\n"
-        "print(sorted(m for m in sys.modules if m.startswith('orchestrator.recipes')))"
+        "import sys, fedtwin.orchestrator.config\n"
+        "import fedtwin.orchestrator.config.files, fedtwin.orchestrator.config.loader, fedtwin.orchestrator.config.recipes\n"
+        "from fedtwin.orchestrator.config import *  # every public name, loading every module\n"
+        "print(sorted(m for m in sys.modules if m.startswith('fedtwin.orchestrator.recipes')))"
     )
     # Execute
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -150,4 +158,4 @@ def test_config_sources_import_no_recipe_module():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            assert not any(n.startswith("orchestrator.recipes") for n in names), f"{path.name} imports {names}"
+            assert not any(n.startswith("fedtwin.orchestrator.recipes") for n in names), f"{path.name} imports {names}"

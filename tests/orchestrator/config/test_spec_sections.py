@@ -12,8 +12,8 @@ import pickle
 
 import pytest
 
-from orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec, TrainConfig
-from orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from fedtwin.orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec, TrainConfig
+from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
 
 FAKES = "tests.orchestrator.config.fake_recipes"
 
@@ -31,9 +31,23 @@ def test_default_spec_has_the_federated_sections_in_order():
     spec = ExperimentSpec()
     # Assert
     assert list(spec.sections) == ["training", "federation", "strategy"]
-    assert spec.federation == FederationConfig() and spec.strategy == StrategyConfig() and spec.training == TrainConfig()
-    assert list(spec.to_dict()) == ["name", "recipe", "seed", "data", "model", "training", "federation", "strategy",
-                                    "resources", "ray", "run", "plugins"]
+    assert (
+        spec.federation == FederationConfig() and spec.strategy == StrategyConfig() and spec.training == TrainConfig()
+    )
+    assert list(spec.to_dict()) == [
+        "name",
+        "recipe",
+        "seed",
+        "data",
+        "model",
+        "training",
+        "federation",
+        "strategy",
+        "resources",
+        "ray",
+        "run",
+        "plugins",
+    ]
 
 
 def test_to_dict_of_a_federated_spec_holds_no_other_recipe_section():
@@ -57,13 +71,19 @@ def test_mutual_spec_has_only_twin():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"twin": {"epochs": 3}},
-         "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual"),
-        ({"recipe": "mutual", "federation": {}},
-         "federation: not a section of recipe 'mutual' (it belongs to recipe 'federated')"),
-        ({"recipe": "mutual", "training": {}},
-         "training: not a section of recipe 'mutual' (it belongs to recipes 'federated', 'incremental'); "
-         "remove it or set recipe: federated or incremental"),
+        (
+            {"twin": {"epochs": 3}},
+            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual",
+        ),
+        (
+            {"recipe": "mutual", "federation": {}},
+            "federation: not a section of recipe 'mutual' (it belongs to recipe 'federated')",
+        ),
+        (
+            {"recipe": "mutual", "training": {}},
+            "training: not a section of recipe 'mutual' (it belongs to recipes 'federated', 'incremental'); "
+            "remove it or set recipe: federated or incremental",
+        ),
         ({"federaton": {}}, "federaton: unknown key (did you mean 'federation'?); recipe 'federated' allows:"),
         ({"sections": {}}, "sections: unknown key"),
         ({"federation": None}, "federation: expected a mapping, got NoneType None"),
@@ -99,7 +119,9 @@ def test_missing_section_is_an_attribute_error_naming_the_recipe():
     # Prepare
     spec = ExperimentSpec.from_dict({"recipe": "mutual"})
     # Execute / Assert
-    with pytest.raises(AttributeError, match=r"'federation' is not a section of recipe 'mutual' \(its sections: twin\)"):
+    with pytest.raises(
+        AttributeError, match=r"'federation' is not a section of recipe 'mutual' \(its sections: twin\)"
+    ):
         spec.federation  # noqa: B018
     assert not hasattr(spec, "training") and hasattr(spec, "twin") and "twin" in dir(spec)
 

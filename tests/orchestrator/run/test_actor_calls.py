@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from orchestrator.run.actor_calls import ActorCallError, ActorSlot, call, get
-from pipelines.core.errors import FedtwinError
+from fedtwin.orchestrator.run.actor_calls import ActorCallError, ActorSlot, call, get
+from fedtwin.pipelines.core.errors import FedtwinError
 
 
 class Worker:

@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 
-from orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_nested_extra(tmp_path):
     model = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    extra = {"strategy": {"velocity/w": np.ones(3), "step": np.array(5.0)},
-             "devices": {"4": {"rounds_trained": 2, "m": {"w": np.zeros(2)}}}}
+    extra = {
+        "strategy": {"velocity/w": np.ones(3), "step": np.array(5.0)},
+        "devices": {"4": {"rounds_trained": 2, "m": {"w": np.zeros(2)}}},
+    }
     path = save_checkpoint(tmp_path, 3, model, extra, {"recipe": "federated"})
     ckpt = load_checkpoint(path)
     assert ckpt.round_num == 3 and ckpt.meta["recipe"] == "federated"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.run.reaper import load_psutil
+from fedtwin.orchestrator.run.reaper import load_psutil
 
 psutil = load_psutil()
 
@@ -25,8 +25,11 @@ def _config(tmp_path: Path, data_root: Path, **federation) -> Path:
     cfg = {
         "name": "exit",
         "seed": 3,
-        "data": {"root": str(data_root), "generator": {"train_per_class": 40, "test_per_class": 10},
-                 "partition": {"devices": 10, "scheme": "iid", "seed": 0}},
+        "data": {
+            "root": str(data_root),
+            "generator": {"train_per_class": 40, "test_per_class": 10},
+            "partition": {"devices": 10, "scheme": "iid", "seed": 0},
+        },
         "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.003},
         "federation": {"num_rounds": 3, "devices_per_round": 10, "round_timeout_s": 120, **federation},
         "resources": {"hosts": 2},
@@ -41,16 +44,23 @@ def _config(tmp_path: Path, data_root: Path, **federation) -> Path:
 # ``fedtwin`` with Ctrl-C's usual meaning. A shell without job control starts background commands with
 # SIGINT ignored, and a child inherits that: a test suite run in the background (`... &`) would otherwise
 # start a ``fedtwin`` that cannot be interrupted, as a user's background job is meant to be.
-_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from orchestrator.cli.main import main; sys.exit(main())")
+_CLI = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from fedtwin.orchestrator.cli.main import main; sys.exit(main())"
+)
 
 
 class _Watched:
     """A ``fedtwin run`` subprocess whose descendants are recorded while it runs."""
 
     def __init__(self, cfg: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _CLI, "run", str(cfg), "--quiet"],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CLI, "run", str(cfg), "--quiet"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.seen: dict[int, tuple[float, str]] = {}  # pid -> (start time, command line)
         self.runs = cfg.parent / "runs"
 
@@ -130,8 +140,11 @@ def _no_traceback(err: str) -> None:
 
 def test_a_drill_with_kills_exits_0_and_leaves_nothing(tmp_path, tiny_data_root, watched):
     # Prepare: two hosts killed in one round, the server before an evaluation
-    kills = [{"round": 1, "host": 0, "phase": "fit"}, {"round": 1, "host": 1, "phase": "fit", "after_devices": 3},
-             {"round": 2, "target": "server", "phase": "evaluate"}]
+    kills = [
+        {"round": 1, "host": 0, "phase": "fit"},
+        {"round": 1, "host": 1, "phase": "fit", "after_devices": 3},
+        {"round": 2, "target": "server", "phase": "evaluate"},
+    ]
     run = watched(_config(tmp_path, tiny_data_root, chaos={"kills": kills}))
     # Execute
     code, err = run.finish()

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.config.sections import DataConfig
-from orchestrator.run.data_prep import ensure_dataset, ensure_partition
-from pipelines.core.errors import FedtwinError
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import load_split, write_dataset
-from pipelines.data.manifest import load_dataset_manifest
-from pipelines.data.partition import PartitionConfig
-from pipelines.plugins import PluginError
+from fedtwin.orchestrator.config.sections import DataConfig
+from fedtwin.orchestrator.run.data_prep import ensure_dataset, ensure_partition
+from fedtwin.pipelines.core.errors import FedtwinError
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import load_split, write_dataset
+from fedtwin.pipelines.data.manifest import load_dataset_manifest
+from fedtwin.pipelines.data.partition import PartitionConfig
+from fedtwin.pipelines.plugins import PluginError
 
 CALLS: list[tuple[str, dict, int]] = []
 
@@ -26,8 +26,9 @@ def make_constant(out_dir: Path, params: dict, seed: int) -> None:
 
     def split(offset: int) -> ClipArrays:
         labels = np.repeat(np.arange(classes), per_class)
-        clips = np.broadcast_to((labels * params.get("scale", 10)).astype(np.uint8)[:, None, None, None, None],
-                                (len(labels), 2, 1, 4, 4)).copy()
+        clips = np.broadcast_to(
+            (labels * params.get("scale", 10)).astype(np.uint8)[:, None, None, None, None], (len(labels), 2, 1, 4, 4)
+        ).copy()
         return ClipArrays(clips, labels.astype(np.int64), np.asarray([f"c{offset + i}" for i in range(len(labels))]))
 
     write_dataset(out_dir, {"train": split(0), "test": split(1000)}, {"class_names": list("abcd"), "seed": seed})
@@ -90,11 +91,20 @@ def test_builtin_moving_digits_plugin_takes_generator_fields(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("plugin", "message"),
     [
-        ("make_picky", r"^data\.dataset_params: dataset '.*:make_picky' rejected them \(ValueError: scale: must be < 5, got 9\)$"),
-        ("make_nothing", r"^data\.dataset: '.*:make_nothing' wrote no manifest\.json into out_dir; a dataset plugin must"),
+        (
+            "make_picky",
+            r"^data\.dataset_params: dataset '.*:make_picky' rejected them \(ValueError: scale: must be < 5, got 9\)$",
+        ),
+        (
+            "make_nothing",
+            r"^data\.dataset: '.*:make_nothing' wrote no manifest\.json into out_dir; a dataset plugin must",
+        ),
         ("make_train_only", r"^data\.dataset: '.*:make_train_only' wrote no test split;"),
         ("make_lying", r"^data\.dataset: '.*:make_lying' wrote an invalid dataset \(.*test\.parquet"),
-        ("two_args", r"^data\.dataset: '.*:two_args' resolved to function .* which is not a callable make\(out_dir, params, seed\)$"),
+        (
+            "two_args",
+            r"^data\.dataset: '.*:two_args' resolved to function .* which is not a callable make\(out_dir, params, seed\)$",
+        ),
         ("make_nowhere", r"^data\.dataset: module '.*' has no attribute 'make_nowhere'"),
     ],
 )
@@ -107,12 +117,16 @@ def test_broken_plugins_are_one_line_errors_and_leave_nothing(tmp_path: Path, pl
 
 
 def test_unknown_dataset_name_lists_the_builtins(tmp_path: Path) -> None:
-    with pytest.raises(PluginError, match=r"^data\.dataset: unknown dataset 'moving-digit'; did you mean 'moving-digits'\?"):
+    with pytest.raises(
+        PluginError, match=r"^data\.dataset: unknown dataset 'moving-digit'; did you mean 'moving-digits'\?"
+    ):
         ensure_dataset(data(tmp_path, "moving-digit"))
 
 
 def test_dataset_and_path_together_are_refused(tmp_path: Path) -> None:
     cfg = DataConfig(path=str(tmp_path), dataset="moving-digits")
 
-    with pytest.raises(FedtwinError, match="^data.dataset: 'moving-digits' and data.path .* both name the data; set one"):
+    with pytest.raises(
+        FedtwinError, match="^data.dataset: 'moving-digits' and data.path .* both name the data; set one"
+    ):
         ensure_partition(cfg)

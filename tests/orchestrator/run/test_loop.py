@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import ExperimentSpec, RunCallback, run_experiment
-from orchestrator.run.checkpoint import list_checkpoints
-from orchestrator.run.run_folder import RunFolder
+from fedtwin import ExperimentSpec, RunCallback, run_experiment
+from fedtwin.orchestrator.run.checkpoint import list_checkpoints
+from fedtwin.orchestrator.run.run_folder import RunFolder
 from tests.orchestrator.run.toy_recipe import ToyRecipe
 
 TOY = "tests.orchestrator.run.toy_recipe:ToyRecipe"
@@ -39,10 +39,14 @@ class Recorder(RunCallback):
 
 
 def _spec(tmp_path: Path, **toy: Any) -> ExperimentSpec:
-    return ExperimentSpec.from_dict({
-        "name": "toy", "recipe": TOY, "toy": {"epochs": 6, **toy},
-        "run": {"output_dir": str(tmp_path / "runs"), "checkpoint_every": 2, "keep_checkpoints": 5},
-    })
+    return ExperimentSpec.from_dict(
+        {
+            "name": "toy",
+            "recipe": TOY,
+            "toy": {"epochs": 6, **toy},
+            "run": {"output_dir": str(tmp_path / "runs"), "checkpoint_every": 2, "keep_checkpoints": 5},
+        }
+    )
 
 
 def test_every_hook_fires_in_order_and_the_summary_has_common_and_recipe_fields(tmp_path):
@@ -55,8 +59,16 @@ def test_every_hook_fires_in_order_and_the_summary_has_common_and_recipe_fields(
     # Assert: warm-up step 0 is written and checkpointed but not reported; cadence 2 plus the last step
     assert recorder.calls == [
         ("start", (1, 6, "epoch")),
-        ("step", 1), ("step", 2), ("checkpoint", 2), ("step", 3), ("step", 4), ("checkpoint", 4),
-        ("step", 5), ("step", 6), ("checkpoint", 6), ("end", 6),
+        ("step", 1),
+        ("step", 2),
+        ("checkpoint", 2),
+        ("step", 3),
+        ("step", 4),
+        ("checkpoint", 4),
+        ("step", 5),
+        ("step", 6),
+        ("checkpoint", 6),
+        ("end", 6),
     ]
     records = RunFolder(result.run_dir).read_metrics()
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4, 5, 6]
@@ -93,7 +105,8 @@ def test_resume_after_a_crash_ends_bit_identical_and_truncates_replayed_metrics(
     assert resumed.calls[0] == ("start", (5, 6, "epoch"))
     assert result.summary["weights"] == full.summary["weights"]
     assert [r["loss"] for r in RunFolder(run_dir).read_metrics()] == [
-        r["loss"] for r in RunFolder(full.run_dir).read_metrics()]
+        r["loss"] for r in RunFolder(full.run_dir).read_metrics()
+    ]
 
 
 def test_close_runs_after_a_failing_step(tmp_path):

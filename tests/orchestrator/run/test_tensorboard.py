@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.run.tensorboard import TensorBoardCallback, scalars
+from fedtwin.orchestrator.run.tensorboard import TensorBoardCallback, scalars
 
 pytest.importorskip("tensorboardX")
 
@@ -35,8 +35,16 @@ def test_every_numeric_metric_of_every_step_is_written(tmp_path):
     # Prepare
     cb = TensorBoardCallback()
     records = [
-        {"round": n, "test_accuracy": 0.5 + n / 10, "devices_ok": 20, "failed_devices": [3], "strategy": "feddu",
-         "server": {"alpha_t": 0.1 * n}, "skipped": n == 2, "test_loss": None}
+        {
+            "round": n,
+            "test_accuracy": 0.5 + n / 10,
+            "devices_ok": 20,
+            "failed_devices": [3],
+            "strategy": "feddu",
+            "server": {"alpha_t": 0.1 * n},
+            "skipped": n == 2,
+            "test_loss": None,
+        }
         for n in (1, 2, 3)
     ]
 
@@ -59,7 +67,10 @@ def test_every_numeric_metric_of_every_step_is_written(tmp_path):
 
 
 def test_scalars_skip_the_step_key_text_and_lists():
-    assert dict(scalars({"epoch": 4, "acc": 1, "name": "x", "hist": [1, 2], "m": {"a": 2.5}})) == {"acc": 1.0, "m/a": 2.5}
+    assert dict(scalars({"epoch": 4, "acc": 1, "name": "x", "hist": [1, 2], "m": {"a": 2.5}})) == {
+        "acc": 1.0,
+        "m/a": 2.5,
+    }
 
 
 def test_without_tensorboardx_the_run_goes_on_with_one_log_line(tmp_path, monkeypatch, caplog):
@@ -69,7 +80,7 @@ def test_without_tensorboardx_the_run_goes_on_with_one_log_line(tmp_path, monkey
     cb = TensorBoardCallback()
 
     # Execute
-    with caplog.at_level(logging.WARNING, logger="orchestrator.run.tensorboard"):
+    with caplog.at_level(logging.WARNING, logger="fedtwin.orchestrator.run.tensorboard"):
         cb.on_run_start({"run_dir": str(tmp_path), "start_step": 1})
         cb.on_round_end(1, {"round": 1, "test_accuracy": 0.5})
         cb.on_run_end({})
@@ -93,7 +104,7 @@ def test_a_failing_writer_disables_itself_instead_of_failing_the_run(tmp_path, c
             pass
 
     cb.writer = Broken()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.run.tensorboard"):
+    with caplog.at_level(logging.WARNING, logger="fedtwin.orchestrator.run.tensorboard"):
         cb.on_round_end(1, {"round": 1, "acc": 0.5})
         cb.on_round_end(2, {"round": 2, "acc": 0.6})
     assert cb.writer is None and len(caplog.records) == 1 and "disk full" in caplog.records[0].getMessage()

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import CheckpointState, ExperimentSpec, Recipe
-from orchestrator.run.checkpoint import Checkpoint
-from pipelines.core.seeding import numpy_rng
+from fedtwin import CheckpointState, ExperimentSpec, Recipe
+from fedtwin.orchestrator.run.checkpoint import Checkpoint
+from fedtwin.pipelines.core.seeding import numpy_rng
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,17 @@ def s3_env(tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(HERE / "s3_server.py"), str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "s3_server.py"), str(port)], stdout=fh, stderr=subprocess.STDOUT
+        )
     endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -50,8 +56,14 @@ def s3_env(tmp_path_factory):
                 time.sleep(0.2)
         import pyarrow.fs as pafs
 
-        fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1", scheme="http",
-                               endpoint_override=f"127.0.0.1:{port}", allow_bucket_creation=True)
+        fs = pafs.S3FileSystem(
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+            scheme="http",
+            endpoint_override=f"127.0.0.1:{port}",
+            allow_bucket_creation=True,
+        )
         fs.create_dir(BUCKET)
         yield env
     finally:

@@ -13,11 +13,11 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    out, rest = argv[0], argv[argv.index("--") + 1:]
+    out, rest = argv[0], argv[argv.index("--") + 1 :]
     import ray
 
-    from orchestrator.cli.main import main as fedtwin
-    from orchestrator.recipes.federated.ray_backend import RayBackend
+    from fedtwin.orchestrator.cli.main import main as fedtwin
+    from fedtwin.orchestrator.recipes.federated.ray_backend import RayBackend
 
     shutdown = RayBackend.shutdown
 

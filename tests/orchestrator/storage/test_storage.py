@@ -1,4 +1,4 @@
-"""Paths and URIs through ``pipelines.core.storage``, against the local disk and a real S3 API (moto).
+"""Paths and URIs through ``fedtwin.pipelines.core.storage``, against the local disk and a real S3 API (moto).
 
 Fast (no Ray): names and schemes, reads and writes both ways, one-line errors for bad URIs, datasets and
 partitions made straight into a bucket and read back row group by row group, run folders and
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator.cli.main import main
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
-from orchestrator.run.run_folder import RunFolder, remote_checkpoints
-from pipelines.core import storage
-from pipelines.core.storage import StorageError
-from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
+from fedtwin.orchestrator.cli.main import main
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from fedtwin.orchestrator.run.run_folder import RunFolder, remote_checkpoints
+from fedtwin.pipelines.core import storage
+from fedtwin.pipelines.core.storage import StorageError
+from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest, load_test
 from tests.orchestrator.storage.conftest import BUCKET
 
 B = f"s3://{BUCKET}"
@@ -57,7 +57,7 @@ def test_s3_reads_writes_listing_and_one_line_errors(s3, monkeypatch):
     assert storage.is_dir(f"{B}/t") and storage.is_file(f"{B}/t/big.bin") and not storage.exists(f"{B}/t/nope")
     with storage.open_input_file(f"{B}/t/big.bin") as fh:  # random access: a range, not the whole object
         fh.seek(5 * 2**20)
-        assert fh.read(4) == big[5 * 2**20: 5 * 2**20 + 4]
+        assert fh.read(4) == big[5 * 2**20 : 5 * 2**20 + 4]
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(f"{B}/t/nope")
     storage.delete_dir(f"{B}/t")
@@ -95,32 +95,56 @@ def test_data_made_and_partitioned_into_a_bucket_reads_like_local_data(s3, tmp_p
     # a second make into the same prefix is refused (exit 2, one line)
     assert main([*make[:3], f"{B}/u/d", *make[3:]]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"fedtwin: error: {B}/u/d: already exists and is not empty; choose another OUT or pass --overwrite")
+        f"fedtwin: error: {B}/u/d: already exists and is not empty; choose another OUT or pass --overwrite"
+    )
 
 
 def test_import_videos_into_a_bucket(s3, tmp_path, capsys):
     pytest.importorskip("av")
-    from pipelines.data.dataset_io import load_split
+    from fedtwin.pipelines.data.dataset_io import load_split
     from tests.pipelines.data.video_fixtures import encode, synthetic_frames
 
     for c, label in enumerate(("run", "walk")):
         for k in range(2):
             encode(tmp_path / "videos" / label / f"{k}.mp4", synthetic_frames(12, phase=3 * c + k))
-    assert main(["data", "import-videos", str(tmp_path / "videos"), f"{B}/vid", "--frames", "4", "--size", "16x16",
-                 "--clips-per-video", "1", "--test-fraction", "0.5", "--workers", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "import-videos",
+                str(tmp_path / "videos"),
+                f"{B}/vid",
+                "--frames",
+                "4",
+                "--size",
+                "16x16",
+                "--clips-per-video",
+                "1",
+                "--test-fraction",
+                "0.5",
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {B}/vid: " in capsys.readouterr().out
     train = load_split(f"{B}/vid", "train")
     assert train.clips.shape[1:] == (4, 1, 16, 16) and sorted(set(train.labels.tolist())) == [0, 1]
 
 
 def test_generated_data_under_a_uri_root_is_made_once(s3):
-    from orchestrator.config.sections import DataConfig
-    from orchestrator.run.data_prep import ensure_partition
-    from pipelines.data.moving_digits import MovingDigitsConfig
-    from pipelines.data.partition import PartitionConfig
+    from fedtwin.orchestrator.config.sections import DataConfig
+    from fedtwin.orchestrator.run.data_prep import ensure_partition
+    from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
+    from fedtwin.pipelines.data.partition import PartitionConfig
 
-    data = DataConfig(root=f"{B}/root", generator=MovingDigitsConfig(train_per_class=4, test_per_class=2),
-                      partition=PartitionConfig(devices=3, scheme="iid", seed=0))
+    data = DataConfig(
+        root=f"{B}/root",
+        generator=MovingDigitsConfig(train_per_class=4, test_per_class=2),
+        partition=PartitionConfig(devices=3, scheme="iid", seed=0),
+    )
     first = ensure_partition(data)
     assert isinstance(first, str) and first.startswith(f"{B}/root/partitions/moving-digits-")
     stamp = storage.filesystem(first).get_file_info(storage.resolve(f"{first}/manifest.json")[1]).mtime
@@ -155,22 +179,40 @@ def test_run_folder_on_s3_publishes_checkpoints_marker_last_and_resumes(s3):
     resumed.close()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "data.path=s3://nobucket/x"],
-     "data.path s3://nobucket/x: bucket 'nobucket' does not exist; create it or fix data.path"),
-    (["--output", "s3://nobucket/runs"],
-     "run.output_dir s3://nobucket/runs: bucket 'nobucket' does not exist; create it or fix run.output_dir"),
-    (["--output", "hdfs://x/runs"], "--output hdfs://x/runs: unknown scheme 'hdfs://'"),
-    (["--set", f"data.path={B}/nothing-here"], f"data.path {B}/nothing-here: no such folder; point it at a partition"),
-    (["--set", "data.root=s3://nobucket/data"],
-     "data.root s3://nobucket/data: bucket 'nobucket' does not exist; create it or fix data.root"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--set", "data.path=s3://nobucket/x"],
+            "data.path s3://nobucket/x: bucket 'nobucket' does not exist; create it or fix data.path",
+        ),
+        (
+            ["--output", "s3://nobucket/runs"],
+            "run.output_dir s3://nobucket/runs: bucket 'nobucket' does not exist; create it or fix run.output_dir",
+        ),
+        (["--output", "hdfs://x/runs"], "--output hdfs://x/runs: unknown scheme 'hdfs://'"),
+        (
+            ["--set", f"data.path={B}/nothing-here"],
+            f"data.path {B}/nothing-here: no such folder; point it at a partition",
+        ),
+        (
+            ["--set", "data.root=s3://nobucket/data"],
+            "data.root s3://nobucket/data: bucket 'nobucket' does not exist; create it or fix data.root",
+        ),
+    ],
+)
 def test_bad_uris_fail_in_one_line_before_ray(s3, tmp_path, capsys, args, message):
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "bad", "federation": {"num_rounds": 1, "devices_per_round": 2},
-                                   "data": {"root": str(tmp_path / "data"),
-                                            "generator": {"train_per_class": 4, "test_per_class": 2}},
-                                   "run": {"output_dir": str(tmp_path / "runs")}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bad",
+                "federation": {"num_rounds": 1, "devices_per_round": 2},
+                "data": {"root": str(tmp_path / "data"), "generator": {"train_per_class": 4, "test_per_class": 2}},
+                "run": {"output_dir": str(tmp_path / "runs")},
+            }
+        )
+    )
     import ray
 
     before = ray.is_initialized()
@@ -185,11 +227,20 @@ def test_bad_uris_fail_in_one_line_before_ray(s3, tmp_path, capsys, args, messag
 def test_resume_and_tune_with_bad_uris_and_no_credentials(s3, tmp_path, capsys, monkeypatch):
     assert main(["run", "--resume", f"{B}/runs/none"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"fedtwin: error: --resume {B}/runs/none: no spec.yaml there; pass a folder created by `fedtwin run`")
+        f"fedtwin: error: --resume {B}/runs/none: no spec.yaml there; pass a folder created by `fedtwin run`"
+    )
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"name": "b", "resources": {"hosts": 1}}))
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
-        "base": "base.yaml", "name": "s", "output_dir": "s3://nobucket/sweeps",
-        "search_space": {"training.lr": {"grid": [0.01, 0.02]}}, "search": {"algorithm": "grid"}}))
+    (tmp_path / "sweep.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": "base.yaml",
+                "name": "s",
+                "output_dir": "s3://nobucket/sweeps",
+                "search_space": {"training.lr": {"grid": [0.01, 0.02]}},
+                "search": {"algorithm": "grid"},
+            }
+        )
+    )
     assert main(["tune", str(tmp_path / "sweep.yaml")]) == 2
     assert "output_dir s3://nobucket/sweeps/s: bucket 'nobucket' does not exist" in capsys.readouterr().err
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli.main import main
-from orchestrator.cluster.local_cluster import start_local_cluster, start_local_worker, stop_local_cluster
-from pipelines.core import storage
+from fedtwin.orchestrator.cli.main import main
+from fedtwin.orchestrator.cluster.local_cluster import start_local_cluster, start_local_worker, stop_local_cluster
+from fedtwin.pipelines.core import storage
 from tests.orchestrator.storage.conftest import BUCKET, client_env
 
 pytestmark = pytest.mark.s3
@@ -33,20 +33,22 @@ REPO = HERE.parents[2]
 PARTS = f"s3://{BUCKET}/data/parts"
 
 
-def _fedtwin(args: list[str], env: dict[str, str], cwd: Path, hosts_json: Path | None = None,
-             timeout: float = 240) -> subprocess.CompletedProcess:
+def _fedtwin(
+    args: list[str], env: dict[str, str], cwd: Path, hosts_json: Path | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """``fedtwin ARGS`` in a fresh process (through the host-recording wrapper when ``hosts_json`` is given)."""
     if hosts_json is not None:
         cmd = [sys.executable, str(HERE / "probe_run.py"), str(hosts_json), "--", *args]
     else:
-        cmd = [sys.executable, "-m", "orchestrator.cli.main", *args]
+        cmd = [sys.executable, "-m", "fedtwin.orchestrator.cli.main", *args]
     env = {**env, "PYTHONPATH": str(REPO)}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, (f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
-                                  f"stderr:\n{proc.stderr[-4000:]}")
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    )
     return proc.stdout
 
 
@@ -86,42 +88,93 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
     env = client_env(s3_env)
     work = tmp_path / "work"
     work.mkdir()
-    assert main(["data", "make", "moving-digits", f"s3://{BUCKET}/data/digits", "--train-per-class", "40",
-                 "--test-per-class", "10"]) == 0
-    assert main(["data", "partition", f"s3://{BUCKET}/data/digits", PARTS, "--devices", "10", "--scheme",
-                 "dirichlet", "--shared-fraction", "0.1", "--seed", "0", "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "make",
+                "moving-digits",
+                f"s3://{BUCKET}/data/digits",
+                "--train-per-class",
+                "40",
+                "--test-per-class",
+                "10",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "partition",
+                f"s3://{BUCKET}/data/digits",
+                PARTS,
+                "--devices",
+                "10",
+                "--scheme",
+                "dirichlet",
+                "--shared-fraction",
+                "0.1",
+                "--seed",
+                "0",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     assert storage.is_file(f"{PARTS}/manifest.json")
     clock("data into the bucket")
     # a head node (1 CPU, no edge) and a worker node (2 CPUs, 2 edge), each with its own cache folder
     caches = {name: tmp_path / f"cache-{name}" for name in ("head", "worker", "driver")}
-    head, head_proc = start_local_cluster(num_cpus=1, object_store_mb=150, timeout_s=120,
-                                          env={**s3_env, "FEDTWIN_CACHE_DIR": str(caches["head"])})
+    head, head_proc = start_local_cluster(
+        num_cpus=1, object_store_mb=150, timeout_s=120, env={**s3_env, "FEDTWIN_CACHE_DIR": str(caches["head"])}
+    )
     worker = worker_proc = None
     try:
-        worker, worker_proc = start_local_worker(head, num_cpus=2, object_store_mb=150, resources={"edge": 2},
-                                                 env={**s3_env, "FEDTWIN_CACHE_DIR": str(caches["worker"])})
+        worker, worker_proc = start_local_worker(
+            head,
+            num_cpus=2,
+            object_store_mb=150,
+            resources={"edge": 2},
+            env={**s3_env, "FEDTWIN_CACHE_DIR": str(caches["worker"])},
+        )
         env = client_env(s3_env, **head.env(), FEDTWIN_CACHE_DIR=str(caches["driver"]))
         clock("head and worker nodes")
         cfg = _experiment(work / "exp.yaml")
 
         # Execute 1: a federated run whose run folder lives in the bucket
-        out = _ok(_fedtwin(["run", str(cfg), "--output", f"s3://{BUCKET}/runs", "--quiet"], env, work,
-                           hosts_json=tmp_path / "hosts-1.json"))
+        out = _ok(
+            _fedtwin(
+                ["run", str(cfg), "--output", f"s3://{BUCKET}/runs", "--quiet"],
+                env,
+                work,
+                hosts_json=tmp_path / "hosts-1.json",
+            )
+        )
         # Assert 1
         run_uri = re.search(r"done: (s3://\S+) \| final test accuracy ([0-9.]+)", out)
         assert run_uri, out
         run, accuracy = run_uri.group(1), float(run_uri.group(2))
         assert run.startswith(f"s3://{BUCKET}/runs/s3-two-nodes-")
         files = storage.list_files(run)
-        assert {"spec.yaml", "metrics.jsonl", "summary.json", "plots/accuracy.png", "plots/confusion.png",
-                "checkpoints/round-00002/meta.json", "checkpoints/round-00003/meta.json",
-                "checkpoints/round-00003/model.safetensors"} <= set(files), files
+        assert {
+            "spec.yaml",
+            "metrics.jsonl",
+            "summary.json",
+            "plots/accuracy.png",
+            "plots/confusion.png",
+            "checkpoints/round-00002/meta.json",
+            "checkpoints/round-00003/meta.json",
+            "checkpoints/round-00003/model.safetensors",
+        } <= set(files), files
         assert not any(f.startswith("checkpoints/round-00001/") for f in files)  # pruned (keep 2)
         rounds = [json.loads(line)["round"] for line in storage.read_text(f"{run}/metrics.jsonl").splitlines()]
         assert rounds == [1, 2, 3]
         assert json.loads(storage.read_text(f"{run}/summary.json"))["run_dir"] == run
-        _assert_hosts_on_worker_reading_s3(json.loads((tmp_path / "hosts-1.json").read_text()), caches["worker"],
-                                           reused=False)
+        _assert_hosts_on_worker_reading_s3(
+            json.loads((tmp_path / "hosts-1.json").read_text()), caches["worker"], reused=False
+        )
         for name in ("head", "driver"):  # nothing hosted devices there
             assert not list(caches[name].glob("devices/*.arrow")), name
         assert not (work / "runs").exists() and not (work / "data").exists()
@@ -139,19 +192,25 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
         assert f"done: {run} | final test accuracy {accuracy:.4f}" in out
         assert "checkpoints/round-00003/meta.json" in storage.list_files(run)
         assert [json.loads(x)["round"] for x in storage.read_text(f"{run}/metrics.jsonl").splitlines()] == [1, 2, 3]
-        _assert_hosts_on_worker_reading_s3(json.loads((tmp_path / "hosts-2.json").read_text()), caches["worker"],
-                                           reused=True)
+        _assert_hosts_on_worker_reading_s3(
+            json.loads((tmp_path / "hosts-2.json").read_text()), caches["worker"], reused=True
+        )
         clock("resume")
 
         # Execute 3: a 2-trial Tune sweep with its storage in the bucket
         base = yaml.safe_load(cfg.read_text())
         base["resources"]["hosts"] = 1  # two trials side by side on the worker's two "edge"
         (work / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
-        sweep = {"base": "base.yaml", "name": "s3-sweep", "output_dir": f"s3://{BUCKET}/sweeps",
-                 "overrides": {"federation.num_rounds": 2},
-                 "search_space": {"training.lr": {"grid": [0.003, 0.01]}},
-                 "search": {"algorithm": "grid", "seed": 0}, "scheduler": {"name": "fifo"},
-                 "resources": {"driver_cpus": 0.5}}
+        sweep = {
+            "base": "base.yaml",
+            "name": "s3-sweep",
+            "output_dir": f"s3://{BUCKET}/sweeps",
+            "overrides": {"federation.num_rounds": 2},
+            "search_space": {"training.lr": {"grid": [0.003, 0.01]}},
+            "search": {"algorithm": "grid", "seed": 0},
+            "scheduler": {"name": "fifo"},
+            "resources": {"driver_cpus": 0.5},
+        }
         (work / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
         out = _ok(_fedtwin(["tune", "sweep.yaml", "--quiet"], env, work, timeout=300))
         # Assert 3: the summary and every trial's Tune checkpoints are in the bucket

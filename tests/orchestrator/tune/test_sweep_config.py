@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli.main import main
-from orchestrator.config.loader import ConfigError
-from orchestrator.tune.sweep_config import Dimension, load_sweep, parse_dimension
+from fedtwin.orchestrator.cli.main import main
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.tune.sweep_config import Dimension, load_sweep, parse_dimension
 
 BASE = {
     "name": "tiny",
@@ -54,7 +54,7 @@ def test_valid_sweep_parses_dimensions_in_file_order(tmp_path):
 
 def test_grid_search_defaults_to_one_pass():
     # Prepare / Execute
-    from orchestrator.tune.sweep_config import SearchConfig
+    from fedtwin.orchestrator.tune.sweep_config import SearchConfig
 
     # Assert
     assert SearchConfig(algorithm="grid").samples == 1
@@ -86,10 +86,18 @@ def test_bad_distributions_name_the_key(raw, message):
         ({"scheduler": {"name": "hyperband"}}, "scheduler.name: 'hyperband' is not one of 'asha', 'pbt', 'fifo'"),
         ({"scheduler": {"reduction_factor": 1}}, "scheduler.reduction_factor: must be > 1"),
         ({"resources": {"driver_cpus": 0}}, "resources.driver_cpus: must be > 0"),
-        ({"search_space": {"strategy.params.server_lr": {"uniform": [0.1, 2.0]}}, "search": {"algorithm": "grid"}},
-         "search_space.strategy.params.server_lr: algorithm 'grid' needs grid/choice values"),
-        ({"search": {"algorithm": "optuna"}, "scheduler": {"name": "pbt"}}, "scheduler.name: pbt draws its own configs"),
-        ({"overrides": {"strategy.params.server_lr": 0.5}}, "search_space.strategy.params.server_lr: also fixed under overrides"),
+        (
+            {"search_space": {"strategy.params.server_lr": {"uniform": [0.1, 2.0]}}, "search": {"algorithm": "grid"}},
+            "search_space.strategy.params.server_lr: algorithm 'grid' needs grid/choice values",
+        ),
+        (
+            {"search": {"algorithm": "optuna"}, "scheduler": {"name": "pbt"}},
+            "scheduler.name: pbt draws its own configs",
+        ),
+        (
+            {"overrides": {"strategy.params.server_lr": 0.5}},
+            "search_space.strategy.params.server_lr: also fixed under overrides",
+        ),
         ({"search_space": {}}, "search_space: must name at least one dotted key"),
     ],
 )
@@ -102,23 +110,32 @@ def test_sweep_file_errors_name_the_dotted_path(tmp_path, sweep, message):
 def test_searched_values_are_checked_against_the_base_experiment(tmp_path):
     # A misspelt strategy parameter and an out-of-range value fail at load time, naming the key.
     typo = write_sweep(tmp_path, search_space={"strategy.params.server_mom": {"choice": [0.5]}})
-    with pytest.raises(ConfigError, match=r"search_space.strategy.params.server_mom: value 0.5 gives an invalid experiment"):
+    with pytest.raises(
+        ConfigError, match=r"search_space.strategy.params.server_mom: value 0.5 gives an invalid experiment"
+    ):
         load_sweep(typo)
     out_of_range = write_sweep(tmp_path, search_space={"strategy.params.server_momentum": {"uniform": [0.5, 1.5]}})
     with pytest.raises(ConfigError, match=r"server_momentum: value 1.5 .*must be in \[0, 1\)"):
         load_sweep(out_of_range)
     unknown_section = write_sweep(tmp_path, search_space={"federaton.num_rounds": {"choice": [3]}})
-    with pytest.raises(ConfigError, match=r"search_space.federaton.num_rounds: .*federaton: unknown key \(did you mean 'federation'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"search_space.federaton.num_rounds: .*federaton: unknown key \(did you mean 'federation'\?\)",
+    ):
         load_sweep(unknown_section)
     other_recipe = write_sweep(tmp_path, search_space={"twin.ema_momentum": {"choice": [0.99]}})
-    with pytest.raises(ConfigError, match=r"search_space.twin.ema_momentum: .*twin: not a section of recipe 'federated'"):
+    with pytest.raises(
+        ConfigError, match=r"search_space.twin.ema_momentum: .*twin: not a section of recipe 'federated'"
+    ):
         load_sweep(other_recipe)
 
 
 def test_any_dotted_key_of_the_spec_can_be_searched(tmp_path):
     # The machinery is generic: the mutual recipe's EMA momentum needs no sweep code of its own.
-    path = write_sweep(tmp_path, search_space={"twin.ema_momentum": {"choice": [0.99, 0.999]},
-                                               "model.dropout": {"uniform": [0.0, 0.5]}})
+    path = write_sweep(
+        tmp_path,
+        search_space={"twin.ema_momentum": {"choice": [0.99, 0.999]}, "model.dropout": {"uniform": [0.0, 0.5]}},
+    )
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"recipe": "mutual", "resources": {"hosts": 2}}))
     assert load_sweep(path).sweep.keys == ["twin.ema_momentum", "model.dropout"]
 
@@ -130,8 +147,9 @@ def test_sweep_needs_fixed_hosts_and_a_target_for_rounds_to_target(tmp_path):
     no_target = write_sweep(tmp_path, objective={"name": "rounds_to_target"})
     with pytest.raises(ConfigError, match="objective.target: rounds_to_target needs a target accuracy"):
         load_sweep(no_target)
-    with_target = write_sweep(tmp_path, objective={"name": "rounds_to_target"},
-                              overrides={"federation.target_accuracy": 0.8})
+    with_target = write_sweep(
+        tmp_path, objective={"name": "rounds_to_target"}, overrides={"federation.target_accuracy": 0.8}
+    )
     assert load_sweep(with_target).base.federation.target_accuracy == 0.8
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.tune.sweep_config import SweepResourcesConfig
-from orchestrator.tune.trial_resources import SweepResourcesError, check_fit, max_concurrent, trial_footprint
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.tune.sweep_config import SweepResourcesConfig
+from fedtwin.orchestrator.tune.trial_resources import SweepResourcesError, check_fit, max_concurrent, trial_footprint
 
 
 def spec(**resources) -> ExperimentSpec:
@@ -47,8 +47,11 @@ def test_max_concurrent_is_the_tightest_resource():
 
 def test_fit_check_says_what_to_change():
     fp = trial_footprint(spec(cpus_per_host=1.0), SweepResourcesConfig(driver_cpus=1.0))
-    with pytest.raises(SweepResourcesError, match=r"one trial needs \{CPU: 3\} .* but the cluster has only CPU 2; "
-                                                   r"lower resources.hosts / resources.cpus_per_host"):
+    with pytest.raises(
+        SweepResourcesError,
+        match=r"one trial needs \{CPU: 3\} .* but the cluster has only CPU 2; "
+        r"lower resources.hosts / resources.cpus_per_host",
+    ):
         check_fit(fp, [{"CPU": 2.0, "memory": 1e9}])
     check_fit(fp, [{"CPU": 2.0}, {"CPU": 2.0}])  # fits across two nodes: no error
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.tune.sweep_config import load_sweep
-from orchestrator.tune.trial_resources import SweepResourcesError
-from orchestrator.tune.runner import run_sweep
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.tune.runner import run_sweep
+from fedtwin.orchestrator.tune.sweep_config import load_sweep
+from fedtwin.orchestrator.tune.trial_resources import SweepResourcesError
 
 
 def tiny_feddu(data_root: Path, tmp_path: Path) -> Path:
@@ -44,24 +44,29 @@ def tiny_feddu(data_root: Path, tmp_path: Path) -> Path:
 
 def write_sweep(tmp_path: Path, doc: dict) -> Path:
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"base": "base.yaml", "output_dir": str(tmp_path / "sweeps"), **doc}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"base": "base.yaml", "output_dir": str(tmp_path / "sweeps"), **doc}, sort_keys=False)
+    )
     return path
 
 
 def test_asha_sweep_over_decay_c_momentum_writes_the_summary(ray_session, tiny_data_root, tmp_path):
     # Prepare
     tiny_feddu(tiny_data_root, tmp_path)
-    path = write_sweep(tmp_path, {
-        "name": "feddu-asha",
-        "search_space": {
-            "strategy.params.decay": {"uniform": [0.9, 0.999]},
-            "strategy.params.C": {"loguniform": [0.5, 2.0]},
-            "strategy.params.momentum": {"choice": [0.0, 0.9]},
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "feddu-asha",
+            "search_space": {
+                "strategy.params.decay": {"uniform": [0.9, 0.999]},
+                "strategy.params.C": {"loguniform": [0.5, 2.0]},
+                "strategy.params.momentum": {"choice": [0.0, 0.9]},
+            },
+            "search": {"algorithm": "random", "num_samples": 2, "seed": 0},
+            "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+            "resources": {"driver_cpus": 0.5},
         },
-        "search": {"algorithm": "random", "num_samples": 2, "seed": 0},
-        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"driver_cpus": 0.5},
-    })
+    )
     from ray.tune import Callback
 
     probe = type("Probe", (ResourceProbe, Callback), {})(tmp_path / "resources.json")
@@ -84,7 +89,9 @@ def test_asha_sweep_over_decay_c_momentum_writes_the_summary(ray_session, tiny_d
     for name in ("sweep.csv", "sweep.md", "best.yaml", "plots/objective.png", "sweep.yaml", "base.yaml"):
         assert (result.path / name).is_file(), name
     csv_lines = (result.path / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("rank,trial_id,status,strategy.params.decay,strategy.params.C,strategy.params.momentum")
+    assert csv_lines[0].startswith(
+        "rank,trial_id,status,strategy.params.decay,strategy.params.C,strategy.params.momentum"
+    )
     assert len(csv_lines) == 3
     # the best config is a runnable experiment carrying the best trial's values
     best = ExperimentSpec.from_yaml(result.path / "best.yaml")
@@ -141,15 +148,18 @@ def test_interrupted_sweep_resumes_from_trial_checkpoints_and_a_failing_trial_do
     # Prepare: two trials; the one demanding every device succeed fails in round 1 (device 3 always
     # raises), the other is interrupted after its first round and must continue from that checkpoint.
     tiny_feddu(tiny_data_root, tmp_path)
-    path = write_sweep(tmp_path, {
-        "name": "resume",
-        "overrides": {"federation.chaos": {"fail_devices": [3]}},
-        "search_space": {"federation.min_success_fraction": {"grid": [0.5, 1.0]}},
-        "search": {"algorithm": "grid"},
-        "scheduler": {"name": "fifo"},
-        "resources": {"driver_cpus": 0.5},
-        "failure": {"max_failures": 0},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "resume",
+            "overrides": {"federation.chaos": {"fail_devices": [3]}},
+            "search_space": {"federation.min_success_fraction": {"grid": [0.5, 1.0]}},
+            "search": {"algorithm": "grid"},
+            "scheduler": {"name": "fifo"},
+            "resources": {"driver_cpus": 0.5},
+            "failure": {"max_failures": 0},
+        },
+    )
     interrupter = type("Interrupter", (InterruptAfterFirstCheckpoint, Callback), {})(tmp_path / "interrupted.flag")
     # Execute: first invocation is interrupted, the second resumes it
     first = run_sweep(load_sweep(path), verbose=0, tune_callbacks=[interrupter])
@@ -174,11 +184,14 @@ def test_interrupted_sweep_resumes_from_trial_checkpoints_and_a_failing_trial_do
 def test_sweep_that_cannot_fit_fails_fast_and_says_what_to_change(ray_session, tiny_data_root, tmp_path):
     # Prepare: 1 host x 4 CPUs + a 1 CPU driver = 5 CPUs on a 2-CPU Ray
     tiny_feddu(tiny_data_root, tmp_path)
-    path = write_sweep(tmp_path, {
-        "name": "too-big",
-        "overrides": {"resources.cpus_per_host": 4.0},
-        "search_space": {"strategy.params.C": {"choice": [1.0, 2.0]}},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "too-big",
+            "overrides": {"resources.cpus_per_host": 4.0},
+            "search_space": {"strategy.params.C": {"choice": [1.0, 2.0]}},
+        },
+    )
     started = time.monotonic()
     # Execute / Assert
     with pytest.raises(SweepResourcesError, match=r"one trial needs \{CPU: 5\} .*only CPU 2.*resources.cpus_per_host"):
@@ -191,15 +204,20 @@ def test_sweep_that_cannot_fit_fails_fast_and_says_what_to_change(ray_session, t
 def test_pbt_clones_a_checkpoint_and_continues_with_the_new_config(ray_session, tiny_data_root, tmp_path):
     # Prepare: two trials, perturbation every 2 rounds; the lower half copies the upper trial
     tiny_feddu(tiny_data_root, tmp_path)
-    path = write_sweep(tmp_path, {
-        "name": "pbt",
-        "overrides": {"federation.num_rounds": 6},
-        "search_space": {"strategy.params.C": {"loguniform": [0.25, 4.0]},
-                         "strategy.params.momentum": {"choice": [0.0, 0.9]}},
-        "search": {"algorithm": "random", "num_samples": 2, "seed": 0},
-        "scheduler": {"name": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5},
-        "resources": {"driver_cpus": 0.5},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "pbt",
+            "overrides": {"federation.num_rounds": 6},
+            "search_space": {
+                "strategy.params.C": {"loguniform": [0.25, 4.0]},
+                "strategy.params.momentum": {"choice": [0.0, 0.9]},
+            },
+            "search": {"algorithm": "random", "num_samples": 2, "seed": 0},
+            "scheduler": {"name": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5},
+            "resources": {"driver_cpus": 0.5},
+        },
+    )
     # Execute
     result = run_sweep(load_sweep(path), verbose=0)
     # Assert: some trial restarted from a checkpoint; its run has every round once and the new config
@@ -226,15 +244,20 @@ def test_pbt_clones_a_checkpoint_and_continues_with_the_new_config(ray_session, 
 def test_optuna_search_drives_a_sweep(ray_session, tiny_data_root, tmp_path):
     pytest.importorskip("optuna")
     tiny_feddu(tiny_data_root, tmp_path)
-    path = write_sweep(tmp_path, {
-        "name": "optuna",
-        "search_space": {"strategy.params.decay": {"uniform": [0.6, 0.95]},
-                         "strategy.params.C": {"loguniform": [0.25, 4.0]},
-                         "strategy.params.momentum": {"choice": [0.0, 0.9]}},
-        "search": {"algorithm": "optuna", "num_samples": 3, "seed": 0},
-        "scheduler": {"name": "fifo"},
-        "resources": {"driver_cpus": 0.5},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "optuna",
+            "search_space": {
+                "strategy.params.decay": {"uniform": [0.6, 0.95]},
+                "strategy.params.C": {"loguniform": [0.25, 4.0]},
+                "strategy.params.momentum": {"choice": [0.0, 0.9]},
+            },
+            "search": {"algorithm": "optuna", "num_samples": 3, "seed": 0},
+            "scheduler": {"name": "fifo"},
+            "resources": {"driver_cpus": 0.5},
+        },
+    )
     result = run_sweep(load_sweep(path), verbose=0)
     rows = result.table.rows
     assert len(rows) == 3 and all(r.status == "completed" and r.rounds == 3 for r in rows)

@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
-from orchestrator.tune.sweep_summary import TrialRow, SweepTable, best_spec, to_csv, to_markdown, trial_status
-from orchestrator.tune.trial import ObjectiveSpec, TuneReporter, objective_values, pack_checkpoint, unpack_checkpoint
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, save_checkpoint
+from fedtwin.orchestrator.tune.sweep_summary import SweepTable, TrialRow, best_spec, to_csv, to_markdown, trial_status
+from fedtwin.orchestrator.tune.trial import (
+    ObjectiveSpec,
+    TuneReporter,
+    objective_values,
+    pack_checkpoint,
+    unpack_checkpoint,
+)
 
 
 def test_objective_values_carry_accuracy_and_count_rounds_to_target():
@@ -97,13 +103,14 @@ def test_packed_checkpoint_rebuilds_a_resumable_run_folder(tmp_path):
 
 
 def test_table_sorts_by_objective_and_best_yaml_applies_the_best_values():
-    from orchestrator.config.spec import ExperimentSpec
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
 
     def row(tid, obj, status="completed", lr=0.1):
         return TrialRow(tid, status, {"training.lr": lr}, 3, obj, obj, obj, None)
 
-    table = SweepTable([row("a", 0.4, lr=0.1), row("b", 0.7, lr=0.2), row("c", None, "error")], "test_accuracy", "max",
-                       ["training.lr"])
+    table = SweepTable(
+        [row("a", 0.4, lr=0.1), row("b", 0.7, lr=0.2), row("c", None, "error")], "test_accuracy", "max", ["training.lr"]
+    )
     table.rows.sort(key=lambda r: (r.objective is None, -(r.objective or 0)))
     csv_text = to_csv(table)
     assert [line.split(",")[1] for line in csv_text.splitlines()[1:]] == ["b", "a", "c"]

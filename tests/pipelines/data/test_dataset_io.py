@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data import dataset_io
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import clips_to_table, load_split, read_clip_rows, read_clips, write_dataset
-from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import load_dataset_manifest
-from pipelines.data.schema import CLIP, LABEL, META_SCHEMA_VERSION, VIDEO_ID
+from fedtwin.pipelines.data import dataset_io
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import clips_to_table, load_split, read_clip_rows, read_clips, write_dataset
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.manifest import load_dataset_manifest
+from fedtwin.pipelines.data.schema import CLIP, LABEL, META_SCHEMA_VERSION, VIDEO_ID
 
 SHAPE = (2, 1, 3, 4)  # (T, C, H, W): 24 values per clip
 

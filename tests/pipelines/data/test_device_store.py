@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.config.loader import from_dict
-from orchestrator.config.spec import DataConfig
-from orchestrator.run.data_prep import ensure_partition
-from pipelines.core.errors import DatasetError
-from pipelines.data.device_store import DeviceStore, cache_max_bytes, entry_name, evict
-from pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
+from fedtwin.orchestrator.config.loader import from_dict
+from fedtwin.orchestrator.config.spec import DataConfig
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.device_store import DeviceStore, cache_max_bytes, entry_name, evict
+from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_partition_manifest
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
+from fedtwin.pipelines.data.heterogeneity import distribution, js_divergence, label_histogram
 
 
 def test_label_histogram_counts_every_class_including_absent_ones():

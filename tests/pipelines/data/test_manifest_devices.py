@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipelines.core.errors import DatasetError
-from pipelines.data.manifest import FieldReader
-from pipelines.data.manifest_devices import manifest_text, read_device_entries, read_device_entries_slow
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.manifest import FieldReader
+from fedtwin.pipelines.data.manifest_devices import manifest_text, read_device_entries, read_device_entries_slow
 
 K = 3
 DEVICES = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data.dataset_io import load_split
-from pipelines.core.errors import DatasetError
-from pipelines.data.moving_digits import (
+from fedtwin.pipelines.data.dataset_io import load_split
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.moving_digits import (
     MovingDigitsConfig,
     ShiftConfig,
     digit_sprites,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.data.clips import ClipArrays
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.data.moving_digits import MovingDigitsConfig, class_names, digit_sprites, generate, plan_clips
-from pipelines.model.training import TrainSettings, evaluate, local_train
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, class_names, digit_sprites, generate, plan_clips
+from fedtwin.pipelines.model.training import TrainSettings, evaluate, local_train
 
 MOTION = MovingDigitsConfig(label_scheme="digit_motion", digit_groups=5, motion_classes=2,
                             train_per_class=12, test_per_class=4)

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import load_split, write_dataset
-from pipelines.core.errors import DatasetError
-from pipelines.data.heterogeneity import distribution, js_divergence
-from pipelines.data.partition import (
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import load_split, write_dataset
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.heterogeneity import distribution, js_divergence
+from fedtwin.pipelines.data.partition import (
     PARTITIONERS,
     DirichletPartitioner,
     IIDPartitioner,

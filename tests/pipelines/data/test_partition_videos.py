@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.core.errors import DatasetError
-from pipelines.data.clips import ClipArrays
-from pipelines.data.dataset_io import load_split, write_dataset
-from pipelines.data.partition import (
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import load_split, write_dataset
+from fedtwin.pipelines.data.partition import (
     PartitionConfig,
     carve_shared,
     load_device_shard,
@@ -23,8 +23,8 @@ from pipelines.data.partition import (
     partition_dataset,
     video_units,
 )
-from pipelines.data.partition_plot import plot_partition
-from pipelines.data.schema import GROUP
+from fedtwin.pipelines.data.partition_plot import plot_partition
+from fedtwin.pipelines.data.schema import GROUP
 
 SHAPE = (2, 1, 4, 4)
 GROUPS = ("cam-b", "cam-a", "cam-d", "cam-c")  # sorted: a, b, c, d

@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("av")
 
-from pipelines.core.errors import DatasetError, FedtwinError  # noqa: E402
-from pipelines.data.dataset_io import load_split  # noqa: E402
-from pipelines.data.manifest import load_dataset_manifest  # noqa: E402
-from pipelines.data.video_decode import (  # noqa: E402
+from fedtwin.pipelines.core.errors import DatasetError, FedtwinError  # noqa: E402
+from fedtwin.pipelines.data.dataset_io import load_split  # noqa: E402
+from fedtwin.pipelines.data.manifest import load_dataset_manifest  # noqa: E402
+from fedtwin.pipelines.data.video_decode import (  # noqa: E402
     ImportConfig,
     VideoJob,
     decode_video,
@@ -27,8 +27,8 @@ from pipelines.data.video_decode import (  # noqa: E402
     SkipVideo,
     resample_positions,
 )
-from pipelines.data.video_import import assign_splits, import_videos  # noqa: E402
-from pipelines.data.video_sources import discover_folders, read_index  # noqa: E402
+from fedtwin.pipelines.data.video_import import assign_splits, import_videos  # noqa: E402
+from fedtwin.pipelines.data.video_sources import discover_folders, read_index  # noqa: E402
 from tests.pipelines.data.video_fixtures import (  # noqa: E402
     crashing_decoder,
     encode,
@@ -270,7 +270,7 @@ def test_without_pyav_the_error_names_the_extra(monkeypatch):
 
 def test_old_datasets_still_load(tmp_path):
     # The optional group column is additive: a dataset written without it reads as before.
-    from pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
+    from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, make_moving_digits_dataset
 
     make_moving_digits_dataset(tmp_path / "md", MovingDigitsConfig(frames=2, train_per_class=1, test_per_class=1), 0)
     assert len(load_split(tmp_path / "md", "train")) == 10

@@ -95,7 +95,7 @@ def crashing_decoder(job):  # noqa: ANN001, ANN201 (a VideoJob -> DecodedVideo)
     """
     import os
 
-    from pipelines.data.video_decode import decode_video
+    from fedtwin.pipelines.data.video_decode import decode_video
 
     if job.video_id.endswith("r2.webm"):
         os._exit(3)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.core.seeding import derive_seed, numpy_rng, sampling_rng, torch_generator
-from pipelines.federated.aggregate import tasks_by_host
-from pipelines.federated.hosts import devices_of, host_of
-from pipelines.federated.messages import FitTask
-from pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.core.seeding import derive_seed, numpy_rng, sampling_rng, torch_generator
+from fedtwin.pipelines.federated.aggregate import tasks_by_host
+from fedtwin.pipelines.federated.hosts import devices_of, host_of
+from fedtwin.pipelines.federated.messages import FitTask
+from fedtwin.pipelines.model.settings import TrainSettings
 
 
 def _old_seed(*path: int) -> int:
@@ -43,10 +43,14 @@ def test_derived_seeds_equal_the_historic_formula(path):
     # device (seed, round, device), server pass (seed, round, 0, 1), twin (seed, 4, index, epoch, stream),
     # task / session (seed, n, stream): every actor's stream keeps its value
     assert derive_seed(*path) == _old_seed(*path)
-    assert torch.equal(torch.randperm(20, generator=torch_generator(*path)),
-                       torch.randperm(20, generator=torch.Generator().manual_seed(_old_seed(*path))))
-    assert numpy_rng(*path).integers(0, 2**31, 5).tolist() == \
-        np.random.default_rng(_old_seed(*path)).integers(0, 2**31, 5).tolist()
+    assert torch.equal(
+        torch.randperm(20, generator=torch_generator(*path)),
+        torch.randperm(20, generator=torch.Generator().manual_seed(_old_seed(*path))),
+    )
+    assert (
+        numpy_rng(*path).integers(0, 2**31, 5).tolist()
+        == np.random.default_rng(_old_seed(*path)).integers(0, 2**31, 5).tolist()
+    )
 
 
 def test_sampling_rng_keeps_the_historic_device_sampling_stream():

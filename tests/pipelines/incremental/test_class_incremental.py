@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.incremental.task_split import TaskSplit, make_task_split
-from pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.incremental.task_split import TaskSplit, make_task_split
 
 
 def _clips(labels: list[int]) -> ClipArrays:

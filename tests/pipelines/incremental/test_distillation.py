@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipelines.incremental.distillation import (
+from fedtwin.pipelines.incremental.distillation import (
     RollAlign,
     logit_distillation_loss,
     phi,

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data import schema
-from pipelines.core.errors import DatasetError
-from pipelines.incremental.exemplar_memory import ExemplarMemory
-from pipelines.incremental.keyframes import KeyFrameSelector
+from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data import schema
+from fedtwin.pipelines.incremental.exemplar_memory import ExemplarMemory
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
 
 T = 4
 FRAME = (1, 2, 2)  # 4 bytes per uint8 frame, 16 bytes per full clip
@@ -45,8 +45,9 @@ def test_confidence_ranking_keeps_the_top_clips_and_trims_the_lowest_first():
     assert [e.video_id for e in memory.exemplars] == ["b", "d", "c", "e"]
     assert memory.nbytes == 64
     # a second class halves the share (32 bytes = 2 clips): class 0 drops its two least confident clips
-    memory.add_class(moving_clips(3, rng), np.ones(3, dtype=np.int64), np.array([0.2, 0.7, 0.6]),
-                     video_ids=np.array(["x", "y", "z"]))
+    memory.add_class(
+        moving_clips(3, rng), np.ones(3, dtype=np.int64), np.array([0.2, 0.7, 0.6]), video_ids=np.array(["x", "y", "z"])
+    )
     assert [e.video_id for e in memory.exemplars] == ["b", "d", "y", "z"]
     # a third class: floor(64 / 3) = 21 bytes per class -> one 16-byte clip each
     memory.add_class(moving_clips(2, rng), np.full(2, 2), np.array([0.4, 0.6]), video_ids=np.array(["p", "q"]))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.incremental.exemplar_ranking import (
+from fedtwin.pipelines.incremental.exemplar_ranking import (
     confidence_from_logits,
     rank_by_confidence,
     rank_by_herding,

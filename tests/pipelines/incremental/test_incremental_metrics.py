@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.incremental.metrics import (
+from fedtwin.pipelines.incremental.metrics import (
     average_forgetting,
     average_incremental_accuracy,
     backward_transfer,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.incremental.objective import (
+from fedtwin.pipelines.incremental.objective import (
     IncrementalObjective,
     ObjectiveSettings,
     balanced_class_weights,
     pixel_centroid_hook,
     stage_maps,
 )
-from pipelines.model.networks import ModelConfig, build_model, expand_head
+from fedtwin.pipelines.model.networks import ModelConfig, build_model, expand_head
 
 
 def _clips(batch: int = 4, seed: int = 0) -> torch.Tensor:

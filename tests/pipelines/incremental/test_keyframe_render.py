@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.incremental.keyframe_render import hold_render, render_keyframes
-from pipelines.incremental.keyframes import KeyFrameSelector, hold_interpolate
+from fedtwin.pipelines.incremental.keyframe_render import hold_render, render_keyframes
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector, hold_interpolate
 
 
 def test_hold_render_repeats_the_latest_key_frame_per_clip():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.incremental.keyframes import KeyFrameSelector, consecutive_distances, hold_interpolate
+from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector, consecutive_distances, hold_interpolate
 
 
 def seed_example_clip() -> np.ndarray:

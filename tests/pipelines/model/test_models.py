@@ -1,4 +1,4 @@
-"""Tests for pipelines.model.networks: shapes, deterministic init, head expansion, config validation."""
+"""Tests for fedtwin.pipelines.model.networks: shapes, deterministic init, head expansion, config validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from pipelines.model.networks import MODELS, ModelConfig, VideoCNN, build_model, count_parameters, expand_head
+from fedtwin.pipelines.model.networks import MODELS, ModelConfig, VideoCNN, build_model, count_parameters, expand_head
 
 
 def _clips(batch: int = 3, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -122,7 +122,10 @@ def test_wrong_clip_shape_is_rejected_with_the_expected_shape() -> None:
         ({"widths": ()}, "widths: must be a non-empty list of positive ints, got []"),
         ({"dropout": 1.0}, "dropout: must be in [0, 1), got 1.0"),
         ({"temporal_pool": (3,)}, "temporal_pool: stages must be in 0..2, got [3]"),
-        ({"frames": 6, "temporal_pool": (0, 1)}, "frames: must be divisible by 2**2 to pool time at stages [0, 1], got 6"),
+        (
+            {"frames": 6, "temporal_pool": (0, 1)},
+            "frames: must be divisible by 2**2 to pool time at stages [0, 1], got 6",
+        ),
     ],
 )
 def test_config_errors_name_the_field(kwargs: dict[str, object], message: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests for pipelines.model.training: the one loop, its hooks and optimizer state, evaluation and prediction."""
+"""Tests for fedtwin.pipelines.model.training: the one loop, its hooks and optimizer state, evaluation and prediction."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.data.clips import ClipArrays
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.state import state_from_model
-from pipelines.model.settings import TrainSettings
-from pipelines.model.training import EvalResult, TrainWorkspace, evaluate, local_train, predict
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import state_from_model
+from fedtwin.pipelines.model.training import EvalResult, TrainWorkspace, evaluate, local_train, predict
 
 SMALL = ModelConfig(widths=(4, 8), num_classes=2)
 
@@ -51,7 +51,9 @@ def test_local_train_learns_a_separable_set() -> None:
     before = evaluate(model, (x, y))
 
     # Execute
-    result = local_train(model, (x, y), TrainSettings(epochs=8, batch_size=8, lr=1e-2, optimizer="adam"), generator=_gen())
+    result = local_train(
+        model, (x, y), TrainSettings(epochs=8, batch_size=8, lr=1e-2, optimizer="adam"), generator=_gen()
+    )
     after = evaluate(model, (x, y))
 
     # Assert: 24 examples in batches of 8 for 8 epochs is 24 steps.
@@ -123,8 +125,12 @@ def test_optimizer_state_round_trip_equals_one_long_call() -> None:
 def test_optimizer_state_with_an_unknown_parameter_is_rejected() -> None:
     with pytest.raises(KeyError, match="names no trainable parameter"):
         local_train(
-            _scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), TrainSettings(1, 1, 0.1, momentum=0.9),
-            loss_fn=_mse, generator=_gen(), optimizer_state={"momentum_buffer/nope": np.zeros(1)},
+            _scalar_model(0.0),
+            (torch.ones(1, 1), torch.ones(1, 1)),
+            TrainSettings(1, 1, 0.1, momentum=0.9),
+            loss_fn=_mse,
+            generator=_gen(),
+            optimizer_state={"momentum_buffer/nope": np.zeros(1)},
         )
 
 
@@ -138,8 +144,9 @@ def test_loss_fn_hook_is_called_once_per_step_and_its_metrics_are_averaged() -> 
         return nn.functional.cross_entropy(model(xb), yb), {"batch_size": float(xb.shape[0])}
 
     # Execute: 10 examples in batches of 4 -> 4, 4, 2 per epoch.
-    result = local_train(build_model(SMALL, 0), (x, y), TrainSettings(epochs=2, batch_size=4, lr=0.01),
-                         loss_fn=loss_fn, generator=_gen())
+    result = local_train(
+        build_model(SMALL, 0), (x, y), TrainSettings(epochs=2, batch_size=4, lr=0.01), loss_fn=loss_fn, generator=_gen()
+    )
 
     # Assert: metrics are weighted by batch size: (4*4 + 4*4 + 2*2) / 10 = 3.6.
     assert calls == [4, 4, 2, 4, 4, 2]
@@ -157,8 +164,13 @@ def test_grad_fn_hook_owns_the_gradient_and_max_steps_stops_early() -> None:
         return 0.25, {}
 
     # Execute: 5 examples, batch 1, 2 epochs would be 10 steps; max_steps stops at 3.
-    result = local_train(model, (torch.ones(5, 1), torch.zeros(5, 1)),
-                         TrainSettings(epochs=2, batch_size=1, lr=0.5, max_steps=3), grad_fn=grad_fn, generator=_gen())
+    result = local_train(
+        model,
+        (torch.ones(5, 1), torch.zeros(5, 1)),
+        TrainSettings(epochs=2, batch_size=1, lr=0.5, max_steps=3),
+        grad_fn=grad_fn,
+        generator=_gen(),
+    )
 
     # Assert
     assert result.steps == 3 and result.mean_loss == 0.25 and result.final_loss == 0.25
@@ -167,20 +179,33 @@ def test_grad_fn_hook_owns_the_gradient_and_max_steps_stops_early() -> None:
 
 def test_loss_fn_and_grad_fn_together_are_refused() -> None:
     with pytest.raises(ValueError, match="loss_fn or grad_fn, not both"):
-        local_train(_scalar_model(0.0), (torch.ones(1, 1), torch.ones(1, 1)), TrainSettings(1, 1, 0.1),
-                    loss_fn=_mse, grad_fn=lambda m, x, y: (0.0, {}), generator=_gen())
+        local_train(
+            _scalar_model(0.0),
+            (torch.ones(1, 1), torch.ones(1, 1)),
+            TrainSettings(1, 1, 0.1),
+            loss_fn=_mse,
+            grad_fn=lambda m, x, y: (0.0, {}),
+            generator=_gen(),
+        )
 
 
 def test_tuple_targets_reach_the_loss_fn_batched_together() -> None:
     x = torch.arange(6, dtype=torch.float32).view(6, 1)
     seen: list[tuple[float, float, float]] = []
 
-    def loss_fn(model: nn.Module, xb: torch.Tensor, yb: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(
+        model: nn.Module, xb: torch.Tensor, yb: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         seen.extend(zip(xb[:, 0].tolist(), yb[0].tolist(), yb[1].tolist()))
         return model(xb).sum() * 0.0, {}
 
-    local_train(_scalar_model(0.0), (x, (x[:, 0] * 10, x[:, 0] * 100)), TrainSettings(1, 4, 0.1),
-                loss_fn=loss_fn, generator=_gen())
+    local_train(
+        _scalar_model(0.0),
+        (x, (x[:, 0] * 10, x[:, 0] * 100)),
+        TrainSettings(1, 4, 0.1),
+        loss_fn=loss_fn,
+        generator=_gen(),
+    )
 
     assert sorted(seen) == [(float(i), 10.0 * i, 100.0 * i) for i in range(6)]
 
@@ -210,7 +235,8 @@ def test_predict_accepts_clip_arrays_with_the_same_scaling_as_to_float() -> None
     # Prepare
     rng = np.random.default_rng(0)
     clips = ClipArrays(
-        rng.integers(0, 256, size=(5, 8, 1, 16, 16), dtype=np.uint8), np.arange(5, dtype=np.int64) % 2,
+        rng.integers(0, 256, size=(5, 8, 1, 16, 16), dtype=np.uint8),
+        np.arange(5, dtype=np.int64) % 2,
         np.array([f"v{i}" for i in range(5)]),
     )
     model = build_model(SMALL, seed=0)
@@ -298,8 +324,9 @@ def test_a_reused_workspace_trains_exactly_like_fresh_optimizers() -> None:
     for i, (settings, carry) in enumerate(runs):
         # Execute: the same call with a new optimizer each time and with the workspace's reset one
         a = local_train(fresh, (x, y), settings, generator=_gen(i), optimizer_state=carried if carry else None)
-        b = local_train(reused, (x, y), settings, generator=_gen(i), optimizer_state=carried if carry else None,
-                        workspace=workspace)
+        b = local_train(
+            reused, (x, y), settings, generator=_gen(i), optimizer_state=carried if carry else None, workspace=workspace
+        )
         carried = a.optimizer_state
         # Assert: bit-identical weights, losses and optimizer buffers
         assert a.mean_loss == b.mean_loss and a.steps == b.steps
@@ -308,5 +335,9 @@ def test_a_reused_workspace_trains_exactly_like_fresh_optimizers() -> None:
         assert a.optimizer_state.keys() == b.optimizer_state.keys()
         for key, value in a.optimizer_state.items():
             np.testing.assert_array_equal(b.optimizer_state[key], value)
-    assert local_train(reused, (x, y), runs[0][0], generator=_gen(), workspace=workspace,
-                       return_optimizer_state=False).optimizer_state == {}
+    assert (
+        local_train(
+            reused, (x, y), runs[0][0], generator=_gen(), workspace=workspace, return_optimizer_state=False
+        ).optimizer_state
+        == {}
+    )

@@ -1,9 +1,9 @@
-"""Tests for pipelines.mutual.augment: seeded, batched twin-view augmentations."""
+"""Tests for fedtwin.pipelines.mutual.augment: seeded, batched twin-view augmentations."""
 
 import pytest
 import torch
 
-from pipelines.mutual.augment import (
+from fedtwin.pipelines.mutual.augment import (
     AUGMENTATIONS,
     PhotometricAugment,
     TemporalCropAugment,
@@ -66,8 +66,10 @@ def test_temporal_jitter_reads_start_plus_stride_frames(mode):
         idx = [next(t for t in range(t_len) if torch.equal(out[b, s], x[b, t])) for s in range(t_len)]
         start = idx[0]
         candidates = [
-            [min(start + stride * s, t_len - 1) if mode == "hold" else (start + stride * s) % t_len
-             for s in range(t_len)]
+            [
+                min(start + stride * s, t_len - 1) if mode == "hold" else (start + stride * s) % t_len
+                for s in range(t_len)
+            ]
             for stride in (1, 2, 3)
         ]
         assert idx in candidates

@@ -1,4 +1,4 @@
-"""Tests for pipelines.mutual.clip_quality: sharpness x exposure scores and the QualityFilter."""
+"""Tests for fedtwin.pipelines.mutual.clip_quality: sharpness x exposure scores and the QualityFilter."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import NotFittedError
 
-from pipelines.mutual.clip_quality import QualityFilter, frame_statistics, quality_scores
+from fedtwin.pipelines.mutual.clip_quality import QualityFilter, frame_statistics, quality_scores
 
 
 def moving_square_clip(frames: int = 4, size: int = 16) -> np.ndarray:

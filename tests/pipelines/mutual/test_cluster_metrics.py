@@ -1,9 +1,9 @@
-"""Tests for pipelines.mutual.cluster_metrics: Hungarian accuracy, NMI/ARI, agreement and id matching."""
+"""Tests for fedtwin.pipelines.mutual.cluster_metrics: Hungarian accuracy, NMI/ARI, agreement and id matching."""
 
 import numpy as np
 import pytest
 
-from pipelines.mutual.cluster_metrics import (
+from fedtwin.pipelines.mutual.cluster_metrics import (
     agreement,
     cluster_metrics,
     hungarian_accuracy,

@@ -1,12 +1,12 @@
-"""Tests for pipelines.mutual.clustering: cosine k-means, DBSCAN on Jaccard/cosine distance, K estimation."""
+"""Tests for fedtwin.pipelines.mutual.clustering: cosine k-means, DBSCAN on Jaccard/cosine distance, K estimation."""
 
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import homogeneity_score, normalized_mutual_info_score
 
-from pipelines.mutual.clustering import CosineKMeans, JaccardDBSCAN, estimate_eps, estimate_n_clusters
-from pipelines.mutual.kreciprocal import kreciprocal_jaccard_distance
+from fedtwin.pipelines.mutual.clustering import CosineKMeans, JaccardDBSCAN, estimate_eps, estimate_n_clusters
+from fedtwin.pipelines.mutual.kreciprocal import kreciprocal_jaccard_distance
 
 
 def make_direction_blobs(seed: int, n_clusters: int = 4, per_cluster: int = 30, dim: int = 16, spread: float = 0.15):
@@ -85,7 +85,7 @@ def test_dbscan_cosine_finds_clusters_and_marks_planted_outliers():
 
     # Assert
     assert db.n_clusters_ == 4
-    np.testing.assert_array_equal(db.labels_[len(X):], -1)
+    np.testing.assert_array_equal(db.labels_[len(X) :], -1)
     assert normalized_mutual_info_score(y, db.labels_[: len(X)]) == pytest.approx(1.0)
     assert db.cluster_centers_.shape == (4, X.shape[1])
     np.testing.assert_array_equal(db.predict(X), db.labels_[: len(X)])
@@ -121,7 +121,7 @@ def test_dbscan_jaccard_without_query_expansion_rejects_outliers():
 
     # Assert
     assert db.n_clusters_ == 4
-    np.testing.assert_array_equal(db.labels_[len(X):], -1)
+    np.testing.assert_array_equal(db.labels_[len(X) :], -1)
 
 
 def test_dbscan_rejects_unknown_metric():

@@ -1,9 +1,9 @@
-"""Tests for pipelines.mutual.ema: the mean-model update in both units against hand-computed values."""
+"""Tests for fedtwin.pipelines.mutual.ema: the mean-model update in both units against hand-computed values."""
 
 import pytest
 import torch
 
-from pipelines.mutual.ema import EmaSchedule, ema_update, init_ema
+from fedtwin.pipelines.mutual.ema import EmaSchedule, ema_update, init_ema
 
 
 class Scalar(torch.nn.Module):

@@ -1,9 +1,9 @@
-"""Tests for pipelines.mutual.kreciprocal: the k-reciprocal Jaccard distance on hand-checkable inputs."""
+"""Tests for fedtwin.pipelines.mutual.kreciprocal: the k-reciprocal Jaccard distance on hand-checkable inputs."""
 
 import numpy as np
 import pytest
 
-from pipelines.mutual.kreciprocal import cosine_distance_matrix, kreciprocal_jaccard_distance
+from fedtwin.pipelines.mutual.kreciprocal import cosine_distance_matrix, kreciprocal_jaccard_distance
 
 
 def unit(angle: float) -> list[float]:

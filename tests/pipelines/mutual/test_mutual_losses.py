@@ -1,4 +1,4 @@
-"""Tests for pipelines.mutual.losses against hand-computed values on tiny batches."""
+"""Tests for fedtwin.pipelines.mutual.losses against hand-computed values on tiny batches."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.mutual.losses import (
+from fedtwin.pipelines.mutual.losses import (
     label_smoothed_ce,
     mmt_net_loss,
     mmt_total_loss,
@@ -99,12 +99,24 @@ def test_net_loss_combines_components_with_lambda_weights():
     peer_features = torch.randn(4, 1, generator=gen)
 
     # Execute
-    parts = mmt_net_loss(logits, FEATURES, LABELS, peer_probs=peer_probs, peer_features=peer_features,
-                         lambda_id=0.5, lambda_tri=0.8, epsilon=0.1)
+    parts = mmt_net_loss(
+        logits,
+        FEATURES,
+        LABELS,
+        peer_probs=peer_probs,
+        peer_features=peer_features,
+        lambda_id=0.5,
+        lambda_tri=0.8,
+        epsilon=0.1,
+    )
 
     # Assert
-    expected = (0.5 * label_smoothed_ce(logits, LABELS, 0.1) + 0.5 * soft_ce(logits, peer_probs)
-                + 0.2 * triplet_loss(FEATURES, LABELS) + 0.8 * soft_triplet_loss(FEATURES, peer_features, LABELS))
+    expected = (
+        0.5 * label_smoothed_ce(logits, LABELS, 0.1)
+        + 0.5 * soft_ce(logits, peer_probs)
+        + 0.2 * triplet_loss(FEATURES, LABELS)
+        + 0.8 * soft_triplet_loss(FEATURES, peer_features, LABELS)
+    )
     assert parts["total"].item() == pytest.approx(expected.item(), abs=1e-6)
     assert set(parts) == {"ce", "soft_ce", "tri", "soft_tri", "total"}
 

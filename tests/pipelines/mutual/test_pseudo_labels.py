@@ -1,13 +1,17 @@
-"""Tests for pipelines.mutual.pseudo_labels: which features label which twin, id matching, own-space centroids."""
+"""Tests for fedtwin.pipelines.mutual.pseudo_labels: which features label which twin, id matching, own-space centroids."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
-from pipelines.mutual.clustering import normalized_centroids
-from pipelines.mutual.kreciprocal import l2_normalize
-from pipelines.mutual.pseudo_labels import (
-    ClusterSettings, combine_shared, feature_digest, make_pseudo_labels, route_features,
+from fedtwin.pipelines.mutual.clustering import normalized_centroids
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.pseudo_labels import (
+    ClusterSettings,
+    combine_shared,
+    feature_digest,
+    make_pseudo_labels,
+    route_features,
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests for pipelines.mutual.twin_training: head reset, the epoch loss hook and its EMA timing, final choice."""
+"""Tests for fedtwin.pipelines.mutual.twin_training: head reset, the epoch loss hook and its EMA timing, final choice."""
 
 import math
 
@@ -7,12 +7,16 @@ import pytest
 import torch
 from torch.nn import functional as nnf
 
-from pipelines.mutual.augment import IdentityAugment
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.state import state_from_model
-from pipelines.model.training import TrainSettings, local_train
-from pipelines.mutual.twin_training import (
-    LossSettings, TwinEpochLoss, convergence_weights, reset_head, select_final,
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.state import state_from_model
+from fedtwin.pipelines.model.training import TrainSettings, local_train
+from fedtwin.pipelines.mutual.augment import IdentityAugment
+from fedtwin.pipelines.mutual.twin_training import (
+    LossSettings,
+    TwinEpochLoss,
+    convergence_weights,
+    reset_head,
+    select_final,
 )
 
 TINY = ModelConfig(widths=(4, 8), frames=4, num_classes=3)
@@ -93,12 +97,21 @@ def test_on_step_runs_once_after_every_optimiser_step():
     x, y = tiny_batch(n=10)
     initial = state_from_model(model)["head.weight"].copy()
     seen: list[np.ndarray] = []
-    loss_fn = TwinEpochLoss(LossSettings(kind="hard"), IdentityAugment(), torch.Generator(),
-                            on_step=lambda: seen.append(state_from_model(model)["head.weight"].copy()))
+    loss_fn = TwinEpochLoss(
+        LossSettings(kind="hard"),
+        IdentityAugment(),
+        torch.Generator(),
+        on_step=lambda: seen.append(state_from_model(model)["head.weight"].copy()),
+    )
 
     # Execute: 10 clips in batches of 4 -> 3 steps
-    result = local_train(model, (x, (y, torch.arange(10))), TrainSettings(epochs=1, batch_size=4, lr=0.1),
-                         generator=torch.Generator().manual_seed(0), loss_fn=loss_fn)
+    result = local_train(
+        model,
+        (x, (y, torch.arange(10))),
+        TrainSettings(epochs=1, batch_size=4, lr=0.1),
+        generator=torch.Generator().manual_seed(0),
+        loss_fn=loss_fn,
+    )
     loss_fn.finish()
 
     # Assert: one call per step, the first after step 1 (weights moved), the last = final weights

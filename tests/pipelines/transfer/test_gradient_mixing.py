@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.transfer.gradient_mixing import (
+from fedtwin.pipelines.transfer.gradient_mixing import (
     GradientMixer,
     agem_project,
     cosine_similarity,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.transfer.history_bank import HistoryBank, signatures
+from fedtwin.pipelines.transfer.history_bank import HistoryBank, signatures
 
 
 def _clips(ids):

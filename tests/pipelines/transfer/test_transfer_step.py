@@ -1,4 +1,4 @@
-"""Tests for pipelines.transfer.transfer_step: the paired mixing grad_fn, GSS signatures of a model, summaries."""
+"""Tests for fedtwin.pipelines.transfer.transfer_step: the paired mixing grad_fn, GSS signatures of a model, summaries."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from pipelines.transfer.gradient_mixing import GradientMixer, cosine_similarity
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.training import TrainSettings, local_train
-from pipelines.transfer.transfer_step import (
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.training import TrainSettings, local_train
+from fedtwin.pipelines.transfer.gradient_mixing import GradientMixer, cosine_similarity
+from fedtwin.pipelines.transfer.transfer_step import (
     PairedMixStep,
     StepTrace,
     harmonic_mean,
@@ -34,8 +34,9 @@ def _tiny_model(seed: int = 0) -> nn.Module:
 
 def _batches(n_batches: int, size: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [(rng.integers(0, 256, (size, 2, 1, 2, 2), dtype=np.uint8), rng.integers(0, 3, size))
-            for _ in range(n_batches)]
+    return [
+        (rng.integers(0, 256, (size, 2, 1, 2, 2), dtype=np.uint8), rng.integers(0, 3, size)) for _ in range(n_batches)
+    ]
 
 
 def _flat_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -98,8 +99,13 @@ def test_local_train_pairs_every_step_with_the_next_history_batch():
     step = PairedMixStep(GradientMixer("replay"), history)
 
     # Execute
-    result = local_train(model, (clips, labels), TrainSettings(epochs=2, batch_size=4, lr=0.1), grad_fn=step,
-                         generator=torch.Generator().manual_seed(0))
+    result = local_train(
+        model,
+        (clips, labels),
+        TrainSettings(epochs=2, batch_size=4, lr=0.1),
+        grad_fn=step,
+        generator=torch.Generator().manual_seed(0),
+    )
 
     # Assert
     assert result.steps == 6
@@ -141,8 +147,10 @@ def test_head_signatures_equal_autograd_of_each_clip_loss_on_the_head_weight():
 
 def test_similarity_summary_by_hand():
     # Prepare
-    trace = [StepTrace(i + 1, s, w, p, 0.0, 1.0, 1.0)
-             for i, (s, w, p) in enumerate([(-0.5, 0.75, True), (0.1, 0.45, False), (0.3, 0.30, False)])]
+    trace = [
+        StepTrace(i + 1, s, w, p, 0.0, 1.0, 1.0)
+        for i, (s, w, p) in enumerate([(-0.5, 0.75, True), (0.1, 0.45, False), (0.3, 0.30, False)])
+    ]
 
     # Execute
     out = similarity_summary(trace)

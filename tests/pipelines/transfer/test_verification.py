@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.transfer.verification import DROPPED, Outcome, verify_predictions, verify_probabilities
+from fedtwin.pipelines.transfer.verification import DROPPED, Outcome, verify_predictions, verify_probabilities
 
 # Three digit classes 0..2 and background class 3; threshold 0.5.
 PREDICTED = [1, 2, 0, 2, 3, 1, 3, 0]
@@ -31,9 +31,7 @@ def test_outcomes_and_labels_on_a_hand_made_batch():
 
 
 def test_background_options_drop_or_keep_negatives():
-    dropped = verify_predictions(
-        PREDICTED, CONFIDENCE, TRUE, background_class=3, negatives_to_background=False
-    )
+    dropped = verify_predictions(PREDICTED, CONFIDENCE, TRUE, background_class=3, negatives_to_background=False)
     kept = verify_predictions(PREDICTED, CONFIDENCE, TRUE, background_class=3, keep_true_negatives=True)
 
     np.testing.assert_array_equal(dropped.labels, [1, 0, 0, DROPPED, DROPPED, DROPPED, 2, 0])

@@ -3,7 +3,7 @@
 ``strategy.name`` in YAML is resolved only by :func:`strategy_class`. A strategy plugin is a subclass of
 :class:`Strategy` that sets its own ``name`` (shown in summaries), declares ``Params`` (a frozen
 dataclass filled from ``strategy.params``) and implements ``aggregate_fit``; see
-:mod:`orchestrator.recipes.federated.strategies.base`. Strategies run in the driver only.
+:mod:`fedtwin.orchestrator.recipes.federated.strategies.base`. Strategies run in the driver only.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
-from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
-from orchestrator.recipes.federated.strategies.fedavg import FedAvg
-from orchestrator.recipes.federated.strategies.fedavgm import FedAvgM
-from orchestrator.recipes.federated.strategies.feddu import FedDU
-from orchestrator.recipes.federated.strategies.feddum import FedDUM
-from pipelines.plugins import PluginError, load_plugin
+from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
+from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
+from fedtwin.orchestrator.recipes.federated.strategies.fedavg import FedAvg
+from fedtwin.orchestrator.recipes.federated.strategies.fedavgm import FedAvgM
+from fedtwin.orchestrator.recipes.federated.strategies.feddu import FedDU
+from fedtwin.orchestrator.recipes.federated.strategies.feddum import FedDUM
+from fedtwin.pipelines.plugins import PluginError, load_plugin
 
 STRATEGY_GROUP = "fedtwin.strategies"
 #: The built-in strategies (the ``builtins`` table of the ``fedtwin.strategies`` group).

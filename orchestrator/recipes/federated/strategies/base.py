@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from orchestrator.config.loader import from_dict
-from orchestrator.recipes.federated.strategies.context import StrategyContext
-from pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.orchestrator.config.loader import from_dict
+from fedtwin.orchestrator.recipes.federated.strategies.context import StrategyContext
+from fedtwin.pipelines.federated.messages import AggregatedFit, DeviceFailure, FitResult, FitTask
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 __all__ = ["AggregatedFit", "DeviceFailure", "FitResult", "FitTask", "Strategy"]
 

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pipelines.federated.messages import ServerPassResult
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.pipelines.federated.messages import ServerPassResult
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 
 class ServerAccess(Protocol):
@@ -34,7 +34,7 @@ class ServerAccess(Protocol):
         optimizer_state: Mapping[str, np.ndarray] | None = None,
     ) -> ServerPassResult:
         """Train ``state`` on D0 with ``settings``, batch order seeded by ``round_num``, the optimizer
-        starting from ``optimizer_state`` (see ``actors.federated.server_node.ServerNode.server_pass``)."""
+        starting from ``optimizer_state`` (see ``fedtwin.actors.federated.server_node.ServerNode.server_pass``)."""
         ...
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
-from pipelines.model.state import ModelState, is_float
+from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
+from fedtwin.pipelines.model.state import ModelState, is_float
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.recipes.federated.strategies.base import AggregatedFit
-from orchestrator.recipes.federated.strategies.fedavg import FedAvg
-from pipelines.model.state import ModelState, is_float
+from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit
+from fedtwin.orchestrator.recipes.federated.strategies.fedavg import FedAvg
+from fedtwin.pipelines.model.state import ModelState, is_float
 
 
 @dataclass(frozen=True)

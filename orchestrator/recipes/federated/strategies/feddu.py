@@ -10,7 +10,7 @@ full server pass over D0 by a fraction ``alpha_t`` (FedDUAP's dynamic server upd
 ``D`` is the base-2 Jensen-Shannon divergence to the label distribution of all device data (or the
 uniform one), computed from the label histograms the selected devices *report*: the server sees
 weights and class counts, never device data. FedDUM (server and device momentum) is its own strategy,
-:class:`orchestrator.recipes.federated.strategies.feddum.FedDUM`. Docs: ``docs/feddu.md``.
+:class:`fedtwin.orchestrator.recipes.federated.strategies.feddum.FedDUM`. Docs: ``docs/feddu.md``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.federated.strategies.base import AggregatedFit
-from orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
-from orchestrator.recipes.federated.strategies.fedavg import FedAvg, fedavg_update
-from orchestrator.recipes.federated.strategies.state_ops import interpolate
-from pipelines.data.heterogeneity import distribution, js_divergence
-from pipelines.federated.messages import FitTask
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit
+from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
+from fedtwin.orchestrator.recipes.federated.strategies.fedavg import FedAvg, fedavg_update
+from fedtwin.orchestrator.recipes.federated.strategies.state_ops import interpolate
+from fedtwin.pipelines.data.heterogeneity import distribution, js_divergence
+from fedtwin.pipelines.federated.messages import FitTask
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 #: Below this both divergences count as zero (IID devices and IID server): the IID/IID fallback.
 IID_EPS = 1e-12
@@ -83,11 +83,18 @@ class FedDUParams:
             (self.skip_below >= 0, "skip_below", "must be >= 0"),
             (self.revert_factor is None or self.revert_factor >= 1, "revert_factor", "must be >= 1 or null"),
             (self.server_epochs is None or self.server_epochs >= 1, "server_epochs", "must be >= 1 or null"),
-            (self.server_batch_size is None or self.server_batch_size >= 1, "server_batch_size", "must be >= 1 or null"),
+            (
+                self.server_batch_size is None or self.server_batch_size >= 1,
+                "server_batch_size",
+                "must be >= 1 or null",
+            ),
             (self.server_lr is None or self.server_lr > 0, "server_lr", "must be > 0 or null"),
             (self.fixed_alpha is None or 0 <= self.fixed_alpha <= 1, "fixed_alpha", "must be in [0, 1] or null"),
-            (self.server_sgd_momentum is None or 0 <= self.server_sgd_momentum < 1, "server_sgd_momentum",
-             "must be in [0, 1) or null"),
+            (
+                self.server_sgd_momentum is None or 0 <= self.server_sgd_momentum < 1,
+                "server_sgd_momentum",
+                "must be in [0, 1) or null",
+            ),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -182,9 +189,7 @@ class FedDU(FedAvg):
         if context is None or context.global_label_histogram is None or context.server_label_histogram is None:
             raise ValueError(f"{self.name} needs a StrategyContext with the global and the server label histograms")
         if context.num_server_examples == 0:
-            raise ValueError(
-                f"strategy {self.name} needs shared server data; set data.partition.shared_fraction > 0"
-            )
+            raise ValueError(f"strategy {self.name} needs shared server data; set data.partition.shared_fraction > 0")
         k = context.num_classes
         if params.js_reference == "global":
             self.reference = distribution(np.asarray(context.global_label_histogram))
@@ -202,10 +207,15 @@ class FedDU(FedAvg):
         raw = dict(raw)
         if cls is FedDU and "feddum" in raw:
             if raw.pop("feddum"):
-                raise ConfigError("strategy.params.feddum: FedDUM is its own strategy now; set strategy.name: "
-                                  "feddum and drop the feddum key")
-            warnings.warn("strategy.params.feddum: false is the default and will be rejected; drop the key",
-                          FutureWarning, stacklevel=2)
+                raise ConfigError(
+                    "strategy.params.feddum: FedDUM is its own strategy now; set strategy.name: "
+                    "feddum and drop the feddum key"
+                )
+            warnings.warn(
+                "strategy.params.feddum: false is the default and will be rejected; drop the key",
+                FutureWarning,
+                stacklevel=2,
+            )
         return super().parse_params(raw)
 
     # ------------------------------------------------------------------ configure
@@ -237,7 +247,8 @@ class FedDU(FedAvg):
             batch_size=pick(p.server_batch_size, "batch_size"),
             lr=pick(p.server_lr, "lr"),
             optimizer=p.server_optimizer or (device.optimizer if device is not None else "sgd"),
-            momentum=p.server_sgd_momentum if p.server_sgd_momentum is not None
+            momentum=p.server_sgd_momentum
+            if p.server_sgd_momentum is not None
             else (device.momentum if device is not None else 0.0),
         )
 
@@ -280,8 +291,15 @@ class FedDU(FedAvg):
             alpha = float(p.fixed_alpha)
         else:
             alpha = feddu_alpha(
-                acc=acc, round_index=round_num - 1, n0=self.n0, n_selected=n_selected, js_selected=js_selected,
-                js_server=self.js_server, C=p.C, decay=p.decay, alpha_max=p.alpha_max,
+                acc=acc,
+                round_index=round_num - 1,
+                n0=self.n0,
+                n_selected=n_selected,
+                js_selected=js_selected,
+                js_server=self.js_server,
+                C=p.C,
+                decay=p.decay,
+                alpha_max=p.alpha_max,
             )
         settings = self.server_settings()
         tau0 = math.ceil(self.n0 / settings.batch_size) * settings.epochs

@@ -1,7 +1,7 @@
 """FedDUM (from FedDUMAP, ACM TIST 2024): FedDU with decoupled server and device momentum.
 
 Each round FedDU proposes ``w_t^FedDU`` (FedAvg, then the dynamic server update on D0, see
-:mod:`orchestrator.recipes.federated.strategies.feddu`); FedDUM then puts EMA **server momentum** on
+:mod:`fedtwin.orchestrator.recipes.federated.strategies.feddu`); FedDUM then puts EMA **server momentum** on
 the global update and guards the *final* update::
 
     Delta_t = w_t^FedDU - w_{t-1}
@@ -28,19 +28,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.federated.strategies.base import AggregatedFit
-from orchestrator.recipes.federated.strategies.context import StrategyContext
-from orchestrator.recipes.federated.strategies.feddu import FedDU, FedDUParams
-from orchestrator.recipes.federated.strategies.state_ops import (
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit
+from fedtwin.orchestrator.recipes.federated.strategies.context import StrategyContext
+from fedtwin.orchestrator.recipes.federated.strategies.feddu import FedDU, FedDUParams
+from fedtwin.orchestrator.recipes.federated.strategies.state_ops import (
     ema_momentum_step,
     interpolate,
     load_prefixed,
     prefixed,
     state_norm,
 )
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import ModelState
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import ModelState
 
 #: Checkpoint key of the number of server-momentum updates kept (the bias correction's k).
 UPDATES_KEY = "server_momentum_updates"
@@ -141,7 +141,8 @@ class FedDUM(FedDU):
             return settings
         if settings.optimizer == "sgd":
             return dataclasses.replace(
-                settings, **momentum_settings(settings.lr, p.device_momentum, p.device_momentum_form),
+                settings,
+                **momentum_settings(settings.lr, p.device_momentum, p.device_momentum_form),
                 optimizer_start=p.device_momentum_init,
             )
         if p.device_momentum_init == "global":

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pipelines.model.state import ModelState, is_float
+from fedtwin.pipelines.model.state import ModelState, is_float
 
 
 def interpolate(base: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], alpha: float) -> ModelState:
@@ -79,4 +79,4 @@ def prefixed(prefix: str, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 def load_prefixed(prefix: str, state: Mapping[str, np.ndarray]) -> ModelState:
     """Inverse of :func:`prefixed` (keys with other prefixes are ignored)."""
     head = f"{prefix}/"
-    return {k[len(head):]: np.array(v) for k, v in state.items() if k.startswith(head)}
+    return {k[len(head) :]: np.array(v) for k, v in state.items() if k.startswith(head)}

@@ -9,34 +9,34 @@ import sys
 import numpy as np
 import pytest
 
-from orchestrator.recipes.federated.backend import Backend, RoundFailedError
-from orchestrator.recipes.federated.backend_common import finish_round, min_successes
-from orchestrator.recipes.federated.local_backend import LocalBackend
-from orchestrator.recipes.federated.round import round_settings
-from orchestrator.recipes.federated.strategies import FedAvg
-from orchestrator.run.data_prep import ensure_partition
-from pipelines.federated.aggregate import OrderedFold
-from pipelines.federated.messages import DeviceFailure, FitTask, HostFitResult
-from pipelines.model.networks import build_model
-from pipelines.model.settings import TrainSettings
-from pipelines.model.state import state_from_model
+from fedtwin.orchestrator.recipes.federated.backend import Backend, RoundFailedError
+from fedtwin.orchestrator.recipes.federated.backend_common import finish_round, min_successes
+from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
+from fedtwin.orchestrator.recipes.federated.round import round_settings
+from fedtwin.orchestrator.recipes.federated.strategies import FedAvg
+from fedtwin.orchestrator.run.data_prep import ensure_partition
+from fedtwin.pipelines.federated.aggregate import OrderedFold
+from fedtwin.pipelines.federated.messages import DeviceFailure, FitTask, HostFitResult
+from fedtwin.pipelines.model.networks import build_model
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.state import state_from_model
 from tests.fakes import make_fit_result, make_state
 from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
 
 SETTINGS = TrainSettings(epochs=1, batch_size=4, lr=0.1)
 
 PLAIN_MODULES = (
-    "orchestrator.recipes.federated.local_backend",
-    "orchestrator.recipes.federated.backend",
-    "orchestrator.recipes.federated.round",
-    "actors.federated.device_host",
-    "actors.federated.evaluator",
-    "actors.federated.server_node",
-    "actors.mutual.twin_network",
-    "actors.mutual.clustering_task",
-    "actors.incremental.trainer",
-    "actors.transfer.trainer",
-    "actors.placement",
+    "fedtwin.orchestrator.recipes.federated.local_backend",
+    "fedtwin.orchestrator.recipes.federated.backend",
+    "fedtwin.orchestrator.recipes.federated.round",
+    "fedtwin.actors.federated.device_host",
+    "fedtwin.actors.federated.evaluator",
+    "fedtwin.actors.federated.server_node",
+    "fedtwin.actors.mutual.twin_network",
+    "fedtwin.actors.mutual.clustering_task",
+    "fedtwin.actors.incremental.trainer",
+    "fedtwin.actors.transfer.trainer",
+    "fedtwin.actors.placement",
 )
 
 
@@ -76,8 +76,11 @@ def test_round_settings_decay_the_learning_rate(tmp_path):
 
 def test_local_backend_raises_below_the_threshold_and_folds_above_it(tiny_data_root, tmp_path):
     # Prepare: device 3 always fails; 10 devices on 2 in-process hosts, one step each
-    overrides = {"resources.backend": "local", "federation.chaos": {"fail_devices": [3]},
-                 "training": {"epochs": 1, "batch_size": 16, "max_steps": 1}}
+    overrides = {
+        "resources.backend": "local",
+        "federation.chaos": {"fail_devices": [3]},
+        "training": {"epochs": 1, "batch_size": 16, "max_steps": 1},
+    }
     strict = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.95})
     lenient = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.9})
     partition = str(ensure_partition(strict.data))
@@ -96,7 +99,7 @@ def test_local_backend_raises_below_the_threshold_and_folds_above_it(tiny_data_r
 
 
 def test_idle_clock_measures_each_hosts_gap_between_rounds_on_its_own_clock():
-    from orchestrator.recipes.federated.backend_common import IdleClock
+    from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock
 
     clock = IdleClock()
     for host, (start, end) in enumerate([(0.0, 10.0), (0.0, 12.0)]):

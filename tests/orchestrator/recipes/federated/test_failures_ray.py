@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.recipes.federated.host_pool import HostPool
-from orchestrator.run.checkpoint import latest_checkpoint
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.recipes.federated.host_pool import HostPool
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 from tests.orchestrator.recipes.federated.test_feddu_ray import FEDDUM
 from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
 
@@ -43,8 +43,16 @@ def fedavg_baseline(ray_session, tiny_data_root, tmp_path_factory):
         # killed while the driver gathers round 2's checkpoint: restored from the round log, asked again;
         # the restart shows in the next round's record
         pytest.param([{"round": 2, "host": 0, "phase": "checkpoint"}], 3, 0, 1, id="host-at-checkpoint"),
-        pytest.param([{"round": 3, "host": 0, "phase": "fit", "after_devices": 0},
-                      {"round": 3, "host": 1, "phase": "fit", "after_devices": 4}], 3, 10, 2, id="two-in-one-round"),
+        pytest.param(
+            [
+                {"round": 3, "host": 0, "phase": "fit", "after_devices": 0},
+                {"round": 3, "host": 1, "phase": "fit", "after_devices": 4},
+            ],
+            3,
+            10,
+            2,
+            id="two-in-one-round",
+        ),
     ],
 )
 def test_killed_hosts_are_restored_and_their_devices_retried(
@@ -71,8 +79,10 @@ FEDDUM_RUN = {**FEDDUM, "run.checkpoint_every": 3}  # checkpoints after rounds 3
 def test_feddum_device_momentum_survives_host_and_server_kills(ray_session, tiny_data_root, tmp_path, monkeypatch):
     # Prepare: host 1 dies mid-fit in round 3, so its devices' momentum from rounds 1 and 2 must be
     # rebuilt from the log (no checkpoint yet); the server node dies before round 2's server pass
-    kills = [{"round": 3, "host": 1, "phase": "fit", "after_devices": 1},
-             {"round": 2, "target": "server", "phase": "server_pass"}]
+    kills = [
+        {"round": 3, "host": 1, "phase": "fit", "after_devices": 1},
+        {"round": 2, "target": "server", "phase": "server_pass"},
+    ]
     _, base_records, base = _run(tiny_data_root, tmp_path / "base", **FEDDUM_RUN)
     # Execute
     _, records, killed = _run(tiny_data_root, tmp_path / "kills", kills, **FEDDUM_RUN)

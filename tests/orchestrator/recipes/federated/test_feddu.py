@@ -21,13 +21,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipelines.federated.messages import FitResult, ServerPassResult
-from pipelines.federated.aggregate import aggregate_results
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, StrategyContext
-from orchestrator.recipes.federated.strategies.feddu import feddu_alpha, should_revert
-from pipelines.data.heterogeneity import js_divergence
-from pipelines.model.settings import TrainSettings
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, StrategyContext
+from fedtwin.orchestrator.recipes.federated.strategies.feddu import feddu_alpha, should_revert
+from fedtwin.pipelines.data.heterogeneity import js_divergence
+from fedtwin.pipelines.federated.aggregate import aggregate_results
+from fedtwin.pipelines.federated.messages import FitResult, ServerPassResult
+from fedtwin.pipelines.model.settings import TrainSettings
 from tests.fakes import make_state
 
 D_SERVER = 0.311278
@@ -90,8 +90,9 @@ def test_js_known_values():
 
 def test_alpha_formula_by_hand():
     # round 3 (t = 2), decay 0.9, acc 0.25: 0.81 * 0.75 * ratio
-    alpha = feddu_alpha(acc=0.25, round_index=2, n0=20, n_selected=40, js_selected=D_SELECTED,
-                        js_server=D_SERVER, C=1.0, decay=0.9)
+    alpha = feddu_alpha(
+        acc=0.25, round_index=2, n0=20, n_selected=40, js_selected=D_SELECTED, js_server=D_SERVER, C=1.0, decay=0.9
+    )
     assert alpha == pytest.approx(0.81 * 0.75 * RATIO, abs=1e-6)
     assert alpha == pytest.approx(0.216357, abs=1e-6)
 
@@ -134,10 +135,16 @@ def test_server_pass_settings_come_from_params_when_given():
 
 
 def test_alpha_falls_as_accuracy_rises_and_as_rounds_pass():
-    by_acc = [feddu_alpha(acc=a, round_index=0, n0=20, n_selected=40, js_selected=D_SELECTED, js_server=D_SERVER)
-              for a in (0.0, 0.3, 0.6, 0.9)]
-    by_round = [feddu_alpha(acc=0.5, round_index=t, n0=20, n_selected=40, js_selected=D_SELECTED,
-                            js_server=D_SERVER, decay=0.99) for t in (0, 10, 50, 200)]
+    by_acc = [
+        feddu_alpha(acc=a, round_index=0, n0=20, n_selected=40, js_selected=D_SELECTED, js_server=D_SERVER)
+        for a in (0.0, 0.3, 0.6, 0.9)
+    ]
+    by_round = [
+        feddu_alpha(
+            acc=0.5, round_index=t, n0=20, n_selected=40, js_selected=D_SELECTED, js_server=D_SERVER, decay=0.99
+        )
+        for t in (0, 10, 50, 200)
+    ]
     assert all(a > b for a, b in zip(by_acc, by_acc[1:]))
     assert all(a > b for a, b in zip(by_round, by_round[1:]))
     assert by_round[1] == pytest.approx(by_round[0] * 0.99**10)
@@ -182,8 +189,10 @@ def test_revert_when_d0_loss_more_than_triples():
 
 def test_a_non_finite_d0_loss_after_the_update_reverts():
     # Prepare: the server pass returns NaN weights, whose D0 loss is NaN (NaN > 3 * 1.0 is False)
-    server = FakeServer(score=lambda s: (0.0, float(np.mean(s["w"])) if np.isnan(s["w"]).any() else 1.0),
-                        pass_state=make_state(np.nan, 0.0))
+    server = FakeServer(
+        score=lambda s: (0.0, float(np.mean(s["w"])) if np.isnan(s["w"]).any() else 1.0),
+        pass_state=make_state(np.nan, 0.0),
+    )
     # Execute
     new, metrics = run_round(make_feddu(server, fixed_alpha=0.5), 1, w=1.0)
     # Assert: w_half is kept
@@ -209,7 +218,9 @@ def test_js_reference_uniform_differs_from_global():
     uniform = make_feddu(server, global_hist=(40, 40, 10, 10), js_reference="uniform")
     glob = make_feddu(server, global_hist=(40, 40, 10, 10))
     assert uniform.js_server == pytest.approx(D_SERVER, abs=1e-6)
-    assert glob.js_server == pytest.approx(float(js_divergence(np.array([0.5, 0.5, 0, 0]), np.array([.4, .4, .1, .1]))))
+    assert glob.js_server == pytest.approx(
+        float(js_divergence(np.array([0.5, 0.5, 0, 0]), np.array([0.4, 0.4, 0.1, 0.1])))
+    )
     assert glob.js_server < uniform.js_server
 
 

@@ -6,18 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.recipes.federated.ray_backend import RayServerAccess
-from orchestrator.run.checkpoint import latest_checkpoint
-from orchestrator.run.experiment import run_experiment
-from orchestrator.recipes.federated.local_backend import LocalBackend
-from orchestrator.run.run_folder import RunFolder
-from pipelines.model.networks import ModelConfig, build_model
-from pipelines.model.state import state_from_model
+from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
+from fedtwin.orchestrator.recipes.federated.ray_backend import RayServerAccess
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
+from fedtwin.pipelines.model.state import state_from_model
 from tests.orchestrator.recipes.federated.test_federated_ray import _CrashAfter, tiny_spec
 
 FEDDUM = {
-    "data.partition": {"devices": 10, "scheme": "shards", "labels_per_device": 2, "seed": 0,
-                       "shared_fraction": 0.1, "shared_classes": 5},
+    "data.partition": {
+        "devices": 10,
+        "scheme": "shards",
+        "labels_per_device": 2,
+        "seed": 0,
+        "shared_fraction": 0.1,
+        "shared_classes": 5,
+    },
     "training": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05},
     # device buffers kept on the hosts between a device's rounds (not the default), so that resume and
     # host restarts have device state to restore
@@ -55,8 +61,19 @@ def test_feddum_logs_server_update_and_resumes_exactly_with_device_momentum(
     full = run_experiment(tiny_spec(tiny_data_root, tmp_path / "a", **FEDDUM))
     records = RunFolder(full.run_dir).read_metrics()
     # Assert: alpha_t and tau_eff (and the rest of the FedDU fields) are logged every round
-    for key in ("acc_t", "alpha_t", "tau_eff", "tau0", "js_selected", "js_server", "n_selected", "skipped",
-                "reverted", "tau_avg_dev", "server_momentum_norm"):
+    for key in (
+        "acc_t",
+        "alpha_t",
+        "tau_eff",
+        "tau0",
+        "js_selected",
+        "js_server",
+        "n_selected",
+        "skipped",
+        "reverted",
+        "tau_avg_dev",
+        "server_momentum_norm",
+    ):
         assert all(key in r for r in records), key
     assert all(0 < r["alpha_t"] <= 1 and r["tau_eff"] == pytest.approx(r["alpha_applied"] * r["tau0"]) for r in records)
     assert (full.run_dir / "plots" / "server_update.png").is_file()
@@ -67,8 +84,9 @@ def test_feddum_logs_server_update_and_resumes_exactly_with_device_momentum(
     # Assert: devices keep their momentum buffers between rounds and in the checkpoint
     devices = latest_checkpoint(full.run_dir / "checkpoints").extra["devices"]
     trained = {int(d): v for d, v in devices.items() if v["rounds_trained"] > 0}
-    assert trained and all(set(v["optimizer_state"]) == {f"momentum_buffer/{k}" for k in model_state}
-                           for v in trained.values())
+    assert trained and all(
+        set(v["optimizer_state"]) == {f"momentum_buffer/{k}" for k in model_state} for v in trained.values()
+    )
 
     # Execute: crash after round 3 (last checkpoint: round 2), resume; and a resume that drops device
     # state (on the in-process backend, which runs the same hosts without actor start-up costs)
@@ -99,7 +117,7 @@ def test_feddum_logs_server_update_and_resumes_exactly_with_device_momentum(
 
 
 def test_feddu_needs_a_shared_split(ray_session, tiny_data_root, tmp_path):
-    from pipelines.core.errors import FedtwinError
+    from fedtwin.pipelines.core.errors import FedtwinError
 
     spec = tiny_spec(tiny_data_root, tmp_path, **{"strategy.name": "feddu"})
     with pytest.raises(FedtwinError, match="shared_fraction > 0"):

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, FedDUM, StrategyContext, strategy_class
-from orchestrator.recipes.federated.strategies.feddum import momentum_settings
-from pipelines.federated.aggregate import aggregate_results
-from pipelines.federated.messages import FitResult
-from pipelines.model.settings import TrainSettings
-from pipelines.model.training import local_train
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies import STRATEGIES, FedDU, FedDUM, StrategyContext, strategy_class
+from fedtwin.orchestrator.recipes.federated.strategies.feddum import momentum_settings
+from fedtwin.pipelines.federated.aggregate import aggregate_results
+from fedtwin.pipelines.federated.messages import FitResult
+from fedtwin.pipelines.model.settings import TrainSettings
+from fedtwin.pipelines.model.training import local_train
 from tests.fakes import make_state
 from tests.orchestrator.recipes.federated.test_feddu import TRAIN, FakeServer, make_feddu, run_round
 
@@ -57,8 +57,9 @@ def test_debiased_momentum_applies_the_first_update_in_full_and_averages_later_o
     # beta_s 0.5. r1: Delta 1, m 0.5, scale 1/(1-0.5) = 2 -> w 1.
     # r2: 1 -> 3, Delta 2, m 0.25 + 1 = 1.25, scale 1/(1-0.25) = 4/3 -> w 1 + 5/3.
     # r3: Delta 0, m 0.625, scale 8/7 -> w + 5/7.
-    got, metrics = mean_sequence(make_feddum(FakeServer(accuracy=1.0), momentum=0.5, device_momentum=0.0),
-                                 (1.0, 3.0, None))
+    got, metrics = mean_sequence(
+        make_feddum(FakeServer(accuracy=1.0), momentum=0.5, device_momentum=0.0), (1.0, 3.0, None)
+    )
     assert got == pytest.approx([1.0, 1.0 + 5 / 3, 1.0 + 5 / 3 + 5 / 7], rel=1e-6)
     assert [m["momentum_scale"] for m in metrics] == pytest.approx([2.0, 4 / 3, 8 / 7])
     assert metrics[-1]["server_momentum_norm"] == pytest.approx(0.625 * 3)  # 9 float entries of 0.625
@@ -66,15 +67,19 @@ def test_debiased_momentum_applies_the_first_update_in_full_and_averages_later_o
 
 def test_zero_initialised_momentum_applies_each_update_once_in_total():
     # beta_s 0.5, m_{-1} = 0: r1 mean 1 from 0: m 0.5, w 0.5. r2 Delta 0: m 0.25, w 0.75. r3: m 0.125, w 0.875
-    got, _ = mean_sequence(make_feddum(FakeServer(accuracy=1.0), momentum=0.5, momentum_init="zero",
-                                       device_momentum=0.0), (1.0, None, None))
+    got, _ = mean_sequence(
+        make_feddum(FakeServer(accuracy=1.0), momentum=0.5, momentum_init="zero", device_momentum=0.0),
+        (1.0, None, None),
+    )
     assert got == pytest.approx([0.5, 0.75, 0.875])
 
 
 def test_delta_initialised_momentum_is_the_reference_code():
     # m_0 = Delta_0: r1 w 1. r2: 1 -> 3: m 0.5 + 1 = 1.5, w 2.5. r3 Delta 0: m 0.75, w 3.25
-    got, _ = mean_sequence(make_feddum(FakeServer(accuracy=1.0), momentum=0.5, momentum_init="delta",
-                                       device_momentum=0.0), (1.0, 3.0, None))
+    got, _ = mean_sequence(
+        make_feddum(FakeServer(accuracy=1.0), momentum=0.5, momentum_init="delta", device_momentum=0.0),
+        (1.0, 3.0, None),
+    )
     assert got == pytest.approx([1.0, 2.5, 3.25])
 
 
@@ -124,8 +129,11 @@ def test_a_nan_candidate_is_reverted_and_leaves_the_velocity_alone():
     assert metrics["reverted"] is True and metrics["tau_eff"] == 0.0
     assert strategy.server_velocity == {} and strategy.momentum_updates == 0
     # with the guard off the NaN goes through (revert_factor: null is an explicit opt-out)
-    assert np.isnan(run_round(make_feddum(FakeServer(pass_state=make_state(np.nan, 0.0)), fixed_alpha=0.5,
-                                          revert_factor=None), 1)[0]["w"]).all()
+    assert np.isnan(
+        run_round(make_feddum(FakeServer(pass_state=make_state(np.nan, 0.0)), fixed_alpha=0.5, revert_factor=None), 1)[
+            0
+        ]["w"]
+    ).all()
 
 
 def test_device_momentum_is_ema_form_and_starts_fresh_by_default():
@@ -135,8 +143,9 @@ def test_device_momentum_is_ema_form_and_starts_fresh_by_default():
     assert [t.settings for t in tasks] == [replace(TRAIN, momentum=0.75, lr=TRAIN.lr * 0.25)] * 2
     assert TRAIN.momentum == 0.0  # the round's settings are not mutated
     assert strategy.round_payload(1) == {}
-    classic = make_feddum(FakeServer(), device_momentum=0.7, device_momentum_form="classic",
-                          device_momentum_init="local")
+    classic = make_feddum(
+        FakeServer(), device_momentum=0.7, device_momentum_form="classic", device_momentum_init="local"
+    )
     assert classic.configure_fit(1, [3], TRAIN)[0].settings == replace(TRAIN, momentum=0.7, optimizer_start="local")
     # Adam: beta_d does not apply, its own moments are the device momentum (restarted, or kept with local)
     assert strategy.configure_fit(1, [3], ADAM)[0].settings == ADAM
@@ -187,10 +196,22 @@ def test_server_pass_is_plain_sgd_unless_asked():
 def _two_devices_with_buffers(strategy, round_num=1):
     current = make_state(0.0, 0.0)
     results = [
-        FitResult(0, 30, np.array([30, 0, 0, 0]), {}, make_state(1.0, 1.0),
-                  {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 1.0, dtype=np.float32)}}),
-        FitResult(1, 10, np.array([0, 10, 0, 0]), {}, make_state(1.0, 1.0),
-                  {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 3.0, dtype=np.float32)}}),
+        FitResult(
+            0,
+            30,
+            np.array([30, 0, 0, 0]),
+            {},
+            make_state(1.0, 1.0),
+            {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 1.0, dtype=np.float32)}},
+        ),
+        FitResult(
+            1,
+            10,
+            np.array([0, 10, 0, 0]),
+            {},
+            make_state(1.0, 1.0),
+            {"optimizer_state": {"momentum_buffer/w": np.full((2, 3), 3.0, dtype=np.float32)}},
+        ),
     ]
     strategy.configure_fit(round_num, [0, 1], TRAIN)
     return strategy.aggregate_fit(round_num, current, aggregate_results(results, current))
@@ -224,8 +245,12 @@ def test_state_round_trip_restores_both_momenta_and_the_update_count():
     _two_devices_with_buffers(a)
     b = make_feddum(server, **params)
     b.load_state_dict(a.state_dict())
-    assert set(a.state_dict()) == {"server_momentum/w", "server_momentum/b", "device_momentum/momentum_buffer/w",
-                                   "server_momentum_updates"}
+    assert set(a.state_dict()) == {
+        "server_momentum/w",
+        "server_momentum/b",
+        "device_momentum/momentum_buffer/w",
+        "server_momentum_updates",
+    }
     assert b.momentum_updates == 1
     for key, value in a.state_dict().items():
         np.testing.assert_array_equal(b.state_dict()[key], value)

@@ -4,8 +4,8 @@ instead of 3 (server momentum averages the updates of about two rounds, so it st
 
 from __future__ import annotations
 
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 from tests.orchestrator.recipes.federated.test_federated_ray import tiny_spec
 
 LEARNS = {

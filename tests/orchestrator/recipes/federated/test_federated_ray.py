@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 
 def tiny_spec(data_root, out_dir, **overrides) -> ExperimentSpec:
@@ -50,7 +50,8 @@ def test_round_survives_failing_and_hanging_devices(ray_session, tiny_data_root,
     # Prepare: in round 1 device 1 raises and device 2 hangs. Device 2 lives on host 0 (2 % 2), so
     # host 0 misses the deadline and all of its 5 devices count as failed; host 1 loses device 1.
     spec = tiny_spec(
-        tiny_data_root, tmp_path,
+        tiny_data_root,
+        tmp_path,
         **{
             "federation.num_rounds": 2,
             "federation.round_timeout_s": 25.0,
@@ -68,12 +69,16 @@ def test_round_survives_failing_and_hanging_devices(ray_session, tiny_data_root,
 
 
 def test_round_fails_below_min_success_fraction(ray_session, tiny_data_root, tmp_path):
-    from orchestrator.recipes.federated.backend import RoundFailedError
+    from fedtwin.orchestrator.recipes.federated.backend import RoundFailedError
 
     spec = tiny_spec(
-        tiny_data_root, tmp_path,
-        **{"federation.num_rounds": 1, "federation.min_success_fraction": 0.95,
-           "federation.chaos": {"fail_devices": [3]}},
+        tiny_data_root,
+        tmp_path,
+        **{
+            "federation.num_rounds": 1,
+            "federation.min_success_fraction": 0.95,
+            "federation.chaos": {"fail_devices": [3]},
+        },
     )
     with pytest.raises(RoundFailedError, match=r"round 1: only 9/10 devices succeeded"):
         run_experiment(spec)
@@ -92,8 +97,12 @@ class _CrashAfter(RunCallback):
 
 def test_resume_after_interruption_gives_identical_weights(ray_session, tiny_data_root, tmp_path):
     # Prepare: 4 rounds, checkpoints every 2 rounds, FedAvgM so strategy state matters too
-    overrides = {"federation.num_rounds": 4, "run.checkpoint_every": 2, "strategy.name": "fedavgm",
-                 "federation.devices_per_round": 6}
+    overrides = {
+        "federation.num_rounds": 4,
+        "run.checkpoint_every": 2,
+        "strategy.name": "fedavgm",
+        "federation.devices_per_round": 6,
+    }
     spec = tiny_spec(tiny_data_root, tmp_path / "a", **overrides)
     full = run_experiment(spec)
     spec_b = tiny_spec(tiny_data_root, tmp_path / "b", **overrides)
@@ -129,7 +138,9 @@ def test_rounds_started_ahead_of_evaluation_give_the_in_process_results(ray_sess
     for key in a.model:
         np.testing.assert_array_equal(a.model[key], b.model[key])
     records = RunFolder(ahead.run_dir).read_metrics()
-    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in RunFolder(local.run_dir).read_metrics()]
+    assert [r["test_accuracy"] for r in records] == [
+        r["test_accuracy"] for r in RunFolder(local.run_dir).read_metrics()
+    ]
     assert "host_idle_s" not in records[0]
     assert all(0 <= r["host_idle_min_s"] <= r["host_idle_s"] <= r["host_idle_max_s"] for r in records[1:])
     assert all(r["host_busy_s"] > 0 for r in records[1:])  # the hosts' time inside fit

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pipelines.federated.messages import HostFitResult
-from pipelines.federated.aggregate import OrderedFold, aggregate_results
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.federated.strategies import FedAvg, FedAvgM
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies import FedAvg, FedAvgM
+from fedtwin.pipelines.federated.aggregate import OrderedFold, aggregate_results
+from fedtwin.pipelines.federated.messages import HostFitResult
 from tests.fakes import make_fit_result, make_state
 
 
@@ -67,7 +67,9 @@ def test_ordered_fold_is_bitwise_independent_of_arrival_order():
     rng = np.random.default_rng(0)
     hosts = []
     for h in range(3):
-        results = [make_fit_result(10 * h + i, make_state(*rng.normal(size=2)), int(rng.integers(1, 50))) for i in range(3)]
+        results = [
+            make_fit_result(10 * h + i, make_state(*rng.normal(size=2)), int(rng.integers(1, 50))) for i in range(3)
+        ]
         hosts.append(HostFitResult.from_devices(h, results))
     template = make_state(0.0, 0.0)
     # Execute: fold in order and in reverse order

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.incremental.config import IncrementalConfig
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.incremental.config import IncrementalConfig
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -43,7 +43,10 @@ def test_method_presets_set_the_loss_and_the_memory():
         ({"incremental.method": "icarl"}, "incremental.method: 'icarl' is not one of"),
         ({"incremental.trajectory": "kalman"}, "incremental.trajectory: must be one of identity, pixel_centroid"),
         ({"incremental.keyframe_rho": 0}, "incremental.keyframe_rho: must be > 0"),
-        ({"incremental.memory_budgets": 1}, "incremental.memory_budgets: unknown key (did you mean 'memory_budget_bytes'?)"),
+        (
+            {"incremental.memory_budgets": 1},
+            "incremental.memory_budgets: unknown key (did you mean 'memory_budget_bytes'?)",
+        ),
     ],
 )
 def test_errors_name_the_dotted_field(override, message):
@@ -53,8 +56,8 @@ def test_errors_name_the_dotted_field(override, message):
 
 
 def test_trainer_settings_and_gpu_request_follow_the_spec():
-    from actors.placement import trainer_gpus
-    from orchestrator.recipes.incremental.recipe import trainer_settings
+    from fedtwin.actors.placement import trainer_gpus
+    from fedtwin.orchestrator.recipes.incremental.recipe import trainer_settings
 
     # Prepare
     spec = ExperimentSpec.from_yaml(ROOT / "configs" / "incremental.yaml", {"incremental.method": "replay_kd"})

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 BUDGET = 10 * 8 * 32 * 32  # ten full clips
 
@@ -22,11 +22,18 @@ def tiny_spec(data_root, out_dir, **overrides) -> ExperimentSpec:
         "name": "inc",
         "recipe": "incremental",
         "seed": 1,
-        "data": {"root": str(data_root),
-                 "generator": {"label_scheme": "digit_motion", "train_per_class": 20, "test_per_class": 6}},
+        "data": {
+            "root": str(data_root),
+            "generator": {"label_scheme": "digit_motion", "train_per_class": 20, "test_per_class": 6},
+        },
         "training": {"optimizer": "adam", "lr": 0.003, "batch_size": 16},
-        "incremental": {"tasks": 2, "epochs_per_task": 2, "method": "ours", "memory_budget_bytes": BUDGET,
-                        "task_timeout_s": 120},
+        "incremental": {
+            "tasks": 2,
+            "epochs_per_task": 2,
+            "method": "ours",
+            "memory_budget_bytes": BUDGET,
+            "task_timeout_s": 120,
+        },
         "run": {"output_dir": str(out_dir)},
     }
     return ExperimentSpec.from_dict(base).with_overrides(overrides)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.recipes.incremental.report import matrix_csv, plot_matrix, task_record
+from fedtwin.orchestrator.recipes.incremental.report import matrix_csv, plot_matrix, task_record
 
 NAN = np.nan
 MATRIX = np.array([[0.9, NAN, NAN], [0.6, 0.8, NAN], [0.5, 0.4, 1.0]])
 
 
 def test_matrix_csv_leaves_unlearned_cells_empty():
-    assert matrix_csv(MATRIX[:2]) == (
-        "after_task,task_1,task_2,task_3\n1,0.900000,,\n2,0.600000,0.800000,\n"
-    )
+    assert matrix_csv(MATRIX[:2]) == ("after_task,task_1,task_2,task_3\n1,0.900000,,\n2,0.600000,0.800000,\n")
 
 
 def test_task_record_uses_the_rows_learned_so_far():

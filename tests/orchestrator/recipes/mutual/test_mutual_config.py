@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import ConfigError
-from orchestrator.recipes.mutual.setup import target_generator, twin_settings
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.mutual.setup import target_generator, twin_settings
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -53,7 +53,7 @@ def test_bad_twin_settings_name_the_field(twin, message):
 
 
 def test_a_shifted_source_is_rejected_with_the_fix(tmp_path):
-    from orchestrator.recipes.mutual.setup import prepare_domains
+    from fedtwin.orchestrator.recipes.mutual.setup import prepare_domains
 
     spec = ExperimentSpec.from_dict({"recipe": "mutual", "data": {"root": str(tmp_path), "generator": {"shift": {}}}})
     with pytest.raises(ValueError, match="put the shift under twin.target.shift"):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.checkpoint import latest_checkpoint
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.run.experiment import run_experiment
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 
 def tiny_mutual_spec(data_root, out_dir, **overrides) -> ExperimentSpec:
@@ -21,8 +21,14 @@ def tiny_mutual_spec(data_root, out_dir, **overrides) -> ExperimentSpec:
         "seed": 1,
         "data": {"root": str(data_root), "generator": {"frames": 4, "train_per_class": 6, "test_per_class": 3}},
         "model": {"widths": [4, 8], "frames": 4},
-        "twin": {"epochs": 2, "pretrain_epochs": 1, "batch_size": 16, "label_mode": "cross", "loss": "mmt",
-                 "num_clusters": 5},
+        "twin": {
+            "epochs": 2,
+            "pretrain_epochs": 1,
+            "batch_size": 16,
+            "label_mode": "cross",
+            "loss": "mmt",
+            "num_clusters": 5,
+        },
         "resources": {"cpus_per_host": 1.0},
         "run": {"output_dir": str(out_dir), "checkpoint_every": 1},
     }
@@ -69,8 +75,19 @@ def test_two_twins_cross_labels_come_from_the_peer_and_metrics_are_logged(cross_
     records = RunFolder(result.run_dir).read_metrics()
     assert [(r["epoch"], r["phase"]) for r in records] == [(0, "pretrain"), (1, "adapt"), (2, "adapt")]
     for record in records[1:]:
-        for key in ("pseudo_nmi", "pseudo_ari", "pseudo_acc", "twin_agreement", "num_clusters",
-                    "loss_a", "loss_b", "soft_ce_a", "soft_tri_b", "test_acc_a", "test_acc_b"):
+        for key in (
+            "pseudo_nmi",
+            "pseudo_ari",
+            "pseudo_acc",
+            "twin_agreement",
+            "num_clusters",
+            "loss_a",
+            "loss_b",
+            "soft_ce_a",
+            "soft_tri_b",
+            "test_acc_a",
+            "test_acc_b",
+        ):
             assert np.isfinite(record[key]), key
         assert record["num_clusters"] == 5
         # Cross mode: each twin's labels were clustered from the features its PEER's EMA returned

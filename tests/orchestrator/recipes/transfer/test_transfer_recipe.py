@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.run.callbacks import RunCallback
-from orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
-from orchestrator.config.spec import ExperimentSpec
-from orchestrator.config.loader import ConfigError
-from orchestrator.run.experiment import run_experiment
-from orchestrator.recipes.transfer.recipe import read_traces, target_generator, trainer_settings
-from orchestrator.run.run_folder import RunFolder
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.transfer.recipe import read_traces, target_generator, trainer_settings
+from fedtwin.orchestrator.run.callbacks import RunCallback
+from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
+from fedtwin.orchestrator.run.experiment import run_experiment
+from fedtwin.orchestrator.run.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -59,8 +59,10 @@ def test_transfer_config_errors_name_the_field(override, message):
 
 def test_shipped_config_loads_and_maps_onto_trainer_settings():
     # Prepare
-    spec = ExperimentSpec.from_yaml(ROOT / "configs" / "transfer.yaml",
-                                    {"transfer.verification.background": True, "transfer.training.history_batch_size": 8})
+    spec = ExperimentSpec.from_yaml(
+        ROOT / "configs" / "transfer.yaml",
+        {"transfer.verification.background": True, "transfer.training.history_batch_size": 8},
+    )
 
     # Execute
     settings = trainer_settings(spec)
@@ -69,8 +71,14 @@ def test_shipped_config_loads_and_maps_onto_trainer_settings():
     # Assert: 8 digits of interest + "other"; 5 sessions x 100 clips need 50 clips per class
     assert spec.transfer.num_classes == 9 and settings.model.num_classes == 9
     assert settings.background_digits == (8, 9)
-    assert settings.mixer == {"mode": "simmix", "w_min": 0.1, "w_max": 0.9, "granularity": "global",
-                              "replay_weight": 0.5, "project": None}
+    assert settings.mixer == {
+        "mode": "simmix",
+        "w_min": 0.1,
+        "w_max": 0.9,
+        "granularity": "global",
+        "replay_weight": 0.5,
+        "project": None,
+    }
     assert settings.bank == {"capacity": 500, "policy": "gss", "n_compare": 32, "per_class_quota": True}
     assert settings.history_batch_size == 8 and settings.session.batch_size == 16
     assert target.shift == spec.transfer.stream.shift and target.train_per_class == 50
