@@ -23,9 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedtwin.orchestrator.run.reaper import load_psutil
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.result_paths import portable_text  # noqa: E402
+from fedtwin.orchestrator.run.reaper import load_psutil  # noqa: E402
+
 RESULTS = ROOT / "docs" / "results"
 
 
@@ -77,7 +80,7 @@ def _finish(proc: subprocess.Popen, out: Path, started: float) -> dict[str, Any]
     return {
         "exit_code": proc.returncode,
         "traceback": "Traceback" in stderr,
-        "stderr_tail": stderr.strip().splitlines()[-3:],
+        "stderr_tail": [portable_text(line) for line in stderr.strip().splitlines()[-3:]],
         "rounds": len(records),
         "final_test_accuracy": evaluated[-1]["test_accuracy"] if evaluated else None,
         "device_retries": sum(r.get("device_retries", 0) for r in records),
@@ -90,7 +93,7 @@ def _finish(proc: subprocess.Popen, out: Path, started: float) -> dict[str, Any]
         if records
         else None,
         "wall_seconds": round(time.monotonic() - started, 1),
-        "done_line": stdout.strip().splitlines()[-1] if stdout.strip() else "",
+        "done_line": portable_text(stdout.strip().splitlines()[-1]) if stdout.strip() else "",
     }
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.result_paths import portable  # noqa: E402
 from benchmarks.study_feddu_report import write_markdown, write_plot  # noqa: E402
 from fedtwin.orchestrator.config.spec import ExperimentSpec  # noqa: E402
 from fedtwin.orchestrator.run.data_prep import ensure_partition  # noqa: E402
@@ -168,7 +169,7 @@ def run_one(cfg: StudyConfig, setting: str, arm: str, seed: int) -> dict[str, An
         "skipped": sum(bool(r.get("skipped")) for r in records),
         "reverted": sum(bool(r.get("reverted")) for r in records),
         "wall_seconds": time.time() - t0,
-        "run_dir": str(result.run_dir),
+        "run_dir": portable(result.run_dir),
     }
     shutil.rmtree(result.run_dir, ignore_errors=True)  # the curves above are all the study keeps
     return run
@@ -204,7 +205,7 @@ def run_study(
     def results(complete: bool) -> dict[str, Any]:
         order = sorted(runs, key=lambda r: (cfg.settings.index(r["setting"]), r["seed"], cfg.arms.index(r["arm"])))
         return {
-            "config": asdict(cfg),
+            "config": {**asdict(cfg), "work_dir": portable(cfg.work_dir)},
             "runs": order,
             "complete": complete,
             "wall_seconds": sum(r["wall_seconds"] for r in runs) / max(cfg.workers, 1),
@@ -312,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         done = None
         if args.resume and raw_path.exists():
             previous = json.loads(raw_path.read_text())
-            if {k: v for k, v in previous["config"].items() if k not in SUBSET_KEYS} != {
-                k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in SUBSET_KEYS
+            if {k: v for k, v in previous["config"].items() if k not in (*SUBSET_KEYS, "work_dir")} != {
+                k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in (*SUBSET_KEYS, "work_dir")
             }:
                 raise SystemExit(f"--continue: {raw_path} was made with another budget; drop --continue")
             done = previous["runs"]

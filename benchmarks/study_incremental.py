@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.result_paths import portable  # noqa: E402
 from fedtwin.orchestrator.config.loader import parse_set_option  # noqa: E402
 from fedtwin.orchestrator.config.spec import ExperimentSpec  # noqa: E402
 from fedtwin.orchestrator.run.experiment import run_experiment  # noqa: E402
@@ -74,7 +75,8 @@ def run_arm(base: ExperimentSpec, arm: str, seed: int, work: Path) -> dict[str, 
         f"({result.summary['wall_seconds']:.0f} s)",
         flush=True,
     )
-    return {**result.summary, "arm": arm, "seed": seed, "seen_curve": curve}
+    paths = {"run_dir": portable(result.run_dir), "dataset": portable(result.summary.get("dataset"))}
+    return {**result.summary, **paths, "arm": arm, "seed": seed, "seen_curve": curve}
 
 
 def aggregate(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str, tuple[float, float]]]:

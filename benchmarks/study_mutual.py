@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fedtwin.orchestrator.config.loader import parse_set_option
-from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.run.experiment import run_experiment
-from fedtwin.orchestrator.run.run_folder import RunFolder
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.result_paths import portable  # noqa: E402
+from fedtwin.orchestrator.config.loader import parse_set_option  # noqa: E402
+from fedtwin.orchestrator.config.spec import ExperimentSpec  # noqa: E402
+from fedtwin.orchestrator.run.experiment import run_experiment  # noqa: E402
+from fedtwin.orchestrator.run.run_folder import RunFolder  # noqa: E402
+
 ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"twin.networks": 1, "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.0},
     "cross_l0.5": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.5},
@@ -78,7 +82,7 @@ def run_arm(base: ExperimentSpec, arm: str, seed: int, out: Path) -> dict[str, A
         "curve": curve,
         **{k: result.summary[k] for k in METRICS},
         "wall_seconds": result.summary["wall_seconds"],
-        "run_dir": str(result.run_dir),
+        "run_dir": portable(result.run_dir),
     }
 
 
