@@ -5,13 +5,22 @@ to a few classes). The node only ever receives model weights (and optimizer buff
 weights and numbers; device data never reaches it, only the devices' label histograms reach the
 strategy. It also scores states on the ``test`` split, so one actor (and one GPU, ``resources.server_gpus``)
 serves all server-side work of a run.
+
+Work on D0 (the server pass and the evaluations a strategy asks for on it) happens while the device
+hosts wait for the server, so it may use more torch threads than the node's own ``torch_threads``:
+``pass_threads``, at most the CPUs this process may run on. Scoring the ``test`` split keeps
+``torch_threads``, since it can overlap the next round's training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 from fedtwin.actors.federated.evaluator import Evaluator
 from fedtwin.pipelines.core.seeding import torch_generator
@@ -38,10 +47,14 @@ class ServerNode(Evaluator):
         seed: int = 0,
         torch_threads: int = 1,
         extra_splits: Sequence[str] = ("test",),
+        pass_threads: int | None = None,
     ) -> None:
         super().__init__(
             partition_dir, model, split="shared", extra_splits=extra_splits, seed=seed, torch_threads=torch_threads
         )
+        #: Torch threads of the work on D0: ``pass_threads`` (default ``torch_threads``), capped at the
+        #: CPUs this process may use.
+        self.pass_threads = max(1, min(pass_threads or torch_threads, _usable_cpus()))
         if len(self.data) == 0:
             raise ValueError(
                 f"{partition_dir}: the partition has no shared server split; re-partition with "
@@ -73,9 +86,43 @@ class ServerNode(Evaluator):
         """
         load_state(self.model, state)
         generator = torch_generator(self.seed, round_num, *_SERVER_PASS_STREAM)
-        result = local_train(
-            self.model, self.data, settings, optimizer_state=optimizer_state, generator=generator, device=self.device
-        )
+        with _torch_threads(self.pass_threads):
+            result = local_train(
+                self.model,
+                self.data,
+                settings,
+                optimizer_state=optimizer_state,
+                generator=generator,
+                device=self.device,
+            )
         return ServerPassResult(
             state_from_model(self.model), result.steps, float(result.mean_loss), result.optimizer_state
         )
+
+    def evaluate(self, state: ModelState, batch_size: int = 256, split: str | None = None) -> dict[str, Any]:
+        """Scores of ``state`` on ``split`` (default D0); on D0 with ``pass_threads`` threads."""
+        threads = self.pass_threads if (split or self.split) == "shared" else torch.get_num_threads()
+        with _torch_threads(threads):
+            return super().evaluate(state, batch_size=batch_size, split=split)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op torch threads, then restore the process's setting."""
+    before = torch.get_num_threads()
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -100,6 +100,10 @@ class ResourcesConfig:
 
     ``host_resources`` are custom Ray resources every device host also asks for, e.g. ``{edge: 1}`` to
     place hosts only on nodes started with ``ray start --resources '{"edge": 4}'``.
+
+    ``server_threads`` pins the torch threads of the server node's work on its shared data (FedDU's
+    server pass and its evaluations on D0), which runs while the device hosts wait; null derives them
+    from the CPUs the run's hosts and server hold (``docs/system_model.md``).
     """
 
     hosts: int | None = None
@@ -108,6 +112,7 @@ class ResourcesConfig:
     server_cpus: float = 0.0
     server_gpus: float = 0.0
     torch_threads: int = 1
+    server_threads: int | None = None
     shard_cache_size: int = 64
     max_restarts: int = 2
     max_task_retries: int = 0
@@ -130,6 +135,10 @@ class ResourcesConfig:
         check(self.server_cpus >= 0, f"server_cpus: must be >= 0, got {self.server_cpus}")
         check(self.server_gpus >= 0, f"server_gpus: must be >= 0, got {self.server_gpus}")
         check(self.torch_threads >= 1, f"torch_threads: must be >= 1, got {self.torch_threads}")
+        check(
+            self.server_threads is None or self.server_threads >= 1,
+            f"server_threads: must be >= 1 or null, got {self.server_threads}",
+        )
         check(self.shard_cache_size >= 1, f"shard_cache_size: must be >= 1, got {self.shard_cache_size}")
         check(self.max_restarts >= -1, f"max_restarts: must be >= -1, got {self.max_restarts}")
 

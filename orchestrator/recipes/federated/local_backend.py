@@ -5,7 +5,8 @@ Ray actors wrap (``DeviceHost``, ``Evaluator``, ``ServerNode``), the same host-o
 round threshold and the same strategies, so results match the Ray backend bit for bit on CPU. It exists
 for debugging and for studies of many short runs, where actor start-up would dominate
 (``benchmarks/study_feddu.py``). What it cannot do: enforce ``federation.round_timeout_s`` (a hung
-device hangs the run) or use more than this process's ``resources.torch_threads`` threads; device
+device hangs the run) or train hosts with more than this process's ``resources.torch_threads`` threads
+(the server node's work on D0 takes the same ``server_pass_threads`` as on Ray, so results match); device
 failures are still values. This module never imports Ray.
 """
 
@@ -20,6 +21,7 @@ from fedtwin.actors.federated.evaluator import Evaluator
 from fedtwin.actors.federated.server_node import ServerNode
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
+from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
 from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from fedtwin.pipelines.federated.hosts import host_of
@@ -41,7 +43,13 @@ class LocalBackend:
         self.has_server_node = server_node
         self._idle = IdleClock()
         self.evaluator: Evaluator = (
-            ServerNode(partition_dir, spec.model, seed=spec.seed, torch_threads=threads)
+            ServerNode(
+                partition_dir,
+                spec.model,
+                seed=spec.seed,
+                torch_threads=threads,
+                pass_threads=server_pass_threads(spec, num_hosts),  # the hosts wait meanwhile
+            )
             if server_node
             else Evaluator(partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=threads)
         )

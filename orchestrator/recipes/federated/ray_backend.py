@@ -40,6 +40,7 @@ from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings, plan_hosts
 from fedtwin.orchestrator.recipes.federated.config import KillConfig
 from fedtwin.orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
+from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
 from fedtwin.orchestrator.run.actor_calls import (
     LOST,
     ActorCallError,
@@ -139,7 +140,12 @@ class RayBackend:
         )
         if self.has_server_node:
             return ServerNodeActor.options(**options).remote(
-                self.partition_dir, spec.model, seed=spec.seed, torch_threads=res.torch_threads, extra_splits=("test",)
+                self.partition_dir,
+                spec.model,
+                seed=spec.seed,
+                torch_threads=res.torch_threads,
+                extra_splits=("test",),
+                pass_threads=server_pass_threads(spec, self.num_hosts),  # the hosts wait meanwhile
             )
         return EvaluatorActor.options(**options).remote(
             self.partition_dir, spec.model, split="test", seed=spec.seed, torch_threads=res.torch_threads
