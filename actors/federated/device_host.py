@@ -4,7 +4,10 @@ A device is a small object (its id, size and local state). A host owns the devic
 :func:`fedtwin.pipelines.federated.hosts.devices_of` gives it (sticky, so device state such as momentum buffers
 stays put), reads their rows from its :class:`~fedtwin.pipelines.data.device_store.DeviceStore` (one
 memory-mapped file of exactly its devices, built on first use and reused by later runs on the node),
-trains its selected devices one after another and returns one pre-summed ``HostFitResult``.
+trains its selected devices one after another and returns one pre-summed ``HostFitResult``. Device
+state kept here between rounds: FedDUM's momentum buffers (``optimizer_state``) and SCAFFOLD's control
+variate ``c_i`` (``control_variate``, one float32 copy of the model's trainable parameters per device
+that has trained).
 
 Per device, a host pays for the training and little else: the model, its optimizer and one torch
 generator are reused (reset per device, not rebuilt; same results bit for bit), weights are copied in
@@ -42,6 +45,7 @@ from fedtwin.pipelines.core.seeding import reseed
 from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.device_store import DeviceStore, cache_dir, cache_max_bytes
 from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
+from fedtwin.pipelines.federated.control_variates import CONTROL_KEY, DELTA_KEY, change, correction
 from fedtwin.pipelines.federated.hosts import devices_of
 from fedtwin.pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
 from fedtwin.pipelines.model.networks import ModelConfig
@@ -203,14 +207,15 @@ class DeviceHost(TorchActor):
         """Re-apply a past round to the local state of its devices (after a restart); returns devices retrained.
 
         ``tasks`` are the devices of this host that succeeded in that round. Only a device whose training
-        keeps local state (``optimizer_start == "local"``, FedDUM's device momentum) is trained again,
-        exactly as it was (same weights, seed stream and starting buffers, so the same buffers come
-        out); for the others only the round counter moves. Fault injection does not fire here.
+        keeps local state (``optimizer_start == "local"``, FedDUM's device momentum; ``control_variates``,
+        SCAFFOLD's ``c_i``) is trained again, exactly as it was (same weights, payload, seed stream and
+        starting state, so the same state comes out); for the others only the round counter moves.
+        Fault injection does not fire here.
         """
         retrained = 0
         for task in tasks:
             device = self._device(task.device_id)
-            if task.settings.optimizer_start == "local":
+            if task.settings.optimizer_start == "local" or task.settings.control_variates:
                 self._train_device(state, task, payload or {})
                 retrained += 1
             else:
@@ -240,6 +245,9 @@ class DeviceHost(TorchActor):
             "local": device.local_state.get("optimizer_state"),
             "global": payload.get("optimizer_state"),
         }[start_mode]
+        # SCAFFOLD: steps corrected by c - c_i (c from the payload, c_i kept here; either missing = 0).
+        c_i = device.local_state.get(CONTROL_KEY, {}) if settings.control_variates else {}
+        grad_correction = correction(payload.get(CONTROL_KEY, {}), c_i) if settings.control_variates else None
         # One stream per (run, round, device): training is reproducible whatever host runs the device.
         generator = reseed(self._generator, self.settings.seed, task.round_num, task.device_id)
         train = local_train(
@@ -251,9 +259,15 @@ class DeviceHost(TorchActor):
             device=self.device,
             workspace=self._workspace,
             return_optimizer_state=start_mode != "fresh",
+            grad_correction=grad_correction,
+            return_mean_gradient=settings.control_variates,
         )
         # Only the global variant needs the buffers back (pre-summed by the host, never per device).
         extras = {"optimizer_state": train.optimizer_state} if start_mode == "global" else {}
+        # SCAFFOLD option II: the new c_i is the mean raw gradient; c_i+ - c_i is pre-summed like weights.
+        new_c_i = train.mean_gradient if settings.control_variates and train.steps > 0 else None
+        if new_c_i is not None:
+            extras[DELTA_KEY] = change(new_c_i, c_i)
         metrics = {
             "train_loss": float(train.mean_loss),
             "steps": float(train.steps),
@@ -268,6 +282,8 @@ class DeviceHost(TorchActor):
         # what the driver's copy (checkpoint + replayed successful rounds) assumes.
         if start_mode == "local":
             device.local_state["optimizer_state"] = train.optimizer_state
+        if new_c_i is not None:
+            device.local_state[CONTROL_KEY] = new_c_i
         device.rounds_trained += 1
         return result
 

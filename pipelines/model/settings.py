@@ -3,7 +3,8 @@
 Every caller (a device's local epochs, the FedDU server pass, a twin's epoch, an incremental task, a
 transfer session) builds a :class:`TrainSettings` from its own configuration; the federated round sends
 it to the devices inside each ``FitTask``. Strategies that change the round's settings (FedDUM's device
-momentum) return a changed copy with ``dataclasses.replace``, which validates again.
+momentum, FedProx's proximal term, SCAFFOLD's control variates) return a changed copy with
+``dataclasses.replace``, which validates again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class TrainSettings:
             (empty), ``"local"`` (the device's own buffers from the last round it trained, FedDUM) or
             ``"global"`` (the strategy's broadcast buffer, FedDUM's global variant). ``local_train``
             itself ignores it: its caller resolves the mode into the ``optimizer_state`` it passes.
+        prox_mu: FedProx's proximal coefficient: every step adds ``prox_mu * (w - w_start)`` to the
+            gradient, ``w_start`` being the weights the call started from (0: no term; >= 0).
+        control_variates: SCAFFOLD: the device corrects each gradient with control variates and keeps
+            its own between rounds. ``local_train`` itself ignores it: its caller turns it into the
+            ``grad_correction`` it passes and asks for the mean gradient back.
     """
 
     epochs: int
@@ -48,6 +54,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_steps: int | None = None
     optimizer_start: Literal["fresh", "local", "global"] = "fresh"
+    prox_mu: float = 0.0
+    control_variates: bool = False
 
     def __post_init__(self) -> None:
         checks = (
@@ -57,6 +65,8 @@ class TrainSettings:
             (self.optimizer in OPTIMIZERS, "optimizer", f"is unknown; use one of {', '.join(OPTIMIZERS)}"),
             (isinstance(self.momentum, numbers.Real) and 0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
             (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (isinstance(self.prox_mu, numbers.Real) and self.prox_mu >= 0, "prox_mu", "must be >= 0"),
+            (isinstance(self.control_variates, bool), "control_variates", "must be true or false"),
             (
                 self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 0),
                 "max_steps",

@@ -11,6 +11,11 @@ loss, which comes in through a hook:
 - ``grad_fn(model, x, y) -> (loss_value, metrics)`` instead fills ``param.grad`` itself, for steps whose
   gradient is not the gradient of one loss (e.g. :class:`fedtwin.pipelines.transfer.gradient_mixing.GradientMixer`).
 
+Federated strategies that change the local step do it through the settings and two arguments, not a
+copy of the loop: FedProx's proximal term (``settings.prox_mu``) and SCAFFOLD's gradient correction
+(``grad_correction``, with ``return_mean_gradient`` for the next control variate) are added to each
+step's gradient by :mod:`fedtwin.pipelines.model.step_terms`.
+
 Randomness comes only from the ``generator`` argument: it orders the batches and seeds a forked torch
 RNG for anything stochastic inside the model (dropout), so the caller's global RNG is left alone and two
 calls with equally seeded generators give identical weights.
@@ -42,6 +47,7 @@ from torch.nn import functional as nnf
 
 from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState
+from fedtwin.pipelines.model.step_terms import step_terms
 
 __all__ = [
     "ClipData",
@@ -83,6 +89,8 @@ class TrainResult:
         final_loss: loss of the last batch.
         metrics: the hook's metrics averaged like ``mean_loss``.
         optimizer_state: optimizer slots as numpy, keyed ``"<slot>/<parameter name>"``.
+        mean_gradient: the mean raw mini-batch gradient per trainable parameter (float32), when asked for
+            (SCAFFOLD's next control variate); empty otherwise.
     """
 
     num_examples: int
@@ -91,6 +99,7 @@ class TrainResult:
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
     optimizer_state: ModelState = field(default_factory=dict)
+    mean_gradient: ModelState = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,8 @@ def local_train(
     device: str | torch.device = "cpu",
     workspace: TrainWorkspace | None = None,
     return_optimizer_state: bool = True,
+    grad_correction: Mapping[str, np.ndarray] | None = None,
+    return_mean_gradient: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place for ``settings.epochs`` passes over ``data`` in shuffled mini-batches.
 
@@ -247,6 +258,10 @@ def local_train(
         workspace: kept by a caller that trains the same model many times (see :class:`TrainWorkspace`).
         return_optimizer_state: False leaves ``TrainResult.optimizer_state`` empty (saves copying
             buffers nobody reads).
+        grad_correction: arrays by parameter name added to every step's gradient (SCAFFOLD's
+            ``c - c_i``); ``settings.prox_mu`` > 0 adds FedProx's proximal gradient the same way
+            (:mod:`fedtwin.pipelines.model.step_terms`).
+        return_mean_gradient: fill ``TrainResult.mean_gradient`` with the mean raw gradient.
 
     Returns:
         A :class:`TrainResult`; ``mean_loss`` is NaN when no step was taken.
@@ -267,6 +282,7 @@ def local_train(
     if optimizer_state:
         _load_optimizer_state(opt, named, optimizer_state)
     compute = loss_fn or cross_entropy_loss
+    terms = step_terms(named, settings.prox_mu, grad_correction, return_mean_gradient)
 
     steps, seen, loss_sum, final_loss = 0, 0, 0.0, math.nan
     metric_sums: dict[str, float] = {}
@@ -288,6 +304,8 @@ def local_train(
                     loss, metrics = compute(model, x, y)
                     loss.backward()
                     loss_value = loss.item()
+                if terms is not None:
+                    terms.apply()
                 opt.step()
                 count = int(x.shape[0])
                 steps, seen, final_loss = steps + 1, seen + count, loss_value
@@ -302,6 +320,7 @@ def local_train(
         final_loss=final_loss,
         metrics={k: v / seen for k, v in metric_sums.items()},
         optimizer_state=_dump_optimizer_state(opt, named) if return_optimizer_state else {},
+        mean_gradient=terms.mean_gradient() if terms is not None else {},
     )
 
 

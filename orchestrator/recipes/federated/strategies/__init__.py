@@ -13,24 +13,36 @@ from typing import Any
 
 from fedtwin.orchestrator.recipes.federated.strategies.base import AggregatedFit, Strategy
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess, StrategyContext
+from fedtwin.orchestrator.recipes.federated.strategies.fedadagrad import FedAdagrad
+from fedtwin.orchestrator.recipes.federated.strategies.fedadam import FedAdam
 from fedtwin.orchestrator.recipes.federated.strategies.fedavg import FedAvg
 from fedtwin.orchestrator.recipes.federated.strategies.fedavgm import FedAvgM
 from fedtwin.orchestrator.recipes.federated.strategies.feddu import FedDU
 from fedtwin.orchestrator.recipes.federated.strategies.feddum import FedDUM
+from fedtwin.orchestrator.recipes.federated.strategies.fedprox import FedProx
+from fedtwin.orchestrator.recipes.federated.strategies.fedyogi import FedYogi
+from fedtwin.orchestrator.recipes.federated.strategies.scaffold import Scaffold
 from fedtwin.pipelines.plugins import PluginError, load_plugin
 
 STRATEGY_GROUP = "fedtwin.strategies"
 #: The built-in strategies (the ``builtins`` table of the ``fedtwin.strategies`` group).
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedAvgM, FedDU, FedDUM)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (FedAvg, FedAvgM, FedProx, Scaffold, FedAdam, FedYogi, FedAdagrad, FedDU, FedDUM)
+}
 
 __all__ = [
     "STRATEGIES",
     "STRATEGY_GROUP",
     "AggregatedFit",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
     "FedAvgM",
     "FedDU",
     "FedDUM",
+    "FedProx",
+    "FedYogi",
+    "Scaffold",
     "ServerAccess",
     "Strategy",
     "StrategyContext",
@@ -46,7 +58,8 @@ def strategy_class(name: str, *, field: str = "strategy.name") -> type[Strategy]
     """The strategy class that ``strategy.name`` refers to.
 
     Args:
-        name: a built-in name (``fedavg``, ``fedavgm``, ``feddu``, ``feddum``), an entry point of
+        name: a built-in name (``fedavg``, ``fedavgm``, ``fedprox``, ``scaffold``, ``fedadam``, ``fedyogi``,
+            ``fedadagrad``, ``feddu``, ``feddum``), an entry point of
             ``fedtwin.strategies`` or an import path ``"pkg.module:MyStrategy"``.
         field: the config key named in errors.
 
