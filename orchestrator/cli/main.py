@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="fedtwin", description="Federated and twin co-training of video models on Ray.")
     parser.add_argument("--version", action="version", version=f"fedtwin {version()}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output, including an embedded Ray's own messages (-vv for debug)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run one experiment from a YAML config")
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="parent folder for the run folder (run.output_dir; a path or s3://, gs://, file:// URI)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--quiet", action="store_true", help="no progress lines (start-up phases and rounds)")
     run.add_argument(
         "--print-config",
         action="store_true",
@@ -147,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FedtwinError as err:
         print(f"fedtwin: error: {_one_line(err)}", file=sys.stderr)
+        if getattr(err, "hard_exit", False):  # Ray still trying to attach in a thread: no clean exit to wait for
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(err.exit_code)
         return err.exit_code
     except KeyboardInterrupt:
         hint = ""

@@ -151,9 +151,14 @@ class RayConfig:
     num_cpus: int | None = None
     object_store_mb: int | None = None
     dashboard: bool = False
+    connect_timeout_s: float = 15.0  # an attached cluster must answer within this (else one line, exit 2)
 
     def __post_init__(self) -> None:
         check(self.num_cpus is None or self.num_cpus >= 1, f"num_cpus: must be >= 1, got {self.num_cpus}")
+        check(
+            0 < self.connect_timeout_s <= 3600,
+            f"connect_timeout_s: must be in (0, 3600] seconds, got {self.connect_timeout_s}",
+        )
         check(
             self.object_store_mb is None or self.object_store_mb >= 75,
             f"object_store_mb: must be >= 75 (Ray's minimum), got {self.object_store_mb}",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedtwin.orchestrator.config.loader import from_dict, to_dict
+from fedtwin.orchestrator.run import phases
 from fedtwin.pipelines.core import storage
 from fedtwin.pipelines.core.atomic_write import staged_input, staged_output
 from fedtwin.pipelines.core.errors import DatasetError, FedtwinError
@@ -108,7 +109,10 @@ def ensure_generated(root: str | Path, generator: MovingDigitsConfig, seed: int)
     with _locked(_lock_path(root, f".lock-dataset-{key}")):
         if not _has_manifest(out):
             logger.info("generating moving digits into %s", out)
-            with staged_output(out, overwrite=True, what="data.root") as local:
+            with (
+                phases.phase("generating demo data (first use)"),
+                staged_output(out, overwrite=True, what="data.root") as local,
+            ):
                 make_moving_digits_dataset(local, generator, seed=seed)
     return out
 
@@ -163,7 +167,10 @@ def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any],
             return out
         if isinstance(out, str):  # object storage: made and checked locally, then uploaded
             logger.info("making dataset %s (%s) into %s", ref, params, out)
-            with staged_output(out, overwrite=True, what="data.root") as local:
+            with (
+                phases.phase(f"making dataset {ref} (first use)"),
+                staged_output(out, overwrite=True, what="data.root") as local,
+            ):
                 _call_plugin(make, ref, local, params, seed)
                 _validate_output(local, ref)
             return out
@@ -173,7 +180,8 @@ def ensure_plugin_dataset(root: str | Path, ref: str, params: Mapping[str, Any],
         out.parent.mkdir(parents=True, exist_ok=True)
         logger.info("making dataset %s (%s) into %s", ref, params, out)
         try:
-            _call_plugin(make, ref, tmp, params, seed)
+            with phases.phase(f"making dataset {ref} (first use)"):
+                _call_plugin(make, ref, tmp, params, seed)
             _validate_output(tmp, ref)
             os.replace(tmp, out)
         finally:
@@ -278,7 +286,11 @@ def ensure_partition(data: DataConfig) -> Path | str:
     with _locked(_lock_path(root, f".lock-partition-{key}")):
         if not _has_manifest(out):
             logger.info("partitioning %s into %s", dataset, out)
-            with staged_input(dataset) as src, staged_output(out, overwrite=True, what="data.root") as local:
+            with (
+                phases.phase("partitioning"),
+                staged_input(dataset) as src,
+                staged_output(out, overwrite=True, what="data.root") as local,
+            ):
                 partition_dataset(src, local, data.partition)
                 if storage.is_remote(dataset):
                     record_source(local, str(dataset))

@@ -11,9 +11,11 @@ from typing import Any
 
 from fedtwin.orchestrator.config.recipes import recipe_class
 from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.run import phases
 from fedtwin.orchestrator.run.callbacks import CallbackList, RunCallback
 from fedtwin.orchestrator.run.context import RecipeContext
 from fedtwin.orchestrator.run.loop import run_recipe
+from fedtwin.orchestrator.run.phases import EndPhasesOnRunStart
 from fedtwin.orchestrator.run.preflight import check_cluster, check_common
 from fedtwin.orchestrator.run.run_folder import RunFolder
 from fedtwin.orchestrator.run.tensorboard import TensorBoardCallback
@@ -59,11 +61,24 @@ def run_experiment(
         raise ValueError("resume=True needs the run_dir to resume")
     cls = recipe_class(spec.recipe)
     _preflight(cls, spec)  # bad input fails here: nothing started, nothing written
+    with phases.reporting(callbacks):  # start-up phases (starting Ray, data, hosts) to the callbacks
+        return _run(cls, spec, address, run_dir, resume, callbacks, scheduling_strategy)
+
+
+def _run(
+    cls: Any,
+    spec: ExperimentSpec,
+    address: str | None,
+    run_dir: str | Path | None,
+    resume: bool,
+    callbacks: Sequence[RunCallback],
+    scheduling_strategy: Any,
+) -> RunResult:
     session = None
     if cls.needs_ray(spec):
         from fedtwin.orchestrator.run.ray_session import connect  # the in-process path never imports Ray
 
-        session = connect(spec.ray, address)
+        session = connect(spec.ray, address, route_logs=True)
     created: RunFolder | None = None
     try:
         if session is not None and session.owned:
@@ -74,12 +89,15 @@ def run_experiment(
         else:
             run = created = RunFolder.create(spec.run.output_dir, spec.name)
         run.path.mkdir(parents=True, exist_ok=True)
+        if session is not None and session.logs is not None:
+            session.logs.attach(run.path)  # the embedded Ray's messages, from its start on
         if not resume:
             run.save_spec(spec.to_dict())
         ctx = RecipeContext(
             spec=spec,
             run=run,
-            callbacks=CallbackList([*callbacks, TensorBoardCallback()]),  # event files beside metrics.jsonl
+            # the run's start ends the last start-up phase; event files beside metrics.jsonl
+            callbacks=CallbackList([EndPhasesOnRunStart(), *callbacks, TensorBoardCallback()]),
             resume=resume,
             cluster_resources=session.cluster_resources if session else {"CPU": float(os.cpu_count() or 1)},
             scheduling_strategy=scheduling_strategy,

@@ -1,4 +1,9 @@
-"""A live progress line per round, for humans: a redrawn bar on a terminal, one line per round in logs."""
+"""A live progress line per round, for humans: a redrawn bar on a terminal, one line per round in logs.
+
+Before round 1 it prints a line per start-up phase (starting Ray, generating the demo data, partitioning,
+starting the device hosts; see :mod:`fedtwin.orchestrator.run.phases`) with its time: on a terminal the
+phase shows while it runs and gets its time when it ends; in a log, one line when it ends.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,19 @@ class ProgressPrinter(RunCallback):
         self._first_step = 1
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._local = self._where = ""  # the run's local working folder, and where the run lives
+
+    def on_phase_start(self, text: str) -> None:
+        """A start-up phase began: on a terminal, show it until it ends."""
+        if self._tty:
+            self._write(f"\r{text} ...")
+
+    def on_phase_end(self, text: str, seconds: float, ok: bool = True) -> None:
+        """A start-up phase ended: one line, ``partitioning | 1.2s`` (none for a phase that failed)."""
+        line = f"{text} | {seconds:.1f}s\n" if ok else ""
+        if self._tty:
+            line = "\r" + " " * (len(text) + 4) + "\r" + line  # over the "text ..." shown meanwhile
+        if line:
+            self._write(line)
 
     def on_run_start(self, info: Mapping[str, Any]) -> None:
         self.total = int(info.get("total_steps", 0))

@@ -24,6 +24,7 @@ from fedtwin.orchestrator.recipes.federated.config import FederationConfig, Stra
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
 from fedtwin.orchestrator.recipes.federated.round import StartedRound, can_start_ahead, run_round
 from fedtwin.orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
+from fedtwin.orchestrator.run import phases
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
 from fedtwin.orchestrator.run.context import first_reaching
 from fedtwin.orchestrator.run.data_prep import ensure_partition
@@ -117,6 +118,7 @@ class FederatedRecipe(Recipe):
         build_strategy(spec, self.num_devices, strategy_context(manifest))  # bad params fail before actors start
         self.num_hosts = plan_hosts(spec, self.num_devices, ctx.cluster_resources)
         self.state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
+        phases.begin(f"starting {self.num_hosts} device hosts")  # a progress line; ends when the run starts
         self.backend = make_backend(
             spec,
             str(self.partition_dir),
