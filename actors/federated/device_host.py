@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedtwin.actors.federated.fault_hook import FaultHook, FaultPoint, no_faults
 from fedtwin.actors.trainer_base import TorchActor
 from fedtwin.pipelines.core.errors import FedtwinError
 from fedtwin.pipelines.core.seeding import reseed
@@ -46,7 +46,7 @@ from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.device_store import DeviceStore, cache_dir, cache_max_bytes
 from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_device_shard, load_partition_manifest
 from fedtwin.pipelines.federated.control_variates import CONTROL_KEY, DELTA_KEY, change, correction
-from fedtwin.pipelines.federated.hosts import devices_of
+from fedtwin.pipelines.federated.hosts import devices_of, host_of
 from fedtwin.pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
 from fedtwin.pipelines.model.networks import ModelConfig
 from fedtwin.pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
@@ -75,10 +75,7 @@ class HostSettings:
     shard_cache_size: int = 64  # decoded shards kept when the device store is off
     cache_dir: str | None = None  # device store folder (None: $FEDTWIN_CACHE_DIR or ~/.cache/fedtwin)
     cache_max_gb: float | None = None  # device store bound (None: $FEDTWIN_CACHE_MAX_GB or 20; 0: off)
-    fail_devices: tuple[int, ...] = ()
-    hang_devices: tuple[int, ...] = ()
-    hang_s: float = 3600.0
-    chaos_rounds: tuple[int, ...] = ()
+    fault_hook: FaultHook | None = None  # a drill's (see actors/federated/fault_hook.py); None in production
 
 
 class StaleHostError(RuntimeError):
@@ -113,6 +110,7 @@ class DeviceHost(TorchActor):
         self._shard_reads = 0
         # A new token per process start (Ray reruns this constructor on restart): see the module docstring.
         self.incarnation = uuid.uuid4().hex
+        self._fault: FaultHook = settings.fault_hook or no_faults
 
     # ------------------------------------------------------------------ data
     def store(self) -> DeviceStore | None:
@@ -158,7 +156,6 @@ class DeviceHost(TorchActor):
         tasks: Sequence[FitTask],
         payload: Mapping[str, ModelState] | None = None,
         incarnation: str | None = None,
-        exit_after: int | None = None,
     ) -> HostFitResult:
         """Train each task's device from ``state`` in order; failures become ``DeviceFailure`` values.
 
@@ -168,30 +165,28 @@ class DeviceHost(TorchActor):
             payload: other round-wide arrays the strategy broadcasts (e.g. FedDUM's global device
                 momentum under ``"optimizer_state"``); the driver puts it in the object store once per round.
             incarnation: the token the driver last synced with (None: do not check).
-            exit_after: fault drills only: SIGKILL this process after training that many devices.
 
         Raises:
             StaleHostError: ``incarnation`` is not this process's (the host restarted and lost device state).
         """
         started = time.time()
         self._check_incarnation(incarnation)
+        # The host id the tasks belong to: this host's own, or one it serves after a lost node (see serve).
+        host_id = host_of(tasks[0].device_id, self.num_hosts) if tasks else self.host_id
         results: list[FitResult] = []
         failures: list[DeviceFailure] = []
         fold = _HostSum()
         for i, task in enumerate(tasks):
-            if exit_after is not None and i == exit_after:
-                self._die(f"after {i} of {len(tasks)} devices of round {task.round_num}")
             try:
                 self._device(task.device_id)
-                self._maybe_inject_fault(task)
+                self._fault(FaultPoint("device", task.round_num, host_id, task.device_id, i), self)
                 results.append(self._train_device(state, task, payload or {}, fold))
             except Exception as err:  # one bad device must not take the host's other devices down
                 logger.warning("device %d failed in round %d: %s", task.device_id, task.round_num, err)
                 failures.append(DeviceFailure(task.device_id, task.round_num, f"{type(err).__name__}: {err}"))
-        if exit_after is not None and exit_after >= len(tasks):
-            self._die(f"after all {len(tasks)} devices, before answering")
+        self._fault(FaultPoint("answer", tasks[-1].round_num if tasks else 0, host_id, None, len(tasks)), self)
         return HostFitResult(
-            self.host_id,
+            host_id,
             tuple(results),
             tuple(failures),
             fold.partial,
@@ -210,7 +205,7 @@ class DeviceHost(TorchActor):
         keeps local state (``optimizer_start == "local"``, FedDUM's device momentum; ``control_variates``,
         SCAFFOLD's ``c_i``) is trained again, exactly as it was (same weights, payload, seed stream and
         starting state, so the same state comes out); for the others only the round counter moves.
-        Fault injection does not fire here.
+        The fault hook is not called here.
         """
         retrained = 0
         for task in tasks:
@@ -221,6 +216,16 @@ class DeviceHost(TorchActor):
             else:
                 device.rounds_trained += 1
         return retrained
+
+    def serve(self, host_ids: Sequence[int]) -> None:
+        """Serve the devices of these host ids: its own, plus those of hosts whose node was lost and that
+        could not be placed again (and back to its own when they are). Devices it keeps keep their state;
+        new ones start empty until the driver restores them (``load_device_states``, ``replay``)."""
+        wanted = sorted(d for h in host_ids for d in devices_of(h, self.num_hosts, self.manifest.num_devices))
+        if wanted == sorted(self.devices):
+            return
+        self.devices = {d: self.devices.get(d) or EdgeDevice(d, int(self.manifest.num_examples[d])) for d in wanted}
+        self._store, self._store_error = None, None  # rebuilt for the new set of devices on first use
 
     def _device(self, device_id: int) -> EdgeDevice:
         device = self.devices.get(device_id)
@@ -299,26 +304,12 @@ class DeviceHost(TorchActor):
         """The model's weights: views of its memory on the CPU (read before the next device trains)."""
         return self._views if self._views is not None else state_from_model(self.model)
 
-    def _die(self, when: str) -> None:
-        """A drill's kill: no clean-up, no answer, exactly like an OOM kill or a lost node."""
-        logger.warning("host %d: chaos kill %s (federation.chaos.kills)", self.host_id, when)
-        os.kill(os.getpid(), signal.SIGKILL)
-
     def _check_incarnation(self, incarnation: str | None) -> None:
         if incarnation is not None and incarnation != self.incarnation:
             raise StaleHostError(
                 f"host {self.host_id} restarted (incarnation {self.incarnation[:8]}, driver expected "
                 f"{incarnation[:8]}); its devices' local state must be restored first"
             )
-
-    def _maybe_inject_fault(self, task: FitTask) -> None:
-        s = self.settings
-        if s.chaos_rounds and task.round_num not in s.chaos_rounds:
-            return
-        if task.device_id in s.fail_devices:
-            raise RuntimeError(f"injected failure (federation.chaos.fail_devices) in round {task.round_num}")
-        if task.device_id in s.hang_devices:
-            time.sleep(s.hang_s)
 
     # ------------------------------------------------------------------ state
     def device_states(self, incarnation: str | None = None) -> dict[int, dict[str, Any]]:
@@ -330,15 +321,18 @@ class DeviceHost(TorchActor):
         self._check_incarnation(incarnation)
         return {d.device_id: {"rounds_trained": d.rounds_trained, **d.local_state} for d in self.devices.values()}
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> str:
+    def load_device_states(self, states: Mapping[int, Mapping[str, Any]], host_ids: Sequence[int] | None = None) -> str:
         """Restore what :meth:`device_states` returned (on resume, after a restart); returns the incarnation.
 
         Devices of this host missing from ``states`` start empty (they had not trained at that point).
+        With ``host_ids`` only the devices of those host ids are restored (taken over after a lost node);
+        the others keep their state.
         """
-        for device in self.devices.values():
-            device.local_state, device.rounds_trained = {}, 0
+        mine = {d for d in self.devices if host_ids is None or host_of(d, self.num_hosts) in host_ids}
+        for device_id in mine:
+            self.devices[device_id].local_state, self.devices[device_id].rounds_trained = {}, 0
         for device_id, local in states.items():
-            device = self.devices.get(int(device_id))
+            device = self.devices.get(int(device_id)) if int(device_id) in mine else None
             if device is not None:
                 local = dict(local)
                 device.rounds_trained = int(local.pop("rounds_trained", 0))

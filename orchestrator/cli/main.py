@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
+    drill = sub.add_parser("drill", help="run an experiment with a fault drill's faults injected (docs/failures.md)")
+    drill.add_argument("plan", help="drill plan YAML: fail_devices, hang_devices, hang_s, rounds, kills")
+    drill.add_argument(
+        "run_args", nargs=argparse.REMAINDER, metavar="RUN_ARGS", help="what `fedtwin run` takes (CONFIG, --set, ...)"
+    )
+    drill.set_defaults(func=_cmd_drill)
+
     add_data_commands(sub)
     add_scaleout_commands(sub)
     return parser
@@ -142,6 +149,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         line += f" | {summary['wall_seconds']:.0f}s"
     print(line)
     return 0
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    """``fedtwin drill PLAN CONFIG ...``: ``fedtwin run`` with the plan's faults injected (checked first)."""
+    from fedtwin.orchestrator.recipes.federated.drill import DrillPlan, installed
+
+    plan = DrillPlan.from_yaml(args.plan)
+    run_args = build_parser().parse_args(["run", *args.run_args])
+    spec = _resolve_spec(run_args)
+    if spec.recipe != "federated":
+        raise ConfigError(f"drill: recipe {spec.recipe!r} has no drills; only recipe federated does")
+    with installed(plan, spec):
+        return _cmd_run(run_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

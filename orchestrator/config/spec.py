@@ -15,6 +15,7 @@ and always re-validates.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from fedtwin.orchestrator.config.sections import (
 )
 from fedtwin.pipelines.model.networks import ModelConfig
 from fedtwin.pipelines.plugins import PluginError, add_search_paths
+
+logger = logging.getLogger(__name__)
 
 # The sections every spec has, in the order spec.yaml lists them (the recipe's own go after ``model``).
 COMMON_HEAD = ("name", "recipe", "seed", "data", "model")
@@ -174,7 +177,14 @@ class ExperimentSpec:
             add_search_paths([str(p) for p in plugins["paths"]])
         own = set(recipe_class(recipe).sections) if isinstance(recipe, str) else set()
         legacy = {"federation", "strategy", "training", "twin", "incremental", "transfer"} - own
-        return cls.from_dict({k: v for k, v in data.items() if k not in legacy})
+        kept = {k: v for k, v in data.items() if k not in legacy}
+        retired = getattr(recipe_class(recipe), "retired_keys", {}) if isinstance(recipe, str) else {}
+        for dotted, instead in retired.items():
+            section, _, key = dotted.partition(".")
+            if isinstance(kept.get(section), Mapping) and key in kept[section]:
+                kept[section] = {k: v for k, v in kept[section].items() if k != key}
+                logger.warning("%s: ignored in this stored spec (%s)", dotted, instead)
+        return cls.from_dict(kept)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentSpec:
@@ -218,6 +228,10 @@ def _common_hints() -> dict[str, Any]:
 def _build_sections(recipe: str, cls: type, given: Mapping[str, Any]) -> Sections:
     """The recipe's sections in its declared order: given ones checked (mappings coerced), others default."""
     declared: dict[str, type] = dict(cls.sections)
+    for dotted, instead in getattr(cls, "retired_keys", {}).items():
+        section, _, key = dotted.partition(".")
+        if isinstance(given.get(section), Mapping) and key in given[section]:
+            raise ConfigError(f"{dotted}: no longer a setting; {instead}")
     for key in declared:
         if key in COMMON_KEYS or key in ("sections", "base"):
             raise ConfigError(f"recipe: {recipe!r} declares a section {key!r}, which is a common key; rename it")

@@ -68,12 +68,16 @@ class Recipe(ABC):
             holds the common sections plus these, and no other recipe's.
         warmup: True when the recipe has a step 0 (e.g. pre-training) that runs once before step 1, is
             written to the metrics and checkpointed, but is not reported to callbacks.
+        retired_keys: dotted keys the recipe no longer reads, mapped to what to do instead. A config
+            file that sets one is a one-line error saying so; a stored ``spec.yaml`` of an older run
+            loads with a one-line warning and the key ignored, so old runs still resume.
     """
 
     name: ClassVar[str]
     unit: ClassVar[str] = "step"
     sections: ClassVar[Mapping[str, type]] = {}
     warmup: ClassVar[bool] = False
+    retired_keys: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, spec: ExperimentSpec, ctx: RecipeContext) -> None:
         self.spec = spec

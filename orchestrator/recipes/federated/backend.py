@@ -27,15 +27,15 @@ class Backend(Protocol):
 
     num_hosts: int
 
-    def fit(
+    def start_fit(
         self,
         state: ModelState,
         tasks: Sequence[FitTask],
         timeout_s: float,
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
-    ) -> AggregatedFit:
-        """Train the round's tasks from ``state`` and fold them in host order.
+    ) -> Any:
+        """Dispatch one round's tasks and return a handle at once (:meth:`finish_fit` collects it).
 
         Args:
             state: the global state devices start from.
@@ -44,14 +44,38 @@ class Backend(Protocol):
                 cannot enforce it).
             on_host_done: called ``(hosts_done, hosts_total)`` as hosts answer.
             payload: round-wide arrays the strategy broadcasts (e.g. FedDUM's global device momentum).
+        """
+        ...
+
+    def finish_fit(self, handle: Any) -> AggregatedFit:
+        """Wait for a round :meth:`start_fit` dispatched and fold its host answers in host order.
 
         Raises:
             RoundFailedError: fewer devices succeeded than ``federation.min_success_fraction`` asks.
         """
         ...
 
+    def fit(
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
+    ) -> AggregatedFit:
+        """:meth:`start_fit` then :meth:`finish_fit`."""
+        ...
+
+    def start_evaluate(self, state: ModelState) -> Any:
+        """Send the test evaluation of ``state`` off; :meth:`finish_evaluate` waits for the scores."""
+        ...
+
+    def finish_evaluate(self, handle: Any) -> dict[str, Any]:
+        """Accuracy and loss of the state :meth:`start_evaluate` was given, on the test split."""
+        ...
+
     def evaluate(self, state: ModelState) -> dict[str, Any]:
-        """Accuracy and loss of ``state`` on the test split."""
+        """:meth:`start_evaluate` then :meth:`finish_evaluate`."""
         ...
 
     def take_faults(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fedtwin.actors.federated.device_host import HostSettings
+from fedtwin.actors.federated.fault_hook import FaultHook, no_faults
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.pipelines.core.errors import FedtwinError
 from fedtwin.pipelines.federated.aggregate import OrderedFold
@@ -122,16 +123,30 @@ class IdleClock:
         }
 
 
+#: The hook of a fault drill running in this process (see :func:`set_fault_hook`); None otherwise.
+_fault_hook: FaultHook | None = None
+
+
+def set_fault_hook(hook: FaultHook | None) -> FaultHook | None:
+    """Install a drill's fault hook for the backends this process builds from now on; returns the one
+    it replaces. The only way faults enter a run (``fedtwin drill`` and
+    :func:`fedtwin.orchestrator.recipes.federated.drill.installed` use it); None removes it."""
+    global _fault_hook
+    previous, _fault_hook = _fault_hook, hook
+    return previous
+
+
+def fault_hook() -> FaultHook:
+    """The installed fault hook, or the one that does nothing."""
+    return _fault_hook or no_faults
+
+
 def host_settings(spec: ExperimentSpec) -> HostSettings:
     """What every device host of ``spec`` needs (the same for the Ray and the in-process backend)."""
-    chaos = spec.federation.chaos
     return HostSettings(
         seed=spec.seed,
         model=spec.model,
         torch_threads=spec.resources.torch_threads,
         shard_cache_size=spec.resources.shard_cache_size,
-        fail_devices=chaos.fail_devices,
-        hang_devices=chaos.hang_devices,
-        hang_s=chaos.hang_s,
-        chaos_rounds=chaos.rounds,
+        fault_hook=_fault_hook,
     )

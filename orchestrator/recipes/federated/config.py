@@ -9,67 +9,12 @@ a spec is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-#: Where a drill kill happens: a device host mid-fit or at a checkpoint, the server node before its
-#: test evaluation or its server pass (FedDU).
-HOST_PHASES = ("fit", "checkpoint")
-SERVER_PHASES = ("evaluate", "server_pass")
+from typing import Any
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
-
-
-@dataclass(frozen=True)
-class KillConfig:
-    """One process kill of a fault drill (``federation.chaos.kills``): SIGKILL, no clean-up, no warning.
-
-    Attributes:
-        round: the round it happens in.
-        target: ``host`` (a device host) or ``server`` (the evaluator / FedDU server node).
-        host: which device host (``target: host``).
-        phase: ``fit`` (the host dies mid-fit, after training ``after_devices`` of its devices) or
-            ``checkpoint`` (the host is killed when the driver gathers device state for the round's
-            checkpoint) for a host; ``evaluate`` (before the round's test evaluation) or ``server_pass``
-            (before FedDU's server pass) for the server.
-        after_devices: ``phase: fit``: devices the host trains before it dies (0 = before the first).
-            A ``fit`` kill of a host that has no device in that round does not fire.
-    """
-
-    round: int
-    target: Literal["host", "server"] = "host"
-    host: int = 0
-    phase: Literal["fit", "checkpoint", "evaluate", "server_pass"] = "fit"
-    after_devices: int = 1
-
-    def __post_init__(self) -> None:
-        _check(self.round >= 1, f"round: must be >= 1, got {self.round}")
-        _check(self.host >= 0, f"host: must be >= 0, got {self.host}")
-        _check(self.after_devices >= 0, f"after_devices: must be >= 0, got {self.after_devices}")
-        phases = HOST_PHASES if self.target == "host" else SERVER_PHASES
-        _check(self.phase in phases, f"phase: {self.phase!r} is not a {self.target} phase (one of {', '.join(phases)})")
-
-
-@dataclass(frozen=True)
-class ChaosConfig:
-    """Fault injection for resilience tests and drills: devices that raise or hang, processes that die.
-
-    Attributes:
-        fail_devices: devices whose local training raises.
-        hang_devices: devices whose local training sleeps ``hang_s`` seconds (past the round timeout).
-        hang_s: how long a hanging device sleeps.
-        rounds: the rounds the device faults happen in; empty = every round.
-        kills: host and server-node processes SIGKILLed in given rounds and phases (each fires once,
-            on the first attempt; the retry after it runs normally). Needs ``resources.backend: ray``.
-    """
-
-    fail_devices: tuple[int, ...] = ()
-    hang_devices: tuple[int, ...] = ()
-    hang_s: float = 3600.0
-    rounds: tuple[int, ...] = ()
-    kills: tuple[KillConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +31,6 @@ class FederationConfig:
         device_retries: how often a device whose host died (or whose host call was lost) is
             dispatched again within the same round, after the host is back; a device whose own
             training raised is not retried (the same inputs raise the same error).
-        chaos: fault injection (off by default).
     """
 
     num_rounds: int = 20
@@ -96,7 +40,6 @@ class FederationConfig:
     eval_every: int = 1
     target_accuracy: float | None = None
     device_retries: int = 2
-    chaos: ChaosConfig = field(default_factory=ChaosConfig)
 
     def __post_init__(self) -> None:
         _check(self.num_rounds >= 1, f"num_rounds: must be >= 1, got {self.num_rounds}")
@@ -112,8 +55,6 @@ class FederationConfig:
             f"target_accuracy: must be in (0, 1] or null, got {self.target_accuracy}",
         )
         _check(self.device_retries >= 0, f"device_retries: must be >= 0, got {self.device_retries}")
-        late = [k.round for k in self.chaos.kills if k.round > self.num_rounds]
-        _check(not late, f"chaos.kills: round {late[0] if late else 0} is after the last round ({self.num_rounds})")
 
 
 @dataclass(frozen=True)

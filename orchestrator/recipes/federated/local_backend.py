@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fedtwin.actors.federated.device_host import DeviceHost
@@ -27,6 +28,16 @@ from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from fedtwin.pipelines.federated.hosts import host_of
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
 from fedtwin.pipelines.model.state import ModelState
+
+
+@dataclass(frozen=True)
+class _LocalRound:
+    """A round :meth:`LocalBackend.start_fit` noted and :meth:`LocalBackend.finish_fit` runs."""
+
+    state: ModelState
+    tasks: tuple[FitTask, ...]
+    on_host_done: Callable[[int, int], None] | None
+    payload: Mapping[str, ModelState] | None
 
 
 class LocalBackend:
@@ -58,6 +69,33 @@ class LocalBackend:
         """The host serving ``device_id`` (the sticky rule, as on Ray)."""
         return host_of(device_id, self.num_hosts)
 
+    def start_fit(
+        self,
+        state: ModelState,
+        tasks: Sequence[FitTask],
+        timeout_s: float,
+        on_host_done: Callable[[int, int], None] | None = None,
+        payload: Mapping[str, ModelState] | None = None,
+    ) -> _LocalRound:
+        """Note the round; the hosts train it when :meth:`finish_fit` collects it (one process, no overlap)."""
+        return _LocalRound(state, tuple(tasks), on_host_done, payload)
+
+    def finish_fit(self, handle: _LocalRound) -> AggregatedFit:
+        """Run the round's tasks host by host and fold them; ``timeout_s`` is not enforced in-process.
+
+        Raises:
+            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
+        """
+        by_host = tasks_by_host(handle.tasks, self.num_hosts)
+        fold = OrderedFold(list(by_host))
+        for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
+            answer = self.hosts[host_id].fit(handle.state, host_tasks, handle.payload)
+            self._idle.note(answer)
+            fold.add(answer)
+            if handle.on_host_done is not None:
+                handle.on_host_done(done, len(by_host))
+        return finish_round(fold, handle.state, handle.tasks, self.spec.federation.min_success_fraction)
+
     def fit(
         self,
         state: ModelState,
@@ -66,28 +104,24 @@ class LocalBackend:
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
     ) -> AggregatedFit:
-        """Run the round's tasks host by host; ``timeout_s`` is not enforced in-process.
+        """:meth:`start_fit` then :meth:`finish_fit`."""
+        return self.finish_fit(self.start_fit(state, tasks, timeout_s, on_host_done, payload))
 
-        Raises:
-            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
-        """
-        by_host = tasks_by_host(tasks, self.num_hosts)
-        fold = OrderedFold(list(by_host))
-        for done, (host_id, host_tasks) in enumerate(by_host.items(), start=1):
-            answer = self.hosts[host_id].fit(state, host_tasks, payload)
-            self._idle.note(answer)
-            fold.add(answer)
-            if on_host_done is not None:
-                on_host_done(done, len(by_host))
-        return finish_round(fold, state, tasks, self.spec.federation.min_success_fraction)
+    def start_evaluate(self, state: ModelState) -> ModelState:
+        """Nothing runs yet: :meth:`finish_evaluate` scores ``state``."""
+        return state
+
+    def finish_evaluate(self, handle: ModelState) -> dict[str, Any]:
+        """Accuracy and loss on the test split."""
+        return self.evaluator.evaluate(handle, split="test")
 
     def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split."""
-        return self.evaluator.evaluate(state, split="test")
+        return self.finish_evaluate(self.start_evaluate(state))
 
     def take_faults(self) -> dict[str, int]:
-        """Nothing restarts in-process: all zero (same record keys as on Ray)."""
-        return {"device_retries": 0, "host_restarts": 0, "server_restarts": 0}
+        """Nothing restarts in-process: all zero, every host live (same record keys as on Ray)."""
+        return {"device_retries": 0, "host_restarts": 0, "server_restarts": 0, "hosts_live": self.num_hosts}
 
     def take_timings(self) -> dict[str, float]:
         """Host idle time between rounds (in-process, hosts also wait for each other)."""

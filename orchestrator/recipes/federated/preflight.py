@@ -8,8 +8,7 @@ after the common checks (:func:`fedtwin.orchestrator.run.preflight.check_common`
   resolves (before any data is generated);
 - ``federation.devices_per_round`` is at most the number of devices (the partition's, or
   ``data.partition.devices`` when the data is generated);
-- a strategy that needs server data (FedDU) gets a partition with a ``shared`` split;
-- ``federation.chaos.kills`` name existing hosts and are possible on the chosen backend.
+- a strategy that needs server data (FedDU) gets a partition with a ``shared`` split.
 """
 
 from __future__ import annotations
@@ -52,27 +51,4 @@ def check_federated(spec: Any) -> None:
         raise FedtwinError(
             f"strategy {spec.strategy.name} needs shared server data but {where.split(' (')[0]} has none; set "
             "data.partition.shared_fraction > 0 (or partition with `fedtwin data partition --shared-fraction F`)"
-        )
-    _check_kills(spec, num_devices)
-
-
-def _check_kills(spec: Any, num_devices: int | None) -> None:
-    kills = spec.federation.chaos.kills
-    if not kills:
-        return
-    if spec.resources.backend != "ray":
-        raise ConfigError("federation.chaos.kills: kills processes, so it needs resources.backend: ray")
-    hosts = spec.resources.hosts
-    if hosts is not None:
-        hosts = min(hosts, num_devices) if num_devices is not None else hosts
-        bad = [k.host for k in kills if k.target == "host" and k.host >= hosts]
-        if bad:
-            raise ConfigError(f"federation.chaos.kills: host {bad[0]} does not exist (hosts are 0..{hosts - 1})")
-    every = spec.run.checkpoint_every
-    last = spec.federation.num_rounds
-    off = [k.round for k in kills if k.phase == "checkpoint" and k.round % every and k.round != last]
-    if off:
-        raise ConfigError(
-            f"federation.chaos.kills: round {off[0]} is no checkpoint round (run.checkpoint_every: {every}); "
-            "a kill at phase checkpoint needs one"
         )

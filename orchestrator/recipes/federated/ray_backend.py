@@ -13,6 +13,8 @@ Failures inside a round:
   most ``federation.device_retries`` times and while the deadline allows. The same host id folds in
   the same place with the same partial sum, so a round that needed retries gives the same weights as
   one that did not;
+- a host that is not back within ``host_pool.PLACEMENT_WAIT_S`` (its node is gone, no room elsewhere)
+  has its devices moved to a live host for as long as that lasts, folding in the same place;
 - a host that misses the deadline turns into ``DeviceFailure`` values and is restarted (a hung device
   cannot block the next round).
 
@@ -24,7 +26,6 @@ one line and exit 1. Per round, :meth:`RayBackend.take_faults` reports retries a
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -33,27 +34,17 @@ from typing import Any
 import numpy as np
 import ray
 
-from fedtwin.actors.federated.device_host import StaleHostError
+from fedtwin.actors.federated.fault_hook import FaultPoint
 from fedtwin.actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
 from fedtwin.actors.placement import actor_options
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings, plan_hosts
-from fedtwin.orchestrator.recipes.federated.config import KillConfig
-from fedtwin.orchestrator.recipes.federated.host_pool import HOST_LOST, HostPool, kill_actor_process
+from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, fault_hook, host_settings, plan_hosts
+from fedtwin.orchestrator.recipes.federated.host_pool import HostPool
+from fedtwin.orchestrator.recipes.federated.ray_round import RoundRun
 from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
-from fedtwin.orchestrator.run.actor_calls import (
-    LOST,
-    ActorCallError,
-    ActorSlot,
-    call,
-    cause_of,
-    classify,
-    describe,
-    get,
-)
-from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
+from fedtwin.orchestrator.run.actor_calls import ActorCallError, ActorSlot, call, get
 from fedtwin.pipelines.federated.hosts import host_of
-from fedtwin.pipelines.federated.messages import AggregatedFit, DeviceFailure, FitTask, ServerPassResult
+from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask, ServerPassResult
 from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState
 
@@ -88,13 +79,13 @@ class RayBackend:
         self.retries = spec.federation.device_retries
         self._scheduling = scheduling_strategy
         self._settings = host_settings(spec)
-        self._kills = _Kills(spec.federation.chaos.kills)
+        self._fault = fault_hook()
         self._round = 0
         self._faults: Counter[str] = Counter()
         self._seen = (0, 0)  # comebacks of hosts and server already reported
         self._idle = IdleClock()
         self.has_server_node = server_node
-        self.pool = HostPool(self._make_host, num_hosts, CONTROL_TIMEOUT_S, self.retries)
+        self.pool = HostPool(self._make_host, num_hosts, num_devices, CONTROL_TIMEOUT_S, self.retries)
         self.server = ActorSlot(
             "server node" if server_node else "evaluator", self._make_server(), start=self._make_server
         )
@@ -108,8 +99,8 @@ class RayBackend:
 
     @property
     def hosts(self) -> list[Any]:
-        """The current host actor handles, by host id."""
-        return [slot.handle for slot in self.pool.slots]
+        """The actor handles serving each host id now."""
+        return [self.pool.handle(h) for h in range(self.num_hosts)]
 
     @property
     def evaluator(self) -> Any:
@@ -180,24 +171,36 @@ class RayBackend:
         timeout_s: float,
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
-    ) -> _RoundRun:
+    ) -> RoundRun:
         """Dispatch a round to the hosts and return at once (:meth:`finish_fit` waits and folds).
 
-        The driver can then do other work (score the last round) while the hosts train.
+        The driver can then do other work (score the last round) while the hosts train. Host ids whose
+        own actor answers again after a lost node are given back to it first (``HostPool.reclaim``).
         """
         self._round = tasks[0].round_num if tasks else self._round
-        run = _RoundRun(self, state, tasks, timeout_s, on_host_done, payload)
-        for host_id in run.by_host:
-            run.dispatch(host_id)
-        return run
+        self.pool.reclaim(time.monotonic() + CONTROL_TIMEOUT_S)
+        return RoundRun(
+            self.pool,
+            state,
+            tasks,
+            timeout_s,
+            on_host_done,
+            payload,
+            retries=self.retries,
+            min_success_fraction=self.spec.federation.min_success_fraction,
+            faults=self._faults,
+            idle=self._idle,
+            restart=self._restart_host,
+            control_timeout_s=CONTROL_TIMEOUT_S,
+        )
 
-    def finish_fit(self, run: _RoundRun) -> AggregatedFit:
+    def finish_fit(self, run: RoundRun) -> AggregatedFit:
         """Wait for a round :meth:`start_fit` dispatched, recover lost hosts, fold; see :meth:`fit`."""
         return run.collect()
 
     def _restart_host(self, host_id: int) -> None:
         """Kill a stuck host; Ray restarts it (``max_restarts``), else the pool starts a replacement."""
-        slot = self.pool.slots[host_id]
+        slot = self.pool.slot_of(host_id)
         slot.kill(restart=True)
         self.pool.mark_stale(host_id)
         try:
@@ -207,12 +210,14 @@ class RayBackend:
 
     def take_faults(self) -> dict[str, int]:
         """Retries and restarts since the last call: one round's worth, and its checkpoint's restarts
-        land in the next round's record."""
+        land in the next round's record; ``hosts_live``: actors serving hosts now (fewer than
+        ``num_hosts`` while hosts of a lost node could not be placed again)."""
         hosts, server = self.pool.comebacks, self.server.comebacks
         out = {
             "device_retries": self._faults.pop("device_retries", 0),
             "host_restarts": hosts - self._seen[0],
             "server_restarts": server - self._seen[1],
+            "hosts_live": self.pool.live,
         }
         self._seen = (hosts, server)
         return out
@@ -224,14 +229,11 @@ class RayBackend:
     # ------------------------------------------------------------------ other calls
     def evaluate(self, state: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split (in the evaluator actor)."""
-        self._server_chaos("evaluate", self._round)
-        return call(
-            self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S, retries=self.retries
-        )
+        return self.finish_evaluate(self.start_evaluate(state))
 
     def start_evaluate(self, state: ModelState) -> tuple[Any, ModelState]:
         """Send the evaluation off and return at once; :meth:`finish_evaluate` waits for the scores."""
-        self._server_chaos("evaluate", self._round)
+        self._fault(FaultPoint("evaluate", self._round), self)
         return self.server.handle.evaluate.remote(ray.put(state), split="test"), state
 
     def finish_evaluate(self, pending: tuple[Any, ModelState]) -> dict[str, Any]:
@@ -245,21 +247,15 @@ class RayBackend:
                 self.server, "evaluate", ray.put(state), split="test", timeout_s=CONTROL_TIMEOUT_S, retries=self.retries
             )
 
-    def _server_chaos(self, phase: str, round_num: int) -> None:
-        if not self._kills.take(round_num, phase, target="server"):
-            return
-        try:
-            pid = get(self.server.handle.ping.remote(), what="chaos: ping the server", timeout_s=CONTROL_TIMEOUT_S)
-        except ActorCallError:
-            return  # already gone: the call below finds out
-        kill_actor_process(self.server, int(pid), socket.gethostname())
-
     def server_access(self) -> RayServerAccess:
         """The server node as a strategy's injected ``ServerAccess`` (needs ``server_node=True``)."""
         if not self.has_server_node:
             raise RuntimeError("this backend was started without a server node (server_node=False)")
         return RayServerAccess(
-            self.server, CONTROL_TIMEOUT_S, self.retries, before_pass=lambda n: self._server_chaos("server_pass", n)
+            self.server,
+            CONTROL_TIMEOUT_S,
+            self.retries,
+            before_pass=lambda n: self._fault(FaultPoint("server_pass", n), self),
         )
 
     def device_states(self) -> dict[int, dict[str, Any]]:
@@ -268,8 +264,7 @@ class RayBackend:
         A host lost meanwhile is restored and asked again. What is gathered becomes the base a restarted
         host is rebuilt from (see :mod:`~fedtwin.orchestrator.recipes.federated.host_pool`).
         """
-        for kill in self._kills.take(self._round, "checkpoint"):
-            self.pool.kill_process(kill.host)
+        self._fault(FaultPoint("checkpoint", self._round), self)
         out: dict[int, dict[str, Any]] = {}
         for part in self.pool.gather_states(time.monotonic() + CONTROL_TIMEOUT_S).values():
             out.update(part)
@@ -284,133 +279,13 @@ class RayBackend:
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
         for host_id in range(self.num_hosts):
             self.pool.mark_stale(host_id)
+        for host_id in range(self.num_hosts):
             self.pool.ensure_synced(host_id, deadline)
 
     def shutdown(self) -> None:
         """Kill the actors (they hold no state we need after the final checkpoint)."""
         self.pool.shutdown()
         self.server.kill(restart=False)
-
-
-class _RoundRun:
-    """One round in flight: its hosts' calls, retries and the ordered fold (see ``RayBackend.fit``)."""
-
-    def __init__(
-        self,
-        backend: RayBackend,
-        state: ModelState,
-        tasks: Sequence[FitTask],
-        timeout_s: float,
-        on_host_done: Callable[[int, int], None] | None,
-        payload: Mapping[str, ModelState] | None,
-    ) -> None:
-        self.b, self.state, self.tasks, self.timeout_s = backend, state, tasks, timeout_s
-        self.on_host_done = on_host_done
-        self.deadline = time.monotonic() + timeout_s
-        self.state_ref = ray.put(state)  # once per round, never per device
-        self.payload_ref = ray.put(dict(payload)) if payload else None
-        self.by_host = tasks_by_host(tasks, backend.num_hosts)
-        self.kills = {k.host: k.after_devices for k in backend._kills.take(backend._round, "fit")}
-        self.fold = OrderedFold(list(self.by_host))
-        self.attempts = dict.fromkeys(self.by_host, 0)
-        self.pending: dict[Any, int] = {}
-        self.succeeded: dict[int, list[FitTask]] = {}
-        self.done = 0
-
-    def finished(self, host_id: int) -> None:
-        self.done += 1
-        if self.on_host_done is not None:
-            self.on_host_done(self.done, len(self.by_host))
-
-    def skip(self, host_id: int, reason: str) -> None:
-        logger.warning(reason)
-        self.fold.skip(host_id, [DeviceFailure(t.device_id, t.round_num, reason) for t in self.by_host[host_id]])
-        self.b.pool.mark_stale(host_id)  # it may have trained some devices the driver will not count
-        self.finished(host_id)
-
-    def dispatch(self, host_id: int) -> None:
-        pool = self.b.pool
-        try:
-            pool.ensure_synced(host_id, self.deadline)
-        except ActorCallError as err:
-            self.skip(host_id, f"host {host_id} failed: {err.reason}")
-            return
-        ref = pool.handle(host_id).fit.remote(
-            self.state_ref,
-            self.by_host[host_id],
-            self.payload_ref,
-            incarnation=pool.incarnation[host_id],
-            exit_after=self.kills.pop(host_id, None),
-        )
-        self.pending[ref] = host_id
-
-    def collect(self) -> AggregatedFit:
-        b, by_host = self.b, self.by_host
-        while self.pending:
-            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=max(0.0, self.deadline - time.monotonic()))
-            if not ready:
-                break
-            host_id = self.pending.pop(ready[0])
-            try:
-                answer = ray.get(ready[0], timeout=CONTROL_TIMEOUT_S)
-            except Exception as err:  # noqa: BLE001 - classified; non-Ray errors are re-raised
-                kind = classify(err, HOST_LOST)
-                if kind is None:
-                    raise
-                reason = f"host {host_id} failed: {describe(kind, err)}"
-                # A host that answers "I restarted" never started the work: that costs no retry (each
-                # such answer needs a new process, so the deadline bounds them); a lost call does.
-                refused = isinstance(cause_of(err), StaleHostError)
-                retry = refused or self.attempts[host_id] < b.retries
-                if kind == LOST and retry and time.monotonic() < self.deadline:
-                    self.attempts[host_id] += 0 if refused else 1
-                    b._faults["device_retries"] += len(by_host[host_id])
-                    used = "no retry used" if refused else f"retry {self.attempts[host_id]} of {b.retries}"
-                    logger.warning(
-                        "%s; dispatching its %d devices again when it is back (%s)", reason, len(by_host[host_id]), used
-                    )
-                    try:
-                        b.pool.mark_stale(host_id)
-                        b.pool.recover(host_id, self.deadline)
-                    except ActorCallError as lost:
-                        self.skip(host_id, f"{reason}; then: {lost.reason}")
-                        continue
-                    self.dispatch(host_id)
-                    continue
-                self.skip(host_id, reason)
-                continue
-            ok = {r.device_id for r in answer.results}
-            self.succeeded[host_id] = [t for t in by_host[host_id] if t.device_id in ok]
-            b._idle.note(answer)
-            self.fold.add(answer)
-            self.finished(host_id)
-        for host_id in self.pending.values():
-            self.skip(
-                host_id,
-                f"host {host_id} timed out after {self.timeout_s:.0f}s (federation.round_timeout_s); restarting it",
-            )
-            b._restart_host(host_id)
-        outcome = finish_round(self.fold, self.state, self.tasks, b.spec.federation.min_success_fraction)
-        b.pool.log_round(self.state_ref, self.payload_ref, self.succeeded)
-        return outcome
-
-
-class _Kills:
-    """The drill's kills (``federation.chaos.kills``); each fires once."""
-
-    def __init__(self, kills: Sequence[KillConfig]) -> None:
-        self._kills = list(kills)
-        self._fired: set[int] = set()
-
-    def take(self, round_num: int, phase: str, target: str = "host") -> list[KillConfig]:
-        """The kills due now, marked as fired."""
-        due = [
-            i
-            for i, k in enumerate(self._kills)
-            if i not in self._fired and k.round == round_num and k.phase == phase and k.target == target
-        ]
-        self._fired.update(due)
-        return [self._kills[i] for i in due]
 
 
 class RayServerAccess:

@@ -22,7 +22,7 @@ from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
 from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
 from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
-from fedtwin.orchestrator.recipes.federated.round import StartedRound, can_start_ahead, run_round
+from fedtwin.orchestrator.recipes.federated.round import StartedRound, run_round
 from fedtwin.orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
 from fedtwin.orchestrator.run import phases
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
@@ -61,6 +61,10 @@ class FederatedRecipe(Recipe):
     name = "federated"
     unit = "round"
     sections = {"training": TrainConfig, "federation": FederationConfig, "strategy": StrategyConfig}
+    retired_keys = {
+        "federation.chaos": "fault drills are not part of the experiment: write the faults to a drill plan "
+        "and run `fedtwin drill PLAN CONFIG` (docs/failures.md)"
+    }
 
     @classmethod
     def validate(cls, spec: ExperimentSpec) -> None:
@@ -129,8 +133,6 @@ class FederatedRecipe(Recipe):
         )
         server = self.backend.server_access() if needs_server else None
         self.strategy = build_strategy(spec, self.num_devices, strategy_context(manifest, server))
-        chaos = spec.federation.chaos
-        self._ahead_ok = can_start_ahead(self.backend) and not (chaos.kills or chaos.fail_devices or chaos.hang_devices)
         self._started: StartedRound | None = None
 
     @classmethod
@@ -147,15 +149,12 @@ class FederatedRecipe(Recipe):
 
     def step(self, n: int) -> dict[str, Any]:
         # Round n+1 starts before round n's evaluation returns, unless a checkpoint (which must see the
-        # hosts' device state after round n) or the end comes first, or a drill wants rounds apart.
-        ahead = self._ahead_ok and n < self.total_steps and not self.should_checkpoint(n)
+        # hosts' device state after round n) or the end comes first.
+        ahead = n < self.total_steps and not self.should_checkpoint(n)
         started, self._started = self._started, None
-        if started is not None and started.round_num != n:
-            raise RuntimeError(f"round {started.round_num} was started ahead but round {n} is next")
-        out = run_round(self.spec, self.strategy, self.backend, self.state, n, started=started, ahead=ahead)
-        self.state, record = out[0], out[1]
-        self._started = out[2] if ahead else None  # type: ignore[misc]
-        return record
+        result = run_round(self.spec, self.strategy, self.backend, self.state, n, started=started, ahead=ahead)
+        self.state, self._started = result.state, result.following
+        return result.record
 
     def checkpoint_state(self) -> CheckpointState:
         devices = {str(k): v for k, v in self.backend.device_states().items()}

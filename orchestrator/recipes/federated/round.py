@@ -1,10 +1,12 @@
 """One federated round: sample devices, train them on the hosts, fold, update the strategy, evaluate.
 
-A backend that can dispatch a round and collect it later (``start_fit`` / ``finish_fit``, the Ray
-backend) lets the recipe start round n+1 before round n's evaluation has come back
-(:func:`run_round` with ``ahead=True``): the hosts train while the evaluator scores, instead of waiting
-for it. Round n+1 is the same either way: its devices, settings and payload depend only on the seed,
-the round and the strategy's state after round n's update, all known before the evaluation.
+Every backend dispatches a round and collects it later (``start_fit`` / ``finish_fit``, and
+``start_evaluate`` / ``finish_evaluate``), so the recipe can start round n+1 before round n's evaluation
+has come back (:func:`run_round` with ``ahead=True``): on Ray the hosts train while the evaluator scores,
+instead of waiting for it (the in-process backend does the work when it is collected). Round n+1 is
+the same either way: its devices, settings and payload depend only on the seed, the round and the
+strategy's state after round n's update, all known before the evaluation. What differs is bookkeeping:
+with ``ahead``, a process that comes back during round n's evaluation is counted in round n+1's record.
 """
 
 from __future__ import annotations
@@ -47,24 +49,27 @@ class StartedRound:
     handle: Any
 
 
+@dataclass
+class RoundResult:
+    """What :func:`run_round` returns: the next state, the round's record and, with ``ahead``, the next
+    round already dispatched (None otherwise)."""
+
+    state: ModelState
+    record: dict[str, Any]
+    following: StartedRound | None = None
+
+
 def _recovery(backend: Backend, record: dict[str, Any]) -> None:
     """Recovery this round (devices dispatched again after their host was lost, processes that came
     back; a checkpoint's restarts show in the next round's record) and how long hosts sat idle."""
     record.update(backend.take_faults())
-    timings = getattr(backend, "take_timings", None)  # optional for third-party backends
-    if timings is not None:
-        record.update(timings())
-
-
-def can_start_ahead(backend: Backend) -> bool:
-    """Whether ``backend`` can dispatch a round and collect it later."""
-    return hasattr(backend, "start_fit") and hasattr(backend, "finish_fit") and hasattr(backend, "start_evaluate")
+    record.update(backend.take_timings())
 
 
 def start_round(
-    spec: ExperimentSpec, strategy: Strategy, backend: Any, state: ModelState, round_num: int
+    spec: ExperimentSpec, strategy: Strategy, backend: Backend, state: ModelState, round_num: int
 ) -> StartedRound:
-    """Sample round ``round_num``'s devices and dispatch them (needs :func:`can_start_ahead`)."""
+    """Sample round ``round_num``'s devices and dispatch them (``backend.start_fit``)."""
     started = time.perf_counter()
     device_ids = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
     settings = round_settings(spec, round_num)
@@ -82,27 +87,23 @@ def run_round(
     *,
     started: StartedRound | None = None,
     ahead: bool = False,
-) -> tuple[ModelState, dict[str, Any]] | tuple[ModelState, dict[str, Any], StartedRound | None]:
-    """Run round ``round_num`` from ``state``; returns the next state and the round's metrics record.
+) -> RoundResult:
+    """Run round ``round_num`` from ``state``: the next state and the round's metrics record.
 
     Args:
         started: this round, already dispatched by the previous call (``ahead=True``).
-        ahead: dispatch round ``round_num + 1`` before waiting for this round's evaluation (needs
-            :func:`can_start_ahead`); the return value then has a third item, that round's handle.
+        ahead: dispatch round ``round_num + 1`` before waiting for this round's evaluation; its handle
+            is the result's ``following``.
 
     Raises:
-        RoundFailedError: from ``backend.fit``, when too few devices succeeded.
+        RoundFailedError: from ``backend.finish_fit``, when too few devices succeeded.
     """
-    if started is not None:
-        begun, settings = started.started, started.settings
-        outcome = backend.finish_fit(started.handle)  # type: ignore[attr-defined]
-    else:
-        begun = time.perf_counter()
-        device_ids = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
-        settings = round_settings(spec, round_num)
-        tasks = strategy.configure_fit(round_num, device_ids, settings)
-        outcome = backend.fit(state, tasks, spec.federation.round_timeout_s, payload=strategy.round_payload(round_num))
-    fit_seconds = time.perf_counter() - begun
+    if started is None:
+        started = start_round(spec, strategy, backend, state, round_num)
+    elif started.round_num != round_num:
+        raise RuntimeError(f"round {started.round_num} was started ahead but round {round_num} is next")
+    outcome = backend.finish_fit(started.handle)
+    fit_seconds = time.perf_counter() - started.started
     new_state, strategy_metrics = strategy.aggregate_fit(round_num, state, outcome)
     weights = np.array([r.num_examples for r in outcome.results], dtype=np.float64)
     losses = np.array([r.metrics.get("train_loss", np.nan) for r in outcome.results], dtype=np.float64)
@@ -113,25 +114,20 @@ def run_round(
         "failed_devices": [f.device_id for f in outcome.failures],
         "num_examples": outcome.num_examples,
         "train_loss": float(np.sum(weights * losses) / weights.sum()),
-        "lr": settings.lr,
+        "lr": started.settings.lr,
         **strategy_metrics,
     }
     evaluate = round_num % spec.federation.eval_every == 0 or round_num == spec.federation.num_rounds
+    pending = backend.start_evaluate(new_state) if evaluate else None
     following = None
     if ahead:
-        pending = backend.start_evaluate(new_state) if evaluate else None  # type: ignore[attr-defined]
         _recovery(backend, record)  # before the next round's dispatch, whose recovery is its own
         following = start_round(spec, strategy, backend, new_state, round_num + 1)
-        if pending is not None:
-            ev = backend.finish_evaluate(pending)  # type: ignore[attr-defined]
-            record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
-    else:
-        if evaluate:
-            ev = backend.evaluate(new_state)
-            record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+    if pending is not None:
+        ev = backend.finish_evaluate(pending)
+        record["test_accuracy"], record["test_loss"] = ev["accuracy"], ev["loss"]
+    if not ahead:
         _recovery(backend, record)
     record["fit_seconds"] = fit_seconds
-    record["round_seconds"] = time.perf_counter() - begun
-    if ahead:
-        return new_state, record, following
-    return new_state, record
+    record["round_seconds"] = time.perf_counter() - started.started
+    return RoundResult(new_state, record, following)

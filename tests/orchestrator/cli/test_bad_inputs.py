@@ -47,6 +47,12 @@ class Case:
         path.write_text(yaml.safe_dump(base))
         return path
 
+    def drill(self, **plan) -> Path:
+        """A drill plan file (``fedtwin drill PLAN CONFIG``)."""
+        path = self.tmp / "drill.yaml"
+        path.write_text(yaml.safe_dump(plan))
+        return path
+
     def raw(self, content: bytes | str, name: str = "raw.yaml") -> Path:
         path = self.tmp / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -147,9 +153,19 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ("set-into-a-scalar", lambda c: ["run", str(c.config()), "--set", "seed.x=1"], "seed"),
     ("config-after-set", lambda c: ["run", "--set", "seed=1", str(c.config())], "put CONFIG before --set"),
     (
-        "set-kill-after-last-round",
-        lambda c: ["run", str(c.config()), "--set", "federation.chaos.kills=[{round: 99}]"],
+        "drill-kill-after-last-round",
+        lambda c: ["drill", str(c.drill(kills=[{"round": 99}])), str(c.config())],
         "after the last round",
+    ),
+    (
+        "drill-plan-unknown-key",
+        lambda c: ["drill", str(c.drill(kils=[KILL])), str(c.config())],
+        "kils: unknown key",
+    ),
+    (
+        "fault-drill-in-the-spec",
+        lambda c: ["run", str(c.config(federation={"chaos": {"kills": [KILL]}}))],
+        "fedtwin drill PLAN CONFIG",
     ),
     # ---- datasets (data.path)
     ("path-does-not-exist", lambda c: ["run", str(c.config(data={"path": str(c.tmp / "gone")}))], "does not exist"),
@@ -201,18 +217,15 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ),
     (
         "kill-of-a-missing-host",
-        lambda c: ["run", str(c.config(federation={"chaos": {"kills": [{**KILL, "host": 5}]}}))],
+        lambda c: ["drill", str(c.drill(kills=[{**KILL, "host": 5}])), str(c.config())],
         "host 5 does not exist",
     ),
     (
         "kill-at-a-non-checkpoint-round",
         lambda c: [
-            "run",
-            str(
-                c.config(
-                    federation={"num_rounds": 3, "chaos": {"kills": [{**KILL, "round": 1, "phase": "checkpoint"}]}}
-                )
-            ),
+            "drill",
+            str(c.drill(kills=[{**KILL, "round": 1, "phase": "checkpoint"}])),
+            str(c.config()),
             "--set",
             "run.checkpoint_every=2",
         ],
@@ -220,7 +233,7 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ),
     (
         "kill-on-the-local-backend",
-        lambda c: ["run", str(c.config(federation={"chaos": {"kills": [KILL]}})), "--set", "resources.backend=local"],
+        lambda c: ["drill", str(c.drill(kills=[KILL])), str(c.config()), "--set", "resources.backend=local"],
         "resources.backend: ray",
     ),
     (

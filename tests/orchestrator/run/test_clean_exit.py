@@ -53,9 +53,14 @@ _CLI = (
 class _Watched:
     """A ``fedtwin run`` subprocess whose descendants are recorded while it runs."""
 
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, drill: dict | None = None) -> None:
+        command = ["run", str(cfg), "--quiet"]
+        if drill is not None:  # `fedtwin drill PLAN CONFIG ...`: the same run with the plan's faults
+            plan = cfg.parent / "drill.yaml"
+            plan.write_text(yaml.safe_dump(drill))
+            command = ["drill", str(plan), *command[1:]]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CLI, "run", str(cfg), "--quiet"],
+            [sys.executable, "-c", _CLI, *command],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -123,8 +128,8 @@ class _Watched:
 def watched():
     runs = []
 
-    def start(cfg):
-        runs.append(_Watched(cfg))
+    def start(cfg, drill=None):
+        runs.append(_Watched(cfg, drill))
         return runs[-1]
 
     yield start
@@ -145,7 +150,7 @@ def test_a_drill_with_kills_exits_0_and_leaves_nothing(tmp_path, tiny_data_root,
         {"round": 1, "host": 1, "phase": "fit", "after_devices": 3},
         {"round": 2, "target": "server", "phase": "evaluate"},
     ]
-    run = watched(_config(tmp_path, tiny_data_root, chaos={"kills": kills}))
+    run = watched(_config(tmp_path, tiny_data_root), drill={"kills": kills})
     # Execute
     code, err = run.finish()
     # Assert
@@ -158,7 +163,7 @@ def test_a_drill_with_kills_exits_0_and_leaves_nothing(tmp_path, tiny_data_root,
 
 
 def test_a_failed_round_exits_1_in_one_line_and_leaves_nothing(tmp_path, tiny_data_root, watched):
-    run = watched(_config(tmp_path, tiny_data_root, min_success_fraction=1.0, chaos={"fail_devices": [3]}))
+    run = watched(_config(tmp_path, tiny_data_root, min_success_fraction=1.0), drill={"fail_devices": [3]})
     code, err = run.finish()
     assert code == 1 and err.strip().splitlines()[-1].startswith("fedtwin: error: round 1: only 9/10")
     _no_traceback(err)

@@ -11,8 +11,9 @@ import pytest
 
 from fedtwin.orchestrator.recipes.federated.backend import Backend, RoundFailedError
 from fedtwin.orchestrator.recipes.federated.backend_common import finish_round, min_successes
+from fedtwin.orchestrator.recipes.federated.drill import DrillPlan, installed
 from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
-from fedtwin.orchestrator.recipes.federated.round import round_settings
+from fedtwin.orchestrator.recipes.federated.round import RoundResult, round_settings, run_round
 from fedtwin.orchestrator.recipes.federated.strategies import FedAvg
 from fedtwin.orchestrator.run.data_prep import ensure_partition
 from fedtwin.pipelines.federated.aggregate import OrderedFold
@@ -29,6 +30,7 @@ PLAIN_MODULES = (
     "fedtwin.orchestrator.recipes.federated.local_backend",
     "fedtwin.orchestrator.recipes.federated.backend",
     "fedtwin.orchestrator.recipes.federated.round",
+    "fedtwin.orchestrator.recipes.federated.drill",
     "fedtwin.actors.federated.device_host",
     "fedtwin.actors.federated.evaluator",
     "fedtwin.actors.federated.server_node",
@@ -76,23 +78,21 @@ def test_round_settings_decay_the_learning_rate(tmp_path):
 
 def test_local_backend_raises_below_the_threshold_and_folds_above_it(tiny_data_root, tmp_path):
     # Prepare: device 3 always fails; 10 devices on 2 in-process hosts, one step each
-    overrides = {
-        "resources.backend": "local",
-        "federation.chaos": {"fail_devices": [3]},
-        "training": {"epochs": 1, "batch_size": 16, "max_steps": 1},
-    }
+    overrides = {"resources.backend": "local", "training": {"epochs": 1, "batch_size": 16, "max_steps": 1}}
     strict = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.95})
     lenient = tiny_spec(tiny_data_root, tmp_path, **overrides, **{"federation.min_success_fraction": 0.9})
     partition = str(ensure_partition(strict.data))
     state = state_from_model(build_model(strict.model, seed=strict.seed))
     strategy = FedAvg(FedAvg.parse_params({}), num_devices=10, devices_per_round=10)
     tasks = strategy.configure_fit(1, list(range(10)), round_settings(strict, 1))
-    # Execute / Assert
-    backend = LocalBackend(strict, partition, 10, 2)
+    # Execute / Assert: a drill makes device 3 fail (the hook reaches the in-process hosts too)
+    with installed(DrillPlan(fail_devices=(3,))):
+        backend = LocalBackend(strict, partition, 10, 2)
+        lenient_backend = LocalBackend(lenient, partition, 10, 2)
     assert isinstance(backend, Backend) and backend.host_of(3) == 1
     with pytest.raises(RoundFailedError, match=r"round 1: only 9/10 devices succeeded.*injected failure"):
         backend.fit(state, tasks, timeout_s=60.0)
-    outcome = LocalBackend(lenient, partition, 10, 2).fit(state, tasks, timeout_s=60.0)
+    outcome = lenient_backend.fit(state, tasks, timeout_s=60.0)
     assert [f.device_id for f in outcome.failures] == [3] and len(outcome.results) == 9
     assert outcome.num_examples == sum(r.num_examples for r in outcome.results)
     assert np.isfinite(outcome.mean_state["head.weight"]).all()
@@ -109,3 +109,35 @@ def test_idle_clock_measures_each_hosts_gap_between_rounds_on_its_own_clock():
         clock.note(HostFitResult(host, (), (), None, 0, started=start, finished=start + 5))
     assert clock.take() == {"host_idle_s": 1.375, "host_idle_min_s": 0.25, "host_idle_max_s": 2.5, "host_busy_s": 10.0}
     assert clock.take() == {}
+
+
+def test_one_round_path_dispatching_ahead_gives_the_same_rounds_in_process(tiny_data_root, tmp_path):
+    # Prepare: the same three FedAvg rounds, once one by one and once with each next round dispatched
+    # before the last one's evaluation (what the recipe does between checkpoints)
+    spec = tiny_spec(
+        tiny_data_root,
+        tmp_path,
+        **{"resources.backend": "local", "training": {"epochs": 1, "batch_size": 16, "max_steps": 2}},
+    )
+    partition = str(ensure_partition(spec.data))
+
+    def three_rounds(ahead):
+        backend = LocalBackend(spec, partition, 10, 2)
+        strategy = FedAvg(FedAvg.parse_params({}), num_devices=10, devices_per_round=10)
+        state, started, records = state_from_model(build_model(spec.model, seed=spec.seed)), None, []
+        for n in (1, 2, 3):
+            result = run_round(spec, strategy, backend, state, n, started=started, ahead=ahead and n < 3)
+            assert isinstance(result, RoundResult)
+            assert (result.following is not None) == (ahead and n < 3)
+            state, started = result.state, result.following
+            records.append(result.record)
+        return state, records
+
+    # Execute
+    plain, plain_records = three_rounds(False)
+    ahead, ahead_records = three_rounds(True)
+    # Assert: bit-identical weights and scores; every record says all hosts were live
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], ahead[key])
+    assert [r["test_accuracy"] for r in plain_records] == [r["test_accuracy"] for r in ahead_records]
+    assert all(r["hosts_live"] == 2 and r["device_retries"] == 0 for r in plain_records + ahead_records)

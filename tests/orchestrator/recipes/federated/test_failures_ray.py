@@ -1,4 +1,4 @@
-"""Process kills on real Ray (``federation.chaos.kills``): device hosts killed mid-fit and at a checkpoint,
+"""Process kills on real Ray (a drill's ``kills``): device hosts killed mid-fit and at a checkpoint,
 two hosts in one round, the server node; every run finishes every round, the killed rounds record their
 retries and restarts, and because a retried host folds in its place with device state restored, a run
 with kills ends with exactly the weights of the same run without kills (FedAvg and FedDUM)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedtwin.orchestrator.recipes.federated.drill import DrillPlan, Kill, installed
 from fedtwin.orchestrator.recipes.federated.host_pool import HostPool
 from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
 from fedtwin.orchestrator.run.experiment import run_experiment
@@ -19,8 +20,9 @@ FEDAVG = {"federation.num_rounds": 3, "run.checkpoint_every": 2, "training.epoch
 
 
 def _run(data_root, out, kills=(), **overrides):
-    spec = tiny_spec(data_root, out, **overrides, **{"federation.chaos": {"kills": list(kills)}})
-    result = run_experiment(spec)
+    spec = tiny_spec(data_root, out, **overrides)
+    with installed(DrillPlan(kills=tuple(Kill(**k) for k in kills)), spec):
+        result = run_experiment(spec)
     return result, RunFolder(result.run_dir).read_metrics(), latest_checkpoint(result.run_dir / "checkpoints")
 
 

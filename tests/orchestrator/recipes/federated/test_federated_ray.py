@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.drill import DrillPlan, installed
 from fedtwin.orchestrator.run.callbacks import RunCallback
 from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
 from fedtwin.orchestrator.run.experiment import run_experiment
@@ -56,11 +57,11 @@ def test_round_survives_failing_and_hanging_devices(ray_session, tiny_data_root,
             "federation.num_rounds": 2,
             "federation.round_timeout_s": 25.0,
             "federation.min_success_fraction": 0.3,
-            "federation.chaos": {"fail_devices": [1], "hang_devices": [2], "hang_s": 600.0, "rounds": [1]},
         },
     )
     # Execute
-    result = run_experiment(spec)
+    with installed(DrillPlan(fail_devices=(1,), hang_devices=(2,), hang_s=600.0, rounds=(1,)), spec):
+        result = run_experiment(spec)
     # Assert
     first, second = RunFolder(result.run_dir).read_metrics()
     assert first["devices_ok"] == 4 and first["devices_failed"] == 6
@@ -77,10 +78,9 @@ def test_round_fails_below_min_success_fraction(ray_session, tiny_data_root, tmp
         **{
             "federation.num_rounds": 1,
             "federation.min_success_fraction": 0.95,
-            "federation.chaos": {"fail_devices": [3]},
         },
     )
-    with pytest.raises(RoundFailedError, match=r"round 1: only 9/10 devices succeeded"):
+    with installed(DrillPlan(fail_devices=(3,)), spec), pytest.raises(RoundFailedError, match=r"round 1: only 9/10"):
         run_experiment(spec)
 
 
