@@ -35,7 +35,7 @@ from fedtwin.orchestrator.run.callbacks import RunCallback
 from fedtwin.orchestrator.run.experiment import run_experiment
 hosts = []
 class Peek(RunCallback):
-    def on_round_end(self, step, metrics):
+    def on_step_end(self, step, metrics):
         if step == {rounds}:
             hosts.extend(peak_rss_mb(p) for p in ray_workers("DeviceHost"))
 spec = ExperimentSpec.from_dict(json.loads({spec!r}))

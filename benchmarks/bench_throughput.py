@@ -163,7 +163,7 @@ def side_fedtwin(workload: str, args: argparse.Namespace) -> dict[str, Any]:
     cpu: list[dict[int, float]] = []
 
     class Clock(RunCallback):
-        def on_round_end(self, step: int, metrics: Any) -> None:
+        def on_step_end(self, step: int, metrics: Any) -> None:
             ends.append(time.perf_counter())
             if step in (1, args.rounds - 1):  # the timed rounds' bounds: CPU used by every process
                 cpu.append(cpu_seconds())

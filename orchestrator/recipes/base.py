@@ -17,7 +17,7 @@ actors and its science::
         def steps(cls, spec): ...                   # how many steps a run of spec has
         def step(self, n): ...                      # one unit of work -> metrics record (a dict)
         def checkpoint_state(self): ...             # -> CheckpointState(model, extra, meta)
-        def restore(self, ckpt): ...                # inverse of checkpoint_state
+        def restore(self, ckpt): ...                # inverse of checkpoint_state (ckpt.step: the step it follows)
         def summary(self, records): ...             # recipe-specific summary fields (and plots)
         def close(self): ...                        # always called; stop actors
 
@@ -63,7 +63,9 @@ class Recipe(ABC):
     Class attributes:
         name: the registry name (``recipe:`` in YAML).
         unit: what one step is called (``round``, ``epoch``, ``task``, ``session``); it is also the step
-            key of every ``metrics.jsonl`` record.
+            key of every ``metrics.jsonl`` record and the word progress lines use. Generic names stay
+            generic: callbacks get ``on_step_end`` and checkpoints are ``checkpoints/step-NNNNN`` for
+            every unit.
         sections: the top-level YAML sections this recipe owns, mapped to their frozen dataclasses. A spec
             holds the common sections plus these, and no other recipe's.
         warmup: True when the recipe has a step 0 (e.g. pre-training) that runs once before step 1, is
@@ -84,7 +86,7 @@ class Recipe(ABC):
         self.ctx = ctx
 
     # ------------------------------------------------------------------ declarations
-    @classmethod
+    @classmethod  # noqa: B027 (an optional hook: empty by design)
     def validate(cls, spec: ExperimentSpec) -> None:
         """Checks across sections, run when a spec is loaded (raise ``ConfigError`` naming the field)."""
 
@@ -97,8 +99,8 @@ class Recipe(ABC):
         line and exit 2, and leaves no run folder. The default runs the checks every recipe shares
         (:func:`fedtwin.orchestrator.run.preflight.check_common`: ``run.output_dir``, ``data.path`` and its
         manifest and clip files, ``data.dataset``). Override it (calling ``super().preflight(spec)``)
-        for recipe checks; raise ``FedtwinError``/``ConfigError`` naming the field. After Ray is connected, ``run_experiment`` also checks that the :meth:`footprint`
-        fits an embedded cluster.
+        for recipe checks; raise ``FedtwinError``/``ConfigError`` naming the field. After Ray is
+        connected, ``run_experiment`` also checks that the :meth:`footprint` fits an embedded cluster.
         """
         from fedtwin.orchestrator.run.preflight import check_common
 
@@ -163,5 +165,5 @@ class Recipe(ABC):
         """Recipe-specific summary fields from all metric records (also the place to draw plots)."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: empty by design)
         """Stop actors and release resources; always called, also after an error."""

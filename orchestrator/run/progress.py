@@ -51,7 +51,7 @@ class ProgressPrinter(RunCallback):
         self._local, self._where = str(info.get("run_dir", "")), str(where)
         self._write(f"fedtwin: {info.get('recipe', 'run')} -> {where}{resumed}\n")
 
-    def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, step: int, metrics: Mapping[str, Any]) -> None:
         done = step - self._first_step + 1
         elapsed = time.monotonic() - self._start
         remaining = self.total - step

@@ -2,7 +2,7 @@
 
 ```
 runs/<name>-<YYYYmmdd-HHMMSS>/
-  spec.yaml  metrics.jsonl  checkpoints/round-XXXXX/  summary.json  plots/*.png
+  spec.yaml  metrics.jsonl  checkpoints/step-XXXXX/  summary.json  plots/*.png
 ```
 
 The folder may live on object storage (``run.output_dir: s3://bucket/runs``). Recipes and callbacks
@@ -16,7 +16,10 @@ folder on the driver's node, mirrored to :attr:`RunFolder.location`:
 - everything else (plots, TensorBoard events, the summary) is uploaded at each checkpoint and at the end.
 
 ``--resume s3://...`` downloads the folder's files (``spec.yaml``, ``metrics.jsonl``, a recipe's own files)
-and its newest complete checkpoint into a fresh working folder and goes on from there.
+and its newest complete checkpoint that checks out (sizes and checksums in its ``meta.json``; newer ones
+that do not are downloaded too, so the loop can name them in its warning) into a fresh working folder
+and goes on from there. Run folders of fedtwin 0.2 and earlier have ``checkpoints/round-XXXXX/``: they
+resume the same way.
 """
 
 from __future__ import annotations
@@ -89,7 +92,10 @@ class RunFolder:
 
     def download_state(self) -> None:
         """Fetch the run folder into the working folder: every file outside ``checkpoints/`` (spec, metrics,
-        and what a recipe keeps beside them, e.g. an exemplar memory or traces) and the newest complete checkpoint."""
+        and what a recipe keeps beside them, e.g. an exemplar memory or traces) and the newest complete
+        checkpoint that checks out, after any newer damaged ones (the loop skips those with a warning)."""
+        from fedtwin.orchestrator.run.checkpoint import checkpoint_problem
+
         self._uploaded.clear()
         for rel in storage.list_files(self.location):
             if not rel.startswith("checkpoints/"):
@@ -97,10 +103,10 @@ class RunFolder:
                 storage.download_file(storage.join(self.location, rel), local)
                 stat = local.stat()
                 self._uploaded[rel] = (stat.st_size, stat.st_mtime_ns)  # already there: not uploaded again
-        complete = remote_checkpoints(self.location)
-        if complete:
-            newest = complete[-1]
-            storage.download_dir(storage.join(self.location, "checkpoints", newest), self.checkpoints / newest)
+        for name in reversed(remote_checkpoints(self.location)):
+            storage.download_dir(storage.join(self.location, "checkpoints", name), self.checkpoints / name)
+            if checkpoint_problem(self.checkpoints / name) is None:
+                break
 
     # ------------------------------------------------------------------ state
     def has_progress(self) -> bool:
@@ -234,12 +240,12 @@ def spec_to_resume(path: str | Path) -> str:
 
 def remote_checkpoints(location: str) -> list[str]:
     """Names of the complete checkpoints (``meta.json`` present) of a run folder at ``location``, oldest first."""
-    from fedtwin.orchestrator.run.checkpoint import ROUND_DIR
+    from fedtwin.orchestrator.run.checkpoint import step_of
 
     root = storage.join(location, "checkpoints")
-    names = [n for n in storage.list_dir(root) if ROUND_DIR.match(n)]
+    names = [n for n in storage.list_dir(root) if step_of(n) is not None]
     complete = [n for n in names if storage.is_file(storage.join(root, n, CHECKPOINT_MARKER))]
-    return sorted(complete, key=lambda n: int(ROUND_DIR.match(n).group(1)))  # type: ignore[union-attr]
+    return sorted(complete, key=lambda n: (step_of(n) or 0, int(n.startswith("step-"))))
 
 
 def _working_dir(name: str) -> Path:

@@ -79,7 +79,7 @@ class TensorBoardCallback(RunCallback):
         except Exception as err:  # noqa: BLE001 (TensorBoard is an extra; the run goes on without it)
             self._disable(f"cannot write TensorBoard events in {log_dir} ({err})")
 
-    def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Every finite numeric metric of the step as a scalar at ``step``, in one event, flushed."""
         if self.writer is None:
             return

@@ -4,7 +4,7 @@ The trial reports with ``ray.tune.report`` (``ray.train.report`` errors inside T
 attaches the round's fedtwin checkpoint, so Tune can resume an interrupted trial and PBT can clone a
 good trial into a bad one. A Tune checkpoint is a folder::
 
-    round-00007/     the fedtwin checkpoint (model, strategy and device state)
+    step-00007/      the fedtwin checkpoint (model, strategy and device state)
     metrics.jsonl    the run's metric lines up to that round
     spec.yaml        the spec that produced it
 
@@ -83,7 +83,7 @@ def objective_values(
 class TuneReporter(RunCallback):
     """Sends each round to Tune, with the round's checkpoint when the recipe writes one.
 
-    Recipes call ``on_round_end`` then (when due) ``on_checkpoint`` for the same step; a round that gets
+    The loop calls ``on_step_end`` then (when due) ``on_checkpoint`` for the same step; a round that gets
     a checkpoint is reported from ``on_checkpoint`` so metrics and checkpoint travel together. A held
     round is flushed on the next hook if no checkpoint followed.
     """
@@ -106,7 +106,7 @@ class TuneReporter(RunCallback):
         key = self.objective.accuracy_key
         self._acc = [r.get(key) for r in RunFolder(self.run_dir).read_metrics()][: self.start_step - 1]
 
-    def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, step: int, metrics: Mapping[str, Any]) -> None:
         self._flush()
         self._acc.append(_as_float(metrics.get(self.objective.accuracy_key)))
         result = {k: v for k, v in metrics.items() if _is_scalar(v) and k not in _TUNE_RESERVED}
@@ -160,7 +160,7 @@ def unpack_checkpoint(ckpt: Path, run_dir: Path) -> int:
     """Rebuild a run folder from a Tune checkpoint folder; returns the checkpoint's round."""
     found = list_checkpoints(ckpt)
     if not found:
-        raise FileNotFoundError(f"{ckpt}: Tune checkpoint without a fedtwin round-XXXXX folder")
+        raise FileNotFoundError(f"{ckpt}: Tune checkpoint without a fedtwin step-XXXXX folder")
     newest = found[-1]
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a retried trial: its old folder may be ahead of the checkpoint

@@ -160,9 +160,9 @@ class IncrementalRecipe(Recipe):
         memory = ckpt.meta.get("memory_file")
         memory_path = str(self.ctx.run.path / memory) if memory else None
         _wait(
-            self.trainer.restore.remote(ckpt.round_num, ckpt.model, memory_path),
+            self.trainer.restore.remote(ckpt.step, ckpt.model, memory_path),
             CONTROL_TIMEOUT_S,
-            ckpt.round_num + 1,
+            ckpt.step + 1,
             "restore",
         )
 

@@ -144,7 +144,7 @@ def test_fedtwin_submit_and_ray_job_submit_on_a_private_cluster(tiny_data_root, 
             summary = json.loads((run / "summary.json").read_text())
             assert summary["rounds"] == 2 and summary["num_hosts"] == 1
             assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-            assert (run / "checkpoints" / "round-00002" / "model.safetensors").is_file()
+            assert (run / "checkpoints" / "step-00002" / "model.safetensors").is_file()
             assert (run / "plots" / "accuracy.png").is_file()
         # a failing job: its exit status (2, a config error) comes back as ours
         assert failing.returncode == 2, failing.stderr[-2000:]

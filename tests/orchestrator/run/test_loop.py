@@ -26,7 +26,7 @@ class Recorder(RunCallback):
     def on_run_start(self, info: Mapping[str, Any]) -> None:
         self.calls.append(("start", (info["start_step"], info["total_steps"], info["unit"])))
 
-    def on_round_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, step: int, metrics: Mapping[str, Any]) -> None:
         self.calls.append(("step", step))
 
     def on_checkpoint(self, step: int, path: Path) -> None:

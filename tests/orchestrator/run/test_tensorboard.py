@@ -51,7 +51,7 @@ def test_every_numeric_metric_of_every_step_is_written(tmp_path):
     # Execute
     cb.on_run_start({"run_dir": str(tmp_path), "start_step": 1, "total_steps": 3})
     for record in records:
-        cb.on_round_end(record["round"], record)
+        cb.on_step_end(record["round"], record)
     events_before_end = read_scalars(tmp_path)  # flushed each step: readable while the run goes on
     cb.on_run_end({"final_test_accuracy": 0.8})
 
@@ -82,7 +82,7 @@ def test_without_tensorboardx_the_run_goes_on_with_one_log_line(tmp_path, monkey
     # Execute
     with caplog.at_level(logging.WARNING, logger="fedtwin.orchestrator.run.tensorboard"):
         cb.on_run_start({"run_dir": str(tmp_path), "start_step": 1})
-        cb.on_round_end(1, {"round": 1, "test_accuracy": 0.5})
+        cb.on_step_end(1, {"round": 1, "test_accuracy": 0.5})
         cb.on_run_end({})
 
     # Assert
@@ -105,8 +105,8 @@ def test_a_failing_writer_disables_itself_instead_of_failing_the_run(tmp_path, c
 
     cb.writer = Broken()
     with caplog.at_level(logging.WARNING, logger="fedtwin.orchestrator.run.tensorboard"):
-        cb.on_round_end(1, {"round": 1, "acc": 0.5})
-        cb.on_round_end(2, {"round": 2, "acc": 0.6})
+        cb.on_step_end(1, {"round": 1, "acc": 0.5})
+        cb.on_step_end(2, {"round": 2, "acc": 0.6})
     assert cb.writer is None and len(caplog.records) == 1 and "disk full" in caplog.records[0].getMessage()
 
 
@@ -115,14 +115,14 @@ def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):
     first = TensorBoardCallback()
     first.on_run_start({"run_dir": str(tmp_path), "start_step": 1})
     for n in range(1, 5):
-        first.on_round_end(n, {"round": n, "acc": float(n)})
+        first.on_step_end(n, {"round": n, "acc": float(n)})
     first.close()
 
     # Execute
     resumed = TensorBoardCallback()
     resumed.on_run_start({"run_dir": str(tmp_path), "start_step": 3})
     for n in (3, 4):
-        resumed.on_round_end(n, {"round": n, "acc": 10.0 * n})
+        resumed.on_step_end(n, {"round": n, "acc": 10.0 * n})
     resumed.on_run_end({})
 
     # Assert: the second file starts with a purge marker at step 3 (TensorBoard drops the old 3 and 4)

@@ -2,8 +2,8 @@
 
 Fast (no Ray): names and schemes, reads and writes both ways, one-line errors for bad URIs, datasets and
 partitions made straight into a bucket and read back row group by row group, run folders and
-checkpoints on object storage (marker last, resume downloads the newest complete one), and bad URIs
-through ``fedtwin run``/``tune`` failing with exit 2 before Ray starts.
+checkpoints on object storage (marker last, resume downloads the newest complete one and falls back
+over a damaged one), and bad URIs through ``fedtwin run``/``tune`` failing with exit 2 before Ray starts.
 """
 
 from __future__ import annotations
@@ -163,20 +163,56 @@ def test_run_folder_on_s3_publishes_checkpoints_marker_last_and_resumes(s3):
         run.append_metrics({"round": n, "acc": n / 10})
         run.publish_checkpoint(save_checkpoint(run.checkpoints, n, model, {"s": {"m": np.ones(2)}}, {"k": n}, keep=2))
     # a checkpoint whose upload died before its marker: never taken
-    storage.write_bytes_atomic(f"{run.location}/checkpoints/round-00004/model.safetensors", b"partial")
+    storage.write_bytes_atomic(f"{run.location}/checkpoints/step-00004/model.safetensors", b"partial")
     run.write_summary({"ok": True})
     run.close()
     # Assert
     assert not run.path.exists()  # the working copy is gone, the bucket has everything
-    assert remote_checkpoints(run.location) == ["round-00002", "round-00003"]
+    assert remote_checkpoints(run.location) == ["step-00002", "step-00003"]
     files = storage.list_files(run.location)
-    assert {"spec.yaml", "metrics.jsonl", "summary.json", "checkpoints/round-00003/state.safetensors"} <= set(files)
+    assert {"spec.yaml", "metrics.jsonl", "summary.json", "checkpoints/step-00003/state.safetensors"} <= set(files)
     resumed = RunFolder.attach(run.location, resume=True)
     ckpt = latest_checkpoint(resumed.checkpoints)
     assert ckpt.round_num == 3 and np.array_equal(ckpt.model["w"], model["w"]) and ckpt.meta["k"] == 3
     assert [r["round"] for r in resumed.read_metrics()] == [1, 2, 3] and resumed.load_spec() == {"name": "unit"}
-    assert sorted(p.name for p in resumed.checkpoints.iterdir()) == ["round-00003"]  # only the newest comes down
+    assert sorted(p.name for p in resumed.checkpoints.iterdir()) == ["step-00003"]  # only the newest comes down
     resumed.close()
+
+
+@pytest.mark.parametrize("how", ["truncated", "bytes-flipped", "file-missing"])
+def test_resume_from_s3_falls_back_over_a_damaged_newest_checkpoint_bit_identically(s3, tmp_path, caplog, how):
+    # Prepare: a toy run (no Ray) into the bucket, and the same run whose driver dies after step 4's checkpoint
+    from fedtwin import ExperimentSpec, run_experiment
+    from tests.orchestrator.run.test_checkpoint import DAMAGE
+    from tests.orchestrator.run.test_loop import TOY, Recorder
+
+    def spec(out):
+        return ExperimentSpec.from_dict(
+            {"name": "toy", "recipe": TOY, "toy": {"epochs": 6}, "run": {"output_dir": out, "checkpoint_every": 1}}
+        )
+
+    full = run_experiment(spec(str(tmp_path / "full")))
+    run_uri = f"{B}/fallback-{how}"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(spec(f"{B}/unused"), run_dir=run_uri, callbacks=[Recorder(crash_after=4)])
+    assert remote_checkpoints(run_uri) == ["step-00003", "step-00004"]
+    newest = tmp_path / "newest"  # damage the uploaded newest checkpoint the way a disk or a copy would
+    storage.download_dir(f"{run_uri}/checkpoints/step-00004", newest)
+    damage, reason = DAMAGE[how]
+    damage(newest)
+    storage.delete_dir(f"{run_uri}/checkpoints/step-00004")
+    storage.upload_dir(newest, f"{run_uri}/checkpoints/step-00004", last=["meta.json"])
+    # Execute
+    caplog.clear()
+    resumed = run_experiment(spec(f"{B}/unused"), run_dir=run_uri, resume=True)
+    # Assert: one warning naming the damage, steps 4..6 replayed, the weights of the uninterrupted run
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "skipped damaged checkpoint step-00004" in warnings[0] and reason in warnings[0]
+    assert resumed.summary["weights"] == full.summary["weights"]
+    assert remote_checkpoints(run_uri) == ["step-00005", "step-00006"]
+    again = RunFolder.attach(run_uri, resume=True)
+    assert [r["epoch"] for r in again.read_metrics()] == list(range(7))
+    again.close()
 
 
 @pytest.mark.parametrize(

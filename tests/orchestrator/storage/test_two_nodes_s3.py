@@ -164,11 +164,11 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
             "summary.json",
             "plots/accuracy.png",
             "plots/confusion.png",
-            "checkpoints/round-00002/meta.json",
-            "checkpoints/round-00003/meta.json",
-            "checkpoints/round-00003/model.safetensors",
+            "checkpoints/step-00002/meta.json",
+            "checkpoints/step-00003/meta.json",
+            "checkpoints/step-00003/model.safetensors",
         } <= set(files), files
-        assert not any(f.startswith("checkpoints/round-00001/") for f in files)  # pruned (keep 2)
+        assert not any(f.startswith("checkpoints/step-00001/") for f in files)  # pruned (keep 2)
         rounds = [json.loads(line)["round"] for line in storage.read_text(f"{run}/metrics.jsonl").splitlines()]
         assert rounds == [1, 2, 3]
         assert json.loads(storage.read_text(f"{run}/summary.json"))["run_dir"] == run
@@ -181,7 +181,7 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
         clock("run")
 
         # Execute 2: as if the driver died after round 2, resume from the bucket
-        storage.delete_dir(f"{run}/checkpoints/round-00003")
+        storage.delete_dir(f"{run}/checkpoints/step-00003")
         storage.delete_file(f"{run}/summary.json")
         lines = storage.read_text(f"{run}/metrics.jsonl").splitlines()
         storage.write_text_atomic(f"{run}/metrics.jsonl", "\n".join(lines[:2]) + "\n")
@@ -190,7 +190,7 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
         out = _ok(proc)
         assert "resuming after round 2" in proc.stderr
         assert f"done: {run} | final test accuracy {accuracy:.4f}" in out
-        assert "checkpoints/round-00003/meta.json" in storage.list_files(run)
+        assert "checkpoints/step-00003/meta.json" in storage.list_files(run)
         assert [json.loads(x)["round"] for x in storage.read_text(f"{run}/metrics.jsonl").splitlines()] == [1, 2, 3]
         _assert_hosts_on_worker_reading_s3(
             json.loads((tmp_path / "hosts-2.json").read_text()), caches["worker"], reused=True
@@ -221,7 +221,7 @@ def test_run_resume_and_sweep_on_two_nodes_with_s3_storage(s3, tmp_path):
         trials = {f.split("/")[0] for f in files if f.startswith("trial_")}
         assert len(trials) == 2, files
         for trial in trials:
-            ckpts = [f for f in files if f.startswith(f"{trial}/checkpoint_") and f.endswith("round-00002/meta.json")]
+            ckpts = [f for f in files if f.startswith(f"{trial}/checkpoint_") and f.endswith("step-00002/meta.json")]
             assert ckpts, trial
         rows = list(csv_rows(storage.read_text(f"{root}/sweep.csv")))
         assert [r["status"] for r in rows] == ["completed", "completed"], rows

@@ -56,7 +56,7 @@ def test_reporter_sends_every_round_and_attaches_the_checkpoint_of_that_round(tm
         record = {"round": rnd, "test_accuracy": acc, "failed_devices": [1], "lr": 0.1}
         with open(tmp_path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
-        reporter.on_round_end(rnd, record)
+        reporter.on_step_end(rnd, record)
         if rnd in (2, 3):
             path = save_checkpoint(tmp_path / "checkpoints", rnd, state, {}, {}, keep=2)
             reporter.on_checkpoint(rnd, path)
@@ -64,8 +64,8 @@ def test_reporter_sends_every_round_and_attaches_the_checkpoint_of_that_round(tm
     # Assert: one report per round, in order; lists are not forwarded; checkpoints carry run files
     assert [c[0]["round"] for c in rec.calls] == [1, 2, 3]
     assert rec.calls[0][1] is None
-    assert rec.calls[1][1] == ["metrics.jsonl", "round-00002", "spec.yaml"]
-    assert rec.calls[2][1] == ["metrics.jsonl", "round-00003", "spec.yaml"]
+    assert rec.calls[1][1] == ["metrics.jsonl", "spec.yaml", "step-00002"]
+    assert rec.calls[2][1] == ["metrics.jsonl", "spec.yaml", "step-00003"]
     assert "failed_devices" not in rec.calls[0][0] and rec.calls[0][0]["lr"] == 0.1
     assert [c[0]["resumed_from_round"] for c in rec.calls] == [0, 0, 0]
 
@@ -74,8 +74,8 @@ def test_a_held_round_is_flushed_when_no_checkpoint_follows(tmp_path):
     rec = Recorder()
     reporter = TuneReporter(ObjectiveSpec(), checkpoint_every=1, report=rec)
     reporter.on_run_start({"run_dir": str(tmp_path), "total_steps": 2})
-    reporter.on_round_end(1, {"test_accuracy": 0.1})
-    reporter.on_round_end(2, {"test_accuracy": 0.2})  # round 1's checkpoint never came
+    reporter.on_step_end(1, {"test_accuracy": 0.1})
+    reporter.on_step_end(2, {"test_accuracy": 0.2})  # round 1's checkpoint never came
     reporter.on_run_end({})
     assert [(c[0]["round"], c[1]) for c in rec.calls] == [(1, None), (2, None)]
 
@@ -92,7 +92,7 @@ def test_packed_checkpoint_rebuilds_a_resumable_run_folder(tmp_path):
     pack_checkpoint(ckpt, run, packed)
     # Execute: a new trial folder (stale content from a failed attempt is replaced)
     target = tmp_path / "new" / "run"
-    (target / "checkpoints" / "round-00009").mkdir(parents=True)
+    (target / "checkpoints" / "step-00009").mkdir(parents=True)
     round_num = unpack_checkpoint(packed, target)
     # Assert
     assert round_num == 2

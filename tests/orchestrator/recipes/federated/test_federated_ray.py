@@ -90,7 +90,7 @@ class _CrashAfter(RunCallback):
     def __init__(self, round_num: int) -> None:
         self.round_num = round_num
 
-    def on_round_end(self, step, metrics):
+    def on_step_end(self, step, metrics):
         if step == self.round_num:
             raise KeyboardInterrupt
 
@@ -123,7 +123,7 @@ def test_resume_after_interruption_gives_identical_weights(ray_session, tiny_dat
     acc_a = [r["test_accuracy"] for r in RunFolder(full.run_dir).read_metrics()]
     acc_b = [r["test_accuracy"] for r in RunFolder(resumed.run_dir).read_metrics()]
     assert acc_a == acc_b
-    assert [p.name for p in list_checkpoints(folder.checkpoints)] == ["round-00002", "round-00004"]
+    assert [p.name for p in list_checkpoints(folder.checkpoints)] == ["step-00002", "step-00004"]
 
 
 def test_rounds_started_ahead_of_evaluation_give_the_in_process_results(ray_session, tiny_data_root, tmp_path):

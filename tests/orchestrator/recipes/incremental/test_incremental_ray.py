@@ -47,7 +47,7 @@ class _Recorder(RunCallback):
     def on_run_start(self, info):
         self.events.append(f"start:{info['unit']}:{info['start_step']}/{info['total_steps']}")
 
-    def on_round_end(self, step, metrics):
+    def on_step_end(self, step, metrics):
         self.events.append(f"task:{step}")
         if step == self.crash_at:
             raise KeyboardInterrupt
@@ -83,7 +83,7 @@ def test_two_tasks_end_to_end_then_resume_after_a_crash_gives_identical_weights(
     assert summary["final_accuracy"] > 0.2  # chance over 10 classes is 0.1
     assert (result.run_dir / "plots" / "accuracy.png").is_file()
     assert (result.run_dir / "plots" / "accuracy_matrix.png").is_file()
-    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["round-00001", "round-00002"]
+    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["step-00001", "step-00002"]
     assert (result.run_dir / "memory" / "task-00002.parquet").is_file()
 
     # Execute: the same spec, crashing after task 2 is logged but before it is checkpointed, then resumed

@@ -93,7 +93,7 @@ class _Sessions(RunCallback):
     def on_run_start(self, info):
         self.info = dict(info)
 
-    def on_round_end(self, step, metrics):
+    def on_step_end(self, step, metrics):
         self.steps.append(step)
 
     def on_checkpoint(self, step, path):
@@ -114,7 +114,7 @@ def test_two_sessions_on_ray_then_resume_replays_the_last_one_exactly(ray_sessio
     assert [r["session"] for r in records] == [0, 1, 2]
     assert seen.info["unit"] == "session" and seen.info["total_steps"] == 2
     assert seen.steps == [1, 2] and seen.checkpoints == [1, 2]
-    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["round-00000", "round-00001", "round-00002"]
+    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["step-00000", "step-00001", "step-00002"]
     for r in records[1:]:
         assert r["transfer_samples"] == 30 - r["verified_true_negative"]
         assert r["similarity_steps"] == r["train_steps"] > 0
