@@ -5,6 +5,7 @@ then the rounds), Ray's messages in the run's ``ray.log``, TensorBoard scalars r
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -151,3 +152,42 @@ def test_ray_log_sink_holds_records_until_the_run_folder_exists(tmp_path, capsys
     err = capsys.readouterr().err
     assert "before the folder" not in err and "after the folder" not in err
     assert "after close" in err and "shown with -v" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_phase_lines_in_a_log_and_on_a_terminal(tty):
+    from fedtwin.orchestrator.run import phases
+    from fedtwin.orchestrator.run.progress import ProgressPrinter
+
+    stream = _Terminal() if tty else io.StringIO()
+    printer = ProgressPrinter(stream)
+    with pytest.raises(RuntimeError), phases.reporting([phases.EndPhasesOnRunStart(), printer]):
+        with phases.phase("generating demo data (first use)"):
+            pass
+        phases.begin("starting 2 device hosts")  # open until the run starts
+        phases.EndPhasesOnRunStart().on_run_start({})
+        with phases.phase("partitioning"):
+            raise RuntimeError("failed")  # a failed phase gets no line
+    shown = stream.getvalue()
+    if tty:  # each phase shows while it runs, then its line is drawn over it
+        assert "\rgenerating demo data (first use) ..." in shown and "\rpartitioning ..." in shown
+        shown = "\n".join(line.rsplit("\r", 1)[-1] for line in shown.split("\n"))
+    lines = [line for line in shown.split("\n") if line.strip()]
+    assert [line.rsplit(" | ", 1)[0] for line in lines] == [
+        "generating demo data (first use)",
+        "starting 2 device hosts",
+    ]
+    assert all(re.fullmatch(r"\d+\.\ds", line.rsplit(" | ", 1)[1]) for line in lines)
+
+
+def test_phases_outside_a_run_cost_nothing():
+    from fedtwin.orchestrator.run import phases
+
+    with phases.phase("partitioning"):
+        phases.begin("starting Ray")
+    phases.end()  # nobody listens: no error, nothing printed
