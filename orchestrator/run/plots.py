@@ -8,36 +8,40 @@ from typing import Any
 
 from fedtwin.pipelines.core.atomic_write import write_with
 
+#: Axis titles of record keys that are not self-explanatory.
+AXIS_LABELS = {"sim_time_s": "modelled time (s)"}
+
 
 def plot_curves(
     records: Sequence[dict[str, Any]],
     path: str | Path,
     *,
     x: str = "round",
-    panels: Sequence[tuple[str, Sequence[str]]] = (
+    panels: Sequence[tuple[Any, ...]] = (
         ("accuracy", ("test_accuracy",)),
         ("loss", ("test_loss", "train_loss")),
     ),
     title: str = "",
 ) -> Path | None:
-    """One panel per ``(ylabel, keys)``; keys missing from every record are skipped. Returns the path."""
+    """One panel per ``(ylabel, keys)`` or ``(ylabel, keys, x_key)`` (that panel's x axis instead of ``x``);
+    keys missing from every record are skipped. Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(label, [k for k in keys if any(k in r for r in records)]) for label, keys in panels]
-    panels = [(label, keys) for label, keys in panels if keys]
-    if not records or not panels:
+    drawn = [(p[0], [k for k in p[1] if any(k in r for r in records)], p[2] if len(p) > 2 else x) for p in panels]
+    drawn = [(label, keys, px) for label, keys, px in drawn if keys and any(px in r for r in records)]
+    if not records or not drawn:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (label, keys) in zip(axes[0], panels, strict=True):
+    fig, axes = plt.subplots(1, len(drawn), figsize=(5 * len(drawn), 3.6), squeeze=False)
+    for ax, (label, keys, px) in zip(axes[0], drawn, strict=True):
         for key in keys:
-            pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
+            pts = [(r[px], r[key]) for r in records if key in r and r[key] is not None and r.get(px) is not None]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker="o", markersize=2.5, label=key)
-        ax.set_xlabel(x)
+        ax.set_xlabel(AXIS_LABELS.get(px, px))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

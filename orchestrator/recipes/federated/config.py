@@ -9,7 +9,7 @@ a spec is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 def _check(ok: bool, message: str) -> None:
@@ -31,6 +31,10 @@ class FederationConfig:
         device_retries: how often a device whose host died (or whose host call was lost) is
             dispatched again within the same round, after the host is back; a device whose own
             training raised is not retried (the same inputs raise the same error).
+        deadline_s: a round's deadline in modelled time (needs ``system.enabled``): sampled devices whose
+            modelled download + training + upload exceeds it are dropped before they train; null = none.
+        over_select: sample ``ceil(devices_per_round * (1 + over_select))`` devices and keep the
+            ``devices_per_round`` fastest that make the deadline (needs ``system.enabled``); 0 = off.
     """
 
     num_rounds: int = 20
@@ -40,6 +44,8 @@ class FederationConfig:
     eval_every: int = 1
     target_accuracy: float | None = None
     device_retries: int = 2
+    deadline_s: float | None = None
+    over_select: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.num_rounds >= 1, f"num_rounds: must be >= 1, got {self.num_rounds}")
@@ -55,6 +61,10 @@ class FederationConfig:
             f"target_accuracy: must be in (0, 1] or null, got {self.target_accuracy}",
         )
         _check(self.device_retries >= 0, f"device_retries: must be >= 0, got {self.device_retries}")
+        _check(
+            self.deadline_s is None or self.deadline_s > 0, f"deadline_s: must be > 0 or null, got {self.deadline_s}"
+        )
+        _check(self.over_select >= 0, f"over_select: must be >= 0, got {self.over_select}")
 
 
 @dataclass(frozen=True)
@@ -69,3 +79,58 @@ class StrategyConfig:
 
     name: str = "fedavg"
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How a per-device quantity of the modelled deployment spreads over the devices.
+
+    Attributes:
+        kind: ``fixed`` (``value`` for every device), ``lognormal`` (median ``value``, spread ``sigma``,
+            drawn with ``system.seed``) or ``csv`` (a file of ``device_id,value`` rows, one per device).
+        value: the value (``fixed``) or the median (``lognormal``), in the unit its key names.
+        sigma: standard deviation of the quantity's logarithm (``lognormal``).
+        path: the CSV file (``csv``).
+    """
+
+    kind: Literal["fixed", "lognormal", "csv"] = "fixed"
+    value: float = 1.0
+    sigma: float = 0.5
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.value > 0, f"value: must be > 0, got {self.value}")
+        _check(self.sigma >= 0, f"sigma: must be >= 0, got {self.sigma}")
+        _check(self.kind != "csv" or bool(self.path), "path: kind csv needs the path of a device_id,value file")
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """The modelled clock (``system:``): a deployment's time per round, next to this machine's.
+
+    Attributes:
+        enabled: compute ``sim_round_s`` / ``sim_time_s`` every round (off by default).
+        seed: seeds the lognormal profiles; null = the experiment's ``seed``.
+        device_gflops: device speeds in GFLOP/s (10^9 FLOPs per second of training).
+        download_mbps: device download bandwidths in Mbit/s.
+        upload_mbps: device upload bandwidths in Mbit/s.
+        server_gflops: the server's speed in GFLOP/s.
+        flops_per_step: training FLOPs of one step at ``training.batch_size``; null = counted with
+            PyTorch's FLOP counter on the model (evaluation FLOPs are then counted too; set, they are
+            taken as a third of it).
+    """
+
+    enabled: bool = False
+    seed: int | None = None
+    device_gflops: ProfileConfig = field(default_factory=lambda: ProfileConfig(value=10.0))
+    download_mbps: ProfileConfig = field(default_factory=lambda: ProfileConfig(value=50.0))
+    upload_mbps: ProfileConfig = field(default_factory=lambda: ProfileConfig(value=20.0))
+    server_gflops: float = 100.0
+    flops_per_step: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.server_gflops > 0, f"server_gflops: must be > 0, got {self.server_gflops}")
+        _check(
+            self.flops_per_step is None or self.flops_per_step > 0,
+            f"flops_per_step: must be > 0 or null, got {self.flops_per_step}",
+        )

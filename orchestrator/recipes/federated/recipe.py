@@ -20,10 +20,16 @@ from fedtwin.orchestrator.config.sections import TrainConfig
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
 from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
-from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
+from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig, SystemConfig
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
 from fedtwin.orchestrator.recipes.federated.round import StartedRound, run_round
 from fedtwin.orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
+from fedtwin.orchestrator.recipes.federated.system_clock import (
+    ClockedSampling,
+    SystemClock,
+    check_system,
+    clocked_devices_per_round,
+)
 from fedtwin.orchestrator.run import phases
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
 from fedtwin.orchestrator.run.context import first_reaching
@@ -32,6 +38,7 @@ from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
 from fedtwin.orchestrator.run.plots import plot_confusion, plot_curves
 from fedtwin.pipelines.core.errors import FedtwinError
 from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_partition_manifest
+from fedtwin.pipelines.federated.system_model import time_to_accuracy
 from fedtwin.pipelines.model.networks import build_model
 from fedtwin.pipelines.model.state import ModelState, state_from_model
 
@@ -42,7 +49,8 @@ def build_strategy(spec: ExperimentSpec, num_devices: int, context: StrategyCont
     """Instantiate the configured strategy (a built-in name, an entry point or an import path)."""
     cls = strategy_class(spec.strategy.name)
     params = cls.parse_params(spec.strategy.params)
-    return cls(params, num_devices=num_devices, devices_per_round=spec.federation.devices_per_round, context=context)
+    # With the modelled clock's over-selection the strategy samples more; the clock keeps devices_per_round.
+    return cls(params, num_devices=num_devices, devices_per_round=clocked_devices_per_round(spec), context=context)
 
 
 def strategy_context(manifest: PartitionManifest, server: Any = None) -> StrategyContext:
@@ -60,7 +68,12 @@ class FederatedRecipe(Recipe):
 
     name = "federated"
     unit = "round"
-    sections = {"training": TrainConfig, "federation": FederationConfig, "strategy": StrategyConfig}
+    sections = {
+        "training": TrainConfig,
+        "federation": FederationConfig,
+        "strategy": StrategyConfig,
+        "system": SystemConfig,
+    }
     retired_keys = {
         "federation.chaos": "fault drills are not part of the experiment: write the faults to a drill plan "
         "and run `fedtwin drill PLAN CONFIG` (docs/failures.md)"
@@ -68,8 +81,10 @@ class FederatedRecipe(Recipe):
 
     @classmethod
     def validate(cls, spec: ExperimentSpec) -> None:
-        """The strategy resolves and its ``params`` parse (errors name ``strategy.params.<key>``)."""
+        """The strategy resolves and its ``params`` parse (errors name ``strategy.params.<key>``); keys
+        that need the modelled clock come with ``system.enabled``."""
         strategy_class(spec.strategy.name).parse_params(spec.strategy.params)
+        check_system(spec)
 
     @classmethod
     def preflight(cls, spec: ExperimentSpec) -> None:
@@ -122,6 +137,8 @@ class FederatedRecipe(Recipe):
         build_strategy(spec, self.num_devices, strategy_context(manifest))  # bad params fail before actors start
         self.num_hosts = plan_hosts(spec, self.num_devices, ctx.cluster_resources)
         self.state: ModelState = state_from_model(build_model(spec.model, seed=spec.seed))
+        # The modelled clock (system.enabled): its profiles and FLOP count, before any actor starts.
+        self.clock = SystemClock(spec, manifest, self.state) if spec.system.enabled else None
         phases.begin(f"starting {self.num_hosts} device hosts")  # a progress line; ends when the run starts
         self.backend = make_backend(
             spec,
@@ -133,6 +150,8 @@ class FederatedRecipe(Recipe):
         )
         server = self.backend.server_access() if needs_server else None
         self.strategy = build_strategy(spec, self.num_devices, strategy_context(manifest, server))
+        # What the round loop calls: the strategy, behind the clock's admission when the clock is on.
+        self._round_strategy: Any = self.strategy if self.clock is None else ClockedSampling(self.strategy, self.clock)
         self._started: StartedRound | None = None
 
     @classmethod
@@ -140,34 +159,48 @@ class FederatedRecipe(Recipe):
         return spec.federation.num_rounds
 
     def run_info(self) -> dict[str, Any]:
-        return {"hosts": self.num_hosts, "devices": self.num_devices}
+        info: dict[str, Any] = {"hosts": self.num_hosts, "devices": self.num_devices}
+        if self.clock is not None:  # where the modelled clock stands (after a resume: the checkpoint's)
+            info["sim_time_s"] = self.clock.sim_time_s
+        return info
 
     def restore(self, ckpt: Checkpoint) -> None:
         self.state = ckpt.model
         self.strategy.load_state_dict(ckpt.extra.get("strategy", {}))
         self.backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
+        if self.clock is not None:
+            self.clock.load_state_dict(ckpt.extra.get("system_clock"))
 
     def step(self, n: int) -> dict[str, Any]:
         # Round n+1 starts before round n's evaluation returns, unless a checkpoint (which must see the
         # hosts' device state after round n) or the end comes first.
         ahead = n < self.total_steps and not self.should_checkpoint(n)
         started, self._started = self._started, None
-        result = run_round(self.spec, self.strategy, self.backend, self.state, n, started=started, ahead=ahead)
+        result = run_round(self.spec, self._round_strategy, self.backend, self.state, n, started=started, ahead=ahead)
         self.state, self._started = result.state, result.following
-        return result.record
+        if self.clock is None:
+            return result.record
+        return {**result.record, **self.clock.finish(n, result.record, self.strategy)}
 
     def checkpoint_state(self) -> CheckpointState:
         devices = {str(k): v for k, v in self.backend.device_states().items()}
         return CheckpointState(
             self.state,
-            {"strategy": self.strategy.state_dict(), "devices": devices},
+            {
+                "strategy": self.strategy.state_dict(),
+                "devices": devices,
+                **({"system_clock": self.clock.state_dict()} if self.clock is not None else {}),
+            },
             {"partition": str(self.partition_dir)},
         )
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         spec, fed, plots = self.spec, self.spec.federation, self.ctx.run.plots
         records = list(records)
-        plot_curves(records, plots / "accuracy.png", title=f"{spec.name} ({self.strategy.name})")
+        panels: list[tuple[Any, ...]] = [("accuracy", ("test_accuracy",)), ("loss", ("test_loss", "train_loss"))]
+        if self.clock is not None:  # accuracy against the deployment's modelled time too
+            panels.append(("accuracy", ("test_accuracy",), "sim_time_s"))
+        plot_curves(records, plots / "accuracy.png", title=f"{spec.name} ({self.strategy.name})", panels=panels)
         # Strategies with a server update (FedDU) log alpha_t and acc_t; the plot is skipped for the others.
         plot_curves(
             records,
@@ -186,10 +219,23 @@ class FederatedRecipe(Recipe):
             "target_accuracy": fed.target_accuracy,
             "rounds_to_target": first_reaching(records, "test_accuracy", fed.target_accuracy),
             "median_round_seconds": float(np.median([r["round_seconds"] for r in records])) if records else None,
+            "wall_time_to_target_s": time_to_accuracy(records, fed.target_accuracy, clock="round_seconds"),
+            **self._clock_summary(records),
             "num_devices": self.num_devices,
             "num_hosts": self.num_hosts,
             "partition": str(self.partition_dir),
             **per_class,
+        }
+
+    def _clock_summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Modelled time in all, to the target, per round (median), and devices the deadline dropped."""
+        if self.clock is None or not records:
+            return {}
+        return {
+            "sim_time_s": records[-1].get("sim_time_s"),
+            "sim_time_to_target_s": time_to_accuracy(records, self.spec.federation.target_accuracy),
+            "median_sim_round_s": float(np.median([r.get("sim_round_s", np.nan) for r in records])),
+            "devices_late": int(sum(r.get("devices_late", 0) for r in records)),
         }
 
     def _final_per_class(self, plots: Any) -> dict[str, Any]:
