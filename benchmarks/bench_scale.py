@@ -10,6 +10,8 @@ Steps, each in its own process so its peak RSS (``VmHWM``) is its own:
 
     python benchmarks/bench_scale.py                      # 100,000 devices, 1,000 per round, 5 rounds
     python benchmarks/bench_scale.py --devices 10000 --per-round 1000
+    python benchmarks/bench_scale.py --devices 10000 --per-round 1000 --rounds 10 --strategy scaffold \
+        --output docs/results/scale_scaffold      # per-device state: also the hosts' and checkpoint's size
 """
 
 from __future__ import annotations
@@ -69,12 +71,21 @@ def timed_child(cmd: list[str]) -> tuple[float, float, str]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024, out
 
 
+def checkpoint_mb(run_dir: Path) -> float:
+    """Size of the run's newest checkpoint folder in MB."""
+    folders = sorted((run_dir / "checkpoints").glob("*-*"))
+    if not folders:
+        return 0.0
+    return sum(f.stat().st_size for f in folders[-1].rglob("*") if f.is_file()) / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--per-round", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--strategy", default="fedavg", help="strategy.name (e.g. scaffold: per-device state)")
     parser.add_argument("--output", default="docs/results/scale", help="writes OUTPUT.md and OUTPUT.json")
     args = parser.parse_args()
     bench = str(Path(__file__).resolve().parent)
@@ -130,7 +141,7 @@ def main() -> None:
                 "eval_every": args.rounds,
                 "round_timeout_s": 1800,
             },
-            "strategy": {"name": "fedavg"},
+            "strategy": {"name": args.strategy},
             "resources": {"hosts": args.cores, "cpus_per_host": 1, "torch_threads": 1},
             "ray": {"num_cpus": args.cores},
             "run": {"output_dir": f"{tmp}/runs"},
@@ -146,6 +157,7 @@ def main() -> None:
         )
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         run["process_seconds"] = time.perf_counter() - started
+        run["checkpoint_mb"] = checkpoint_mb(Path(run["run_dir"]))
     result: dict[str, Any] = {
         "command": " ".join(["python benchmarks/bench_scale.py", *sys.argv[1:]]),
         "devices": args.devices,
@@ -169,7 +181,9 @@ def main() -> None:
             "seconds": round(run["seconds"], 1),
             "driver_peak_rss_mb": round(run["driver_peak_rss_mb"]),
             "host_peak_rss_mb": round(run["host_peak_rss_mb"]),
+            "checkpoint_mb": round(run["checkpoint_mb"], 1),
         },
+        "strategy": args.strategy,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +192,7 @@ def main() -> None:
     text = (
         f"# Many devices\n\nWritten by `{result['command']}` ({args.cores} cores; load average "
         f"{result['load_average_before'][0]} before, {result['load_average_after'][0]} after).\n\n"
-        f"{args.devices:,} devices of 2 moving-digit clips (16x16, IID); FedAvg, tiny3d, one local step, "
+        f"{args.devices:,} devices of 2 moving-digit clips (16x16, IID); {args.strategy}, tiny3d, one local step, "
         f"{args.per_round:,} devices per round, {args.rounds} rounds, {args.cores} device hosts.\n\n"
         "| step | seconds | peak RSS (MB) |\n|---|---|---|\n"
         f"| `fedtwin data partition` (manifest.json {p['manifest_mb']} MB) | {p['seconds']} | {p['peak_rss_mb']} |\n"
@@ -186,6 +200,8 @@ def main() -> None:
         f"{m['peak_rss_mb']} |\n"
         f"| `run_experiment` ({args.rounds} rounds; Ray start-up, device stores built in round 1, final "
         f"evaluation) | {r['seconds']} | driver {r['driver_peak_rss_mb']}, largest host {r['host_peak_rss_mb']} |\n"
+        f"\nThe run's last checkpoint (model, strategy state and every device's local state): "
+        f"{r['checkpoint_mb']} MB.\n"
     )
     out.with_suffix(".md").write_text(text)
     print(text)
