@@ -168,7 +168,8 @@ def main() -> None:
     table = "\n".join([header, "|---|---|---|---|---|---|---|---|", line])
     print(table)
     print(
-        f"generation {t_gen:.1f}s (not timed as import); {row['source_mb']} MB of video -> {row['dataset_mb']} MB dataset"
+        f"generation {t_gen:.1f}s (not timed as import); "
+        f"{row['source_mb']} MB of video -> {row['dataset_mb']} MB dataset"
     )
 
     out = Path(args.out_dir)

@@ -3,7 +3,8 @@
 Both sides run the same rounds of the same experiment: the same sampled devices, the same local
 training (``fedtwin.pipelines.model.training.local_train`` with the same per-device seeds), the same FedAvg mean and
 the same test-set evaluations (on the rounds fedtwin evaluates: every ``federation.eval_every`` rounds and
-the last). ``benchmarks/bench_throughput.py`` measures devices per second against a per-core limit. The compute-limit side keeps every shard in memory, trains the devices
+the last). ``benchmarks/bench_throughput.py`` measures devices per second against a per-core limit.
+The compute-limit side keeps every shard in memory, trains the devices
 one after another in this process with ``torch.set_num_threads(<cores>)`` and pays no Ray, no
 serialisation and no shard I/O. Medians are over rounds 2..N (round 1 includes actor start-up and
 first shard reads).
@@ -93,7 +94,7 @@ def main() -> None:
     limit_1t = compute_limit_rounds(spec, threads=1)
 
     rows = [
-        ("fedtwin (Ray, %d hosts x %d thread)" % (result.summary["num_hosts"], spec.resources.torch_threads), fed),
+        (f"fedtwin (Ray, {result.summary['num_hosts']} hosts x {spec.resources.torch_threads} thread)", fed),
         (f"one process, no Ray, {cores} threads", limit),
         ("one process, no Ray, 1 thread", limit_1t),
     ]

@@ -152,7 +152,10 @@ def pool_rounds(spec: ExperimentSpec, cores: int) -> list[float]:
         devices = strategy.sample_devices(round_num, sampling_rng(spec.seed, round_num))
         settings, ref = round_settings(spec, round_num), ray.put(state)
         answers = list(
-            pool.map(lambda a, d: a.fit.remote(ref, int(d), round_num, settings, spec.model, spec.seed), devices)
+            pool.map(
+                lambda a, d, ref=ref, r=round_num, s=settings: a.fit.remote(ref, int(d), r, s, spec.model, spec.seed),
+                devices,
+            )
         )
         state = weighted_average([s for s, _ in answers], [n for _, n in answers])
         ends.append(time.perf_counter())

@@ -81,7 +81,7 @@ def _spherical_lloyd(
     k = len(centers)
     labels = np.full(len(U), -1)
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned: the iterations used)
         sims = U @ centers.T
         new_labels = sims.argmax(axis=1)
         best = sims[np.arange(len(U)), new_labels]
