@@ -18,7 +18,7 @@ the initial clustering (epoch 1, pre-trained features). Writes ``docs/results/mu
 Run the full study on an otherwise idle machine (the report includes wall times)::
 
     python benchmarks/study_mutual.py
-    python benchmarks/study_mutual.py --seeds 0 --set twin.epochs=2 --out /tmp/smoke   # smoke test
+    python benchmarks/study_mutual.py --seeds 0 --set twin.adaptation.epochs=2 --out /tmp/smoke   # smoke test
 """
 
 from __future__ import annotations
@@ -44,18 +44,28 @@ from fedtwin.orchestrator.run.experiment import run_experiment  # noqa: E402
 from fedtwin.orchestrator.run.run_folder import RunFolder  # noqa: E402
 
 ARMS: dict[str, dict[str, Any]] = {
-    "baseline": {"twin.networks": 1, "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.0},
-    "cross_l0.5": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.5},
-    "cross_l0.9": {"twin.label_mode": "cross", "twin.loss": "hard", "twin.ema_unit": "epoch", "twin.ema_momentum": 0.9},
+    "baseline": {"twin.networks": 1, "twin.loss.kind": "hard", "twin.ema.unit": "epoch", "twin.ema.momentum": 0.0},
+    "cross_l0.5": {
+        "twin.label_mode": "cross",
+        "twin.loss.kind": "hard",
+        "twin.ema.unit": "epoch",
+        "twin.ema.momentum": 0.5,
+    },
+    "cross_l0.9": {
+        "twin.label_mode": "cross",
+        "twin.loss.kind": "hard",
+        "twin.ema.unit": "epoch",
+        "twin.ema.momentum": 0.9,
+    },
     "mmt": {
         "twin.label_mode": "shared",
-        "twin.loss": "mmt",
-        "twin.ema_unit": "iter",
-        "twin.ema_momentum": 0.999,
-        "twin.lambda_id": 0.5,
-        "twin.lambda_tri": 0.8,
-        "twin.label_smoothing": 0.1,
-        "twin.use_triplet": True,
+        "twin.loss.kind": "mmt",
+        "twin.ema.unit": "iter",
+        "twin.ema.momentum": 0.999,
+        "twin.loss.lambda_id": 0.5,
+        "twin.loss.lambda_tri": 0.8,
+        "twin.loss.label_smoothing": 0.1,
+        "twin.loss.use_triplet": True,
     },
 }
 METRICS = (

@@ -3,11 +3,12 @@
 Every arm runs twice: with plain SGD (momentum 0) at one learning rate for all arms, chosen on
 fine-tune's new-scene accuracy from ``--lrs`` (the mixing rules hold for the step only under SGD), and
 with the shipped Adam settings (a secondary table). Every arm starts from the same meta-model and the
-same history bank (pre-trained once per seed) and sees the same new-scene sessions, the same transfer batches and the same history batches; the arms
+same history bank (pre-trained once per seed) and sees the same new-scene sessions, the same transfer
+batches and the same history batches; the arms
 differ only in the ``transfer.mixing`` / ``transfer.bank.update`` settings of ``configs/transfer.yaml``.
 The study runs the recipe's own :class:`fedtwin.actors.transfer.trainer.TransferTrainer` in this process (no
-Ray: one trainer at a time is what the recipe runs too), built from specs through
-``fedtwin.orchestrator.recipes.transfer.recipe.trainer_settings`` exactly as ``fedtwin run`` builds them.
+Ray: one trainer at a time is what the recipe runs too), given the spec's sections exactly as
+``fedtwin run`` gives them.
 
 Writes ``docs/results/transfer.md`` (table, mean ± std over seeds, the study's targets checked) and
 ``docs/results/transfer.png`` (accuracies per session; the similarity trace of SimMix), plus the raw
@@ -31,7 +32,7 @@ import torch
 
 from fedtwin.actors.transfer.trainer import TransferTrainer
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.transfer.recipe import target_generator, trainer_settings
+from fedtwin.orchestrator.recipes.transfer.recipe import target_generator
 from fedtwin.orchestrator.run.data_prep import ensure_generated
 from fedtwin.pipelines.core.atomic_write import write_json_atomic, write_text_atomic, write_with
 
@@ -60,13 +61,18 @@ METRICS = ("new_scene_accuracy", "source_accuracy", "forgetting", "harmonic_mean
 SGD_LRS = (0.001, 0.003, 0.01)
 
 
+def new_trainer(spec: ExperimentSpec, source: str, target: str) -> TransferTrainer:
+    """The trainer ``fedtwin run`` starts for ``spec``: the same sections, seed and threads."""
+    return TransferTrainer(source, target, spec.transfer, spec.model, spec.seed, spec.resources.torch_threads)
+
+
 def prepare_seed(seed: int, data_root: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Data and the meta-model of one seed (pre-trained once; every arm restores this snapshot)."""
     base = ExperimentSpec.from_yaml(CONFIG, {"seed": seed, "data.seed": seed, "data.root": str(data_root), **extra})
     source = ensure_generated(data_root, base.data.generator, base.data.seed)
     target = ensure_generated(data_root, target_generator(base), base.data.seed + base.transfer.stream.data_seed_offset)
     started = time.perf_counter()
-    meta_trainer = TransferTrainer(str(source), str(target), trainer_settings(base))
+    meta_trainer = new_trainer(base, str(source), str(target))
     meta_record = meta_trainer.pretrain()
     print(
         f"seed {seed}: meta-model source {meta_record['source_accuracy']:.3f} new scene "
@@ -85,7 +91,7 @@ def prepare_seed(seed: int, data_root: Path, extra: dict[str, Any]) -> dict[str,
 def run_arm(prep: dict[str, Any], overrides: dict[str, Any], label: str) -> dict[str, Any]:
     """All sessions of one arm from the seed's meta-model; its per-session records and SimMix trace."""
     started = time.perf_counter()
-    trainer = TransferTrainer(prep["source"], prep["target"], trainer_settings(prep["base"].with_overrides(overrides)))
+    trainer = new_trainer(prep["base"].with_overrides(overrides), prep["source"], prep["target"])
     trainer.restore(prep["snapshot"])
     records, traces = [], []
     for session in range(1, prep["base"].transfer.stream.sessions + 1):

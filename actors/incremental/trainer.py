@@ -33,52 +33,19 @@ from fedtwin.pipelines.incremental.exemplar_ranking import confidence_from_logit
 from fedtwin.pipelines.incremental.keyframe_render import render_keyframes
 from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
 from fedtwin.pipelines.incremental.metrics import task_accuracies
-from fedtwin.pipelines.incremental.objective import IncrementalObjective, ObjectiveSettings, balanced_class_weights
+from fedtwin.pipelines.incremental.objective import IncrementalObjective, balanced_class_weights
+from fedtwin.pipelines.incremental.settings import IncrementalConfig
 from fedtwin.pipelines.incremental.task_split import TaskSplit
 from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN, expand_head
 from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
+from fedtwin.pipelines.model.train_config import TrainConfig
 from fedtwin.pipelines.model.training import local_train, predict
 
 logger = logging.getLogger(__name__)
 
-MEMORY_MODES = ("none", "full", "keyframes")
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    """Everything the trainer needs besides the data (picklable, built by the driver).
-
-    ``model.num_classes`` is ignored: the head starts with the first task's classes and grows.
-    ``memory_mode`` is ``"none"`` (no memory), ``"full"`` (whole clips) or ``"keyframes"``;
-    ``keyframe_view`` trains on key-frame renditions of the new clips too (key-frame memory only).
-    """
-
-    seed: int
-    model: ModelConfig
-    objective: ObjectiveSettings
-    epochs: int
-    first_task_epochs: int
-    batch_size: int
-    lr: float
-    lr_decay: float = 1.0
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    memory_mode: str = "keyframes"
-    memory_budget_bytes: int = 0
-    ranking: str = "confidence"
-    keyframe_delta: float | None = None
-    keyframe_rho: float = 2.0
-    per_class_quota: int | None = None
-    keyframe_view: bool = False
-    balanced_ce: bool = False
-    torch_threads: int = 1
-    eval_batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if self.memory_mode not in MEMORY_MODES:
-            raise ValueError(f"memory_mode: must be one of {', '.join(MEMORY_MODES)}, got {self.memory_mode!r}")
+#: Clips per forward pass when ranking exemplars and scoring the test clips.
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -103,14 +70,29 @@ class IncrementalTrainer(TorchActor):
     Args:
         dataset_dir: a dataset directory (``train`` and ``test`` splits, manifest).
         split: the classes of each task.
-        settings: model, loss and memory settings.
         memory_dir: where the memory is saved after each task (``task-XXXXX.parquet``).
+        incremental: the spec's ``incremental`` section (tasks, loss, memory), as loaded.
+        training: the spec's ``training`` section (batch size, optimizer, learning rate and its decay).
+        model: the spec's ``model`` section; its ``num_classes`` is ignored (the head starts with the
+            first task's classes and grows).
+        seed: the run seed.
+        torch_threads: intra-op threads of this actor (``resources.torch_threads``).
     """
 
-    def __init__(self, dataset_dir: str, split: TaskSplit, settings: TrainerSettings, memory_dir: str) -> None:
-        super().__init__(settings.torch_threads)
+    def __init__(
+        self,
+        dataset_dir: str,
+        split: TaskSplit,
+        memory_dir: str,
+        incremental: IncrementalConfig,
+        training: TrainConfig,
+        model: ModelConfig,
+        seed: int,
+        torch_threads: int,
+    ) -> None:
+        super().__init__(torch_threads)
         self.split = split
-        self.settings = settings
+        self.inc, self.training, self.model_config, self.seed = incremental, training, model, seed
         self.memory_dir = Path(memory_dir)
         self.train = split.prepare(load_split(dataset_dir, "train"))
         self.test = split.prepare(load_split(dataset_dir, "test"))
@@ -119,29 +101,24 @@ class IncrementalTrainer(TorchActor):
         self.tasks_done = 0
 
     def _new_memory(self) -> ExemplarMemory | None:
-        s = self.settings
-        if s.memory_mode == "none":
+        mode, m = self.inc.resolved_memory_mode, self.inc.memory
+        if mode == "none":
             return None
-        keyframes = KeyFrameSelector(s.keyframe_delta, s.keyframe_rho) if s.memory_mode == "keyframes" else None
-        return ExemplarMemory(
-            s.memory_budget_bytes, s.per_class_quota, s.ranking, keyframes, full_clips=s.memory_mode == "full"
-        )
+        keyframes = KeyFrameSelector(m.keyframe_delta, m.keyframe_rho) if mode == "keyframes" else None
+        return ExemplarMemory(m.budget_bytes, m.per_class_quota, m.ranking, keyframes, full_clips=mode == "full")
 
     def _model_needs(self) -> tuple[str, ...]:
         """Feature taps the objective reads; feature distillation also reads ``model.stages``."""
-        return (*FEATURE_API, "stages") if self.settings.objective.distillation == "features" else FEATURE_API
+        return (*FEATURE_API, "stages") if self.inc.objective().distillation == "features" else FEATURE_API
 
     def _build_model(self, num_outputs: int) -> VideoCNN:
-        return self.new_model(
-            replace(self.settings.model, num_classes=num_outputs), self.settings.seed, needs=self._model_needs()
-        )
+        return self.new_model(replace(self.model_config, num_classes=num_outputs), self.seed, needs=self._model_needs())
 
     # ------------------------------------------------------------------ one task
     def fit_task(self, task: int) -> TaskOutcome:
         """Learn task ``task`` (0-based; tasks must come in order) and return its outcome."""
         if task != self.tasks_done:
             raise ValueError(f"fit_task({task}): the trainer has finished {self.tasks_done} tasks; tasks come in order")
-        s = self.settings
         started = time.perf_counter()
         teacher = None
         if task == 0:
@@ -158,8 +135,8 @@ class IncrementalTrainer(TorchActor):
             self.model,
             data,
             self.task_settings(task),
-            loss_fn=IncrementalObjective(s.objective, teacher, self._class_weights(data, task)),
-            generator=torch_generator(s.seed, task, _TRAIN_STREAM),
+            loss_fn=IncrementalObjective(self.inc.objective(), teacher, self._class_weights(data, task)),
+            generator=torch_generator(self.seed, task, _TRAIN_STREAM),
             device=self.device,
         )
         train_seconds = time.perf_counter() - started
@@ -179,16 +156,8 @@ class IncrementalTrainer(TorchActor):
         return TaskOutcome(task, state_from_model(self.model), row, counts, metrics, memory_file)
 
     def task_settings(self, task: int) -> TrainSettings:
-        """Training settings of task ``task``: its epochs and the decayed learning rate."""
-        s = self.settings
-        return TrainSettings(
-            epochs=s.first_task_epochs if task == 0 else s.epochs,
-            batch_size=s.batch_size,
-            lr=s.lr * s.lr_decay**task,
-            optimizer=s.optimizer,  # type: ignore[arg-type]
-            momentum=s.momentum,
-            weight_decay=s.weight_decay,
-        )
+        """Training settings of task ``task`` (0-based): its epochs and the decayed learning rate."""
+        return self.training.settings(step=task + 1, epochs=self.inc.epochs_of(task))
 
     def _keyframe_view(self, new: ClipArrays, task: int) -> ClipArrays:
         """With ``keyframe_view`` and a key-frame memory: the clips rendered as key-frame replay shows them.
@@ -198,18 +167,17 @@ class IncrementalTrainer(TorchActor):
         clip, from the first task on, removes the cue. The threshold is fitted on the first task's clips,
         as the memory would fit it, and then shared with the memory.
         """
-        if not self.settings.keyframe_view or self.memory is None or self.settings.memory_mode != "keyframes":
+        m = self.inc.memory
+        if not m.keyframe_view or self.memory is None or self.inc.resolved_memory_mode != "keyframes":
             return new
         if task == 0:
-            self.memory.keyframes = KeyFrameSelector(self.settings.keyframe_delta, self.settings.keyframe_rho).fit(
-                new.clips
-            )
+            self.memory.keyframes = KeyFrameSelector(m.keyframe_delta, m.keyframe_rho).fit(new.clips)
         assert self.memory.keyframes is not None
         clips, _ = render_keyframes(new.clips, self.memory.keyframes)
         return ClipArrays(clips, new.labels, new.video_ids)
 
     def _class_weights(self, data: ClipArrays, task: int) -> torch.Tensor | None:
-        if not self.settings.balanced_ce:
+        if not self.inc.loss.balanced_ce:
             return None
         return balanced_class_weights(data.labels, self.split.num_outputs(task))
 
@@ -217,14 +185,14 @@ class IncrementalTrainer(TorchActor):
         if self.memory is None:
             return None
         assert self.model is not None
-        s = self.settings
+        ranking = self.inc.memory.ranking
         scores: np.ndarray | None = None
-        if s.ranking == "confidence":
-            logits = predict(self.model, new, batch_size=s.eval_batch_size, device=self.device)
+        if ranking == "confidence":
+            logits = predict(self.model, new, batch_size=EVAL_BATCH_SIZE, device=self.device)
             scores = confidence_from_logits(logits, new.labels)
-        elif s.ranking == "herding":
-            scores = predict(self.model, new, batch_size=s.eval_batch_size, output="embedding", device=self.device)
-        rng = numpy_rng(s.seed, task, _MEMORY_STREAM)
+        elif ranking == "herding":
+            scores = predict(self.model, new, batch_size=EVAL_BATCH_SIZE, output="embedding", device=self.device)
+        rng = numpy_rng(self.seed, task, _MEMORY_STREAM)
         self.memory.add_class(new.clips, new.labels, scores, rng, video_ids=new.video_ids)
         path = self.memory_dir / f"task-{task + 1:05d}.parquet"
         self.memory.save(path)
@@ -233,7 +201,7 @@ class IncrementalTrainer(TorchActor):
     def _evaluate(self, task: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.model is not None
         seen = self.split.task_rows(self.test, range(self.split.num_outputs(task)))
-        logits = predict(self.model, seen, batch_size=self.settings.eval_batch_size, device=self.device)
+        logits = predict(self.model, seen, batch_size=EVAL_BATCH_SIZE, device=self.device)
         predictions = logits.argmax(axis=1) if len(seen) else np.zeros(0, dtype=np.int64)
         task_of = self.split.task_of_output
         row = task_accuracies(predictions, seen.labels, task_of, self.split.num_tasks)

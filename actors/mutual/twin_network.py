@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,6 @@ from fedtwin.actors.trainer_base import TorchActor
 from fedtwin.pipelines.core.seeding import derive_seed, torch_generator
 from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
-from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
 from fedtwin.pipelines.model.training import evaluate, local_train, predict
 from fedtwin.pipelines.mutual.augment import build_augmentation
@@ -33,48 +32,12 @@ from fedtwin.pipelines.mutual.clustering import normalized_centroids
 from fedtwin.pipelines.mutual.ema import EmaSchedule, init_ema
 from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
 from fedtwin.pipelines.mutual.pseudo_labels import Assignment, feature_digest
-from fedtwin.pipelines.mutual.twin_training import LossSettings, TwinEpochLoss, reset_head
+from fedtwin.pipelines.mutual.settings import LossSettings, TwinConfig
+from fedtwin.pipelines.mutual.twin_training import TwinEpochLoss, reset_head
 
 logger = logging.getLogger(__name__)
 
 _HEAD = ("head.weight", "head.bias")
-
-
-@dataclass(frozen=True)
-class TwinSettings:
-    """Everything one twin needs besides its data paths (picklable, built by the driver).
-
-    Attributes:
-        index: 0 or 1; with ``seed`` it fixes the initial weights and every random stream of the twin.
-        seed: the run seed.
-        model: the video CNN; ``dropout`` below overrides its embedding dropout.
-        augment: registered augmentation name of this twin's view; ``augment_params`` its arguments.
-        dropout: dropout on the embedding before the head (feature dropout).
-        ema_unit: ``"iter"`` (per optimiser step, MMT) or ``"epoch"`` (once per epoch, the mutual
-            pseudo-label scheme).
-        ema_momentum: alpha (iter) or lambda (epoch).
-        loss: hard CE or the MMT loss.
-        optimizer, lr, weight_decay, batch_size: adaptation training.
-        pretrain_epochs, pretrain_lr: supervised training on the clean source split.
-        torch_threads: intra-op threads of this actor.
-    """
-
-    index: int
-    seed: int
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: str = "none"
-    augment_params: Mapping[str, Any] = field(default_factory=dict)
-    dropout: float = 0.0
-    ema_unit: Literal["iter", "epoch"] = "iter"
-    ema_momentum: float = 0.999
-    loss: LossSettings = field(default_factory=LossSettings)
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    pretrain_epochs: int = 6
-    pretrain_lr: float = 3e-3
-    torch_threads: int = 1
 
 
 #: Second element of every twin seed path ``(seed, TWIN_STREAMS, index, epoch, stream)``: it keeps twin
@@ -86,24 +49,38 @@ class TwinNetwork(TorchActor):
     """A network, its EMA mean model and its own augmentation, trained on pseudo-labels.
 
     Args:
-        settings: see :class:`TwinSettings`.
+        twin: the spec's ``twin`` section, as loaded.
+        index: 0 or 1 (twin a or b); with ``seed`` it fixes the initial weights and every random stream.
+        seed: the run seed.
+        model: the spec's ``model`` section; ``twin.adaptation.dropout`` overrides its embedding dropout.
+        torch_threads: intra-op threads of this actor (``resources.torch_threads``).
         source_dir: clean labelled dataset (``train`` for pre-training, ``test`` for its accuracy).
         target_dir: shifted dataset; ``train`` clips are the unlabelled set, ``test`` is for scoring.
         kept: indices of the target ``train`` clips that passed the quality filter.
     """
 
-    def __init__(self, settings: TwinSettings, source_dir: str, target_dir: str, kept: np.ndarray) -> None:
-        super().__init__(settings.torch_threads)
-        self.settings = settings
+    def __init__(
+        self,
+        twin: TwinConfig,
+        index: int,
+        seed: int,
+        model: ModelConfig,
+        torch_threads: int,
+        source_dir: str,
+        target_dir: str,
+        kept: np.ndarray,
+    ) -> None:
+        super().__init__(torch_threads)
+        self.twin, self.index, self.seed = twin, index, seed
         self.source_dir = source_dir
         target = load_split(target_dir, "train")
         self.target_clips = np.ascontiguousarray(target.clips[np.asarray(kept, dtype=np.int64)])
         self.target_test = load_split(target_dir, "test")
-        init_seed = derive_seed(settings.seed, TWIN_STREAMS, settings.index, 0, 0)
-        self.model = self.new_model(replace(settings.model, dropout=settings.dropout), init_seed, needs=FEATURE_API)
+        init_seed = derive_seed(seed, TWIN_STREAMS, index, 0, 0)
+        self.model = self.new_model(replace(model, dropout=twin.adaptation.dropout), init_seed, needs=FEATURE_API)
         self.ema = init_ema(self.model)
-        self.schedule = EmaSchedule(settings.ema_unit, settings.ema_momentum)
-        self.augment = build_augmentation(settings.augment, **dict(settings.augment_params))
+        self.schedule = EmaSchedule.of(twin.ema)
+        self.augment = build_augmentation(twin.views.name(index), **dict(twin.views.params(index)))
         self.optimizer_state: ModelState = {}
         self.ema_step = 0
         self.labels = np.full(len(self.target_clips), -1, dtype=np.int64)
@@ -113,11 +90,8 @@ class TwinNetwork(TorchActor):
     # ------------------------------------------------------------------ phases
     def pretrain(self) -> dict[str, float]:
         """Supervised training on the clean source split; the EMA starts as a copy (``E^(0) = θ``)."""
-        s = self.settings
         source = load_split(self.source_dir, "train")
-        pretrain = TrainSettings(
-            epochs=s.pretrain_epochs, batch_size=s.batch_size, lr=s.pretrain_lr, optimizer=s.optimizer
-        )
+        pretrain = self.twin.pretrain.train_settings()
         result = local_train(self.model, source, pretrain, generator=self._generator(0, 1), device=self.device)
         self.ema = init_ema(self.model)
         source_acc = evaluate(self.ema, load_split(self.source_dir, "test"), device=self.device).accuracy
@@ -156,12 +130,11 @@ class TwinNetwork(TorchActor):
         self, assignment: Assignment, peer_targets: Mapping[str, np.ndarray] | None = None, *, epoch: int
     ) -> dict[str, Any]:
         """One pass over the pseudo-labelled clips (outliers skipped), then the per-epoch EMA update."""
-        s = self.settings
         self._apply_heads(assignment)
         rows = np.flatnonzero(assignment.labels >= 0)
         peer = peer_targets or {}
         loss_fn = TwinEpochLoss(
-            s.loss,
+            self.twin.loss,
             self.augment,
             self._generator(epoch, 2),
             peer_probs=torch.as_tensor(np.array(peer["probs"])) if "probs" in peer else None,
@@ -172,7 +145,7 @@ class TwinNetwork(TorchActor):
         result = local_train(
             self.model,
             data,
-            self._adaptation(epochs=1),
+            self.twin.adaptation.train_settings(epochs=1),
             generator=self._generator(epoch, 1),
             loss_fn=loss_fn,
             optimizer_state=self.optimizer_state,
@@ -224,7 +197,7 @@ class TwinNetwork(TorchActor):
         result = local_train(
             self.model,
             (self.target_clips[rows], (assignment.labels[rows], rows)),
-            self._adaptation(epochs),
+            self.twin.adaptation.train_settings(epochs),
             generator=self._generator(10_000, 1),
             loss_fn=loss_fn,
         )
@@ -271,16 +244,9 @@ class TwinNetwork(TorchActor):
         self.schedule.after_iteration(self.ema, self.model, self.ema_step)
         self.ema_step += 1
 
-    def _adaptation(self, epochs: int) -> TrainSettings:
-        """Training settings of adaptation on pseudo-labels (and of the fused model's fine-tuning)."""
-        s = self.settings
-        return TrainSettings(
-            epochs=epochs, batch_size=s.batch_size, lr=s.lr, optimizer=s.optimizer, weight_decay=s.weight_decay
-        )
-
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
         """One random stream of this twin in one epoch (batch order, view, peer-target view, ...)."""
-        return torch_generator(self.settings.seed, TWIN_STREAMS, self.settings.index, epoch, stream)
+        return torch_generator(self.seed, TWIN_STREAMS, self.index, epoch, stream)
 
     def _zeros(self) -> np.ndarray:
         return np.zeros(len(self.target_clips), dtype=np.int64)

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,46 +34,15 @@ from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES
 from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
-from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
 from fedtwin.pipelines.model.training import evaluate, local_train, predict
 from fedtwin.pipelines.transfer.gradient_mixing import GradientMixer
 from fedtwin.pipelines.transfer.history_bank import HistoryBank
+from fedtwin.pipelines.transfer.settings import TransferConfig
 from fedtwin.pipelines.transfer.transfer_step import PairedMixStep, harmonic_mean, head_signatures, similarity_summary
 from fedtwin.pipelines.transfer.verification import verify_probabilities
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    """Everything the trainer needs besides the data paths (picklable, built by the driver).
-
-    ``pretrain`` and ``session`` are the ``local_train`` settings of the meta-model and of each session
-    (a mapping of ``TrainSettings`` fields is converted on construction); ``mixer`` and ``bank`` are the
-    keyword arguments of ``GradientMixer`` and ``HistoryBank``, so each setting has one home.
-    """
-
-    seed: int
-    model: ModelConfig
-    pretrain: TrainSettings
-    session: TrainSettings
-    mixer: Mapping[str, Any]
-    bank: Mapping[str, Any]
-    clips_per_session: int
-    history_batch_size: int
-    bank_source_clips: int | None = None
-    update_bank: bool = True
-    conf_threshold: float = 0.5
-    background_digits: tuple[int, ...] | None = None  # None: no "other" class
-    keep_true_negatives: bool = False
-    torch_threads: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("pretrain", "session"):
-            value = getattr(self, name)
-            if not isinstance(value, TrainSettings):
-                object.__setattr__(self, name, TrainSettings(**value))
 
 
 def digit_label_map(background_digits: tuple[int, ...] | None) -> np.ndarray:
@@ -105,17 +74,31 @@ class TransferTrainer(TorchActor):
     Args:
         source_dir: dataset directory of the clean source domain (train: meta-model and bank; test: forgetting).
         target_dir: dataset directory of the shifted new scene (train: the session stream; test: new-scene accuracy).
-        settings: see :class:`TrainerSettings`.
+        transfer: the spec's ``transfer`` section, as loaded.
+        model: the spec's ``model`` section; its head is sized to the label space (``transfer.num_classes``).
+        seed: the run seed.
+        torch_threads: intra-op threads of this actor (``resources.torch_threads``).
     """
 
-    def __init__(self, source_dir: str, target_dir: str, settings: TrainerSettings) -> None:
-        super().__init__(settings.torch_threads)
-        self.settings = settings
-        label_map = digit_label_map(settings.background_digits)
-        num_classes = int(label_map.max()) + 1
-        if settings.model.num_classes != num_classes:
-            raise ValueError(f"model.num_classes={settings.model.num_classes} but the label space has {num_classes}")
-        self.background_class = num_classes - 1 if settings.background_digits is not None else None
+    def __init__(
+        self,
+        source_dir: str,
+        target_dir: str,
+        transfer: TransferConfig,
+        model: ModelConfig,
+        seed: int,
+        torch_threads: int,
+    ) -> None:
+        super().__init__(torch_threads)
+        self.transfer, self.seed = transfer, seed
+        other = transfer.verification.other_digits
+        label_map = digit_label_map(other)
+        num_classes = transfer.num_classes
+        if model.num_classes != num_classes:
+            # The head follows the label space (10 digits, or the digits of interest + "other").
+            logger.info("transfer: model.num_classes %d -> %d to match the label space", model.num_classes, num_classes)
+            model = replace(model, num_classes=num_classes)
+        self.background_class = num_classes - 1 if other is not None else None
 
         def load(path: str, split: str) -> ClipArrays:
             data = load_split(path, split)
@@ -123,9 +106,19 @@ class TransferTrainer(TorchActor):
 
         self.source_train, self.source_test = load(source_dir, "train"), load(source_dir, "test")
         self.stream, self.target_test = load(target_dir, "train"), load(target_dir, "test")
-        self.model = self.new_model(settings.model, settings.seed, needs=FEATURE_API)
-        self.mixer = GradientMixer(**settings.mixer)
-        self.bank = HistoryBank(num_classes=num_classes, **settings.bank)
+        self.model = self.new_model(model, seed, needs=FEATURE_API)
+        mix, bank = transfer.mixing, transfer.bank
+        self.mixer = GradientMixer(
+            mode=mix.mode,
+            w_min=mix.w_min,
+            w_max=mix.w_max,
+            project=mix.project,
+            granularity=mix.granularity,
+            replay_weight=mix.replay_weight,
+        )
+        self.bank = HistoryBank(
+            bank.size, num_classes, policy=bank.policy, n_compare=bank.n_compare, per_class_quota=bank.per_class_quota
+        )
         self.optimizer_state: ModelState = {}
         self.meta: dict[str, float] = {}  # the meta-model's accuracies, the reference for forgetting
         # Bank items that came from the new scene, recognised by content (the bank stores only clips).
@@ -134,26 +127,22 @@ class TransferTrainer(TorchActor):
     @property
     def num_sessions_available(self) -> int:
         """Whole sessions the stream can feed."""
-        return len(self.stream) // self.settings.clips_per_session
+        return len(self.stream) // self.transfer.stream.clips_per_session
 
     def pretrain(self) -> dict[str, Any]:
         """Train the meta-model on the source train split and fill the bank from it; the session-0 record."""
         started = time.perf_counter()
-        s = self.settings
         result = local_train(
             self.model,
             self.source_train,
-            s.pretrain,
-            generator=torch_generator(s.seed, 0, _TRAIN_STREAM),
+            self.transfer.pretrain.train_settings(),
+            generator=torch_generator(self.seed, 0, _TRAIN_STREAM),
             device=self.device,
         )
-        pool = (
-            self.source_train
-            if s.bank_source_clips is None
-            else self.source_train.subset(slice(0, s.bank_source_clips))
-        )
+        source_clips = self.transfer.bank.source_clips
+        pool = self.source_train if source_clips is None else self.source_train.subset(slice(0, source_clips))
         sigs = head_signatures(self.model, pool.clips, pool.labels, device=self.device)
-        outcome = self.bank.add(pool.clips, pool.labels, sigs, numpy_rng(s.seed, 0, _BANK_STREAM))
+        outcome = self.bank.add(pool.clips, pool.labels, sigs, numpy_rng(self.seed, 0, _BANK_STREAM))
         scores = self.evaluate()
         self.meta = {"source_accuracy": scores["source_accuracy"], "new_scene_accuracy": scores["new_scene_accuracy"]}
         return {
@@ -171,38 +160,39 @@ class TransferTrainer(TorchActor):
         Returns:
             The session's metrics line and its per-step trace rows (``StepTrace.as_dict``).
         """
-        s = self.settings
+        t = self.transfer
+        per_session = t.stream.clips_per_session
         if not 1 <= session <= self.num_sessions_available:
             raise ValueError(
                 f"session {session} is outside 1..{self.num_sessions_available}: the stream holds "
-                f"{len(self.stream)} clips for {s.clips_per_session} per session"
+                f"{len(self.stream)} clips for {per_session} per session"
             )
         started = time.perf_counter()
-        clips = self.stream.subset(slice((session - 1) * s.clips_per_session, session * s.clips_per_session))
+        clips = self.stream.subset(slice((session - 1) * per_session, session * per_session))
         probs = predict(self.model, clips, output="probs", device=self.device)
         verdict = verify_probabilities(
             probs,
             clips.labels,
-            conf_threshold=s.conf_threshold,
+            conf_threshold=t.verification.conf_threshold,
             background_class=self.background_class,
-            keep_true_negatives=s.keep_true_negatives,
+            keep_true_negatives=t.verification.keep_true_negatives,
         )
         keep = verdict.keep
         transfer_clips, transfer_labels = clips.clips[keep], verdict.labels[keep]
 
         history = None
         if len(self.bank) > 0:
-            history = self.bank.cycle_batches(s.history_batch_size, numpy_rng(s.seed, session, _HISTORY_STREAM))
+            history = self.bank.cycle_batches(t.training.history_batch, numpy_rng(self.seed, session, _HISTORY_STREAM))
         step = PairedMixStep(self.mixer, history)
         train: dict[str, Any] = {"train_steps": 0}
         if keep.any():
             result = local_train(
                 self.model,
                 (transfer_clips, transfer_labels),
-                s.session,
+                t.training.train_settings(),
                 grad_fn=step,
                 optimizer_state=self.optimizer_state,
-                generator=torch_generator(s.seed, session, _TRAIN_STREAM),
+                generator=torch_generator(self.seed, session, _TRAIN_STREAM),
                 device=self.device,
             )
             self.optimizer_state = result.optimizer_state
@@ -212,9 +202,9 @@ class TransferTrainer(TorchActor):
                 "history_loss": result.metrics.get("loss_history", math.nan),
             }
         outcome = None
-        if s.update_bank and keep.any():
+        if t.bank.update and keep.any():
             sigs = head_signatures(self.model, transfer_clips, transfer_labels, device=self.device)
-            outcome = self.bank.add(transfer_clips, transfer_labels, sigs, numpy_rng(s.seed, session, _BANK_STREAM))
+            outcome = self.bank.add(transfer_clips, transfer_labels, sigs, numpy_rng(self.seed, session, _BANK_STREAM))
         record = {
             "session": session,
             "stream_accuracy": float(np.mean(probs.argmax(axis=1) == clips.labels)),

@@ -4,11 +4,17 @@ Every error names the dotted path of the offending key, e.g. ``federation.device
 key``. Types are checked against the dataclass annotations (int, float, str, bool, Literal, Optional,
 tuple, dict, nested dataclasses). Range checks live in each section's ``__post_init__`` and raise
 ``ValueError("field: message")``; we prefix the section path here.
+
+A section that was regrouped declares ``LEGACY_KEYS`` (old key -> new dotted keys inside the section);
+:func:`from_dict` moves such old keys to their new places with a one-line warning naming the new key, so
+old config files and the ``spec.yaml`` of older run folders keep loading.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -16,7 +22,14 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from fedtwin.orchestrator.config.yaml_strict import DuplicateKeyError, load_yaml
 from fedtwin.pipelines.core.errors import FedtwinError
+
+logger = logging.getLogger(__name__)
+
+
+#: Integer settings must fit a signed 64-bit integer (numpy, torch and Ray all hold them as one).
+INT_LIMIT = 2**63
 
 
 class ConfigError(FedtwinError, ValueError):
@@ -29,6 +42,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _move_legacy_keys(cls, data, path, fields)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else str(key)
@@ -43,6 +57,32 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{path + '.' if path else ''}{err}") from None
+
+
+def _move_legacy_keys(cls: type, data: Mapping[str, Any], path: str, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with the old keys of ``cls.LEGACY_KEYS`` moved to their grouped places (one warning each).
+
+    An old key that is now a group's name (``twin.loss: mmt`` vs ``twin.loss: {kind: mmt}``) is old only
+    when its value is not a mapping. The old key's value wins over the new key's, so a ``--set`` of an
+    old key still changes a config file written with the new keys.
+    """
+    legacy: Mapping[str, tuple[str, ...]] = getattr(cls, "LEGACY_KEYS", {})
+    moved = [k for k in data if k in legacy and not (k in fields and isinstance(data[k], Mapping))]
+    if not moved:
+        return data
+    out = dict(data)
+    prefix = f"{path}." if path else ""
+    for old in moved:
+        value = out.pop(old)
+        for target in legacy[old]:
+            group, _, key = target.partition(".")
+            node = out.get(group)
+            if node is not None and not isinstance(node, Mapping):
+                raise ConfigError(f"{prefix}{group}: expected a mapping (it holds {prefix}{target}), got {node!r}")
+            out[group] = {**(node or {}), key: value}
+        new = " and ".join(prefix + t for t in legacy[old])
+        logger.warning("%s%s is deprecated and will be removed; use %s", prefix, old, new)
+    return out
 
 
 def to_dict(obj: Any) -> Any:
@@ -79,8 +119,10 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set federation.num_rounds=10")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw) if raw.strip() else ""
+    except DuplicateKeyError as err:
+        raise ConfigError(f"--set {text!r}: {err}") from None
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip(), value
 
@@ -137,11 +179,19 @@ def coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+        if not -INT_LIMIT <= value < INT_LIMIT:
+            raise ConfigError(f"{path}: {value} is out of range; an integer setting fits in 64 bits (|x| < 2**63)")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {type(value).__name__} {value!r}")

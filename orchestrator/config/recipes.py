@@ -5,11 +5,18 @@ and a classmethod ``validate(spec)`` (checks across sections); see :mod:`fedtwin
 ``recipe:`` in YAML is a built-in name, an entry point of the ``fedtwin.recipes`` group, or an import
 path ``pkg.module:MyRecipe``. Built-ins are import-path strings, so a recipe module (and the Ray and
 torch code behind it) is imported only when a spec names that recipe.
+
+Loading a spec needs only a recipe's sections and its ``validate``. The built-in recipes listed in
+``BUILTIN_SECTIONS`` declare their sections as torch-free dataclasses and check nothing across sections
+at load (their model check is a preflight check), so :func:`recipe_declaration` answers for them without
+importing the recipe: loading, validating and printing such a spec imports neither torch nor Ray.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedtwin.orchestrator.config.loader import ConfigError
@@ -23,6 +30,54 @@ BUILTIN_RECIPES: dict[str, str] = {
     "incremental": "fedtwin.orchestrator.recipes.incremental.recipe:IncrementalRecipe",
     "transfer": "fedtwin.orchestrator.recipes.transfer.recipe:TransferRecipe",
 }
+
+
+#: Sections of the built-in recipes that declare them without torch or Ray: key -> ``module:Class``.
+#: The recipe classes take their ``sections`` from here (:func:`builtin_sections`), so there is one list.
+BUILTIN_SECTIONS: dict[str, dict[str, str]] = {
+    "mutual": {"twin": "fedtwin.pipelines.mutual.settings:TwinConfig"},
+    "incremental": {
+        "training": "fedtwin.pipelines.model.train_config:TrainConfig",
+        "incremental": "fedtwin.pipelines.incremental.settings:IncrementalConfig",
+    },
+    "transfer": {"transfer": "fedtwin.pipelines.transfer.settings:TransferConfig"},
+}
+
+
+@dataclass(frozen=True)
+class RecipeDeclaration:
+    """What loading a spec needs from a built-in recipe of ``BUILTIN_SECTIONS``, without the recipe module.
+
+    Attributes:
+        name: the recipe's name.
+        sections: its top-level sections (YAML key -> frozen dataclass).
+        retired_keys: dotted keys it no longer reads (none for these recipes).
+    """
+
+    name: str
+    sections: Mapping[str, type]
+    retired_keys: Mapping[str, str] = field(default_factory=dict)
+
+    def validate(self, spec: Any) -> None:
+        """Nothing across sections: these recipes check the model in their ``preflight``."""
+
+
+def builtin_sections(name: str) -> dict[str, type]:
+    """The section classes of built-in recipe ``name`` (imports only their torch-free modules)."""
+    out = {}
+    for key, path in BUILTIN_SECTIONS[name].items():
+        module, _, attr = path.partition(":")
+        out[key] = getattr(importlib.import_module(module), attr)
+    return out
+
+
+def recipe_declaration(ref: str) -> Any:
+    """What :class:`~fedtwin.orchestrator.config.spec.ExperimentSpec` needs of recipe ``ref``: its
+    ``sections``, ``retired_keys`` and ``validate``. A :class:`RecipeDeclaration` for the recipes of
+    ``BUILTIN_SECTIONS`` (no recipe import), else the recipe class itself (:func:`recipe_class`)."""
+    if ref in BUILTIN_SECTIONS:
+        return RecipeDeclaration(ref, builtin_sections(ref))
+    return recipe_class(ref)
 
 
 def is_recipe_class(obj: Any) -> bool:

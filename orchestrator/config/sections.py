@@ -10,14 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedtwin.pipelines.core.checks import check as check  # the range-check helper of every section
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
 from fedtwin.pipelines.data.partition import PartitionConfig
-
-
-def check(ok: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``ok`` (the range-check helper of every section)."""
-    if not ok:
-        raise ValueError(message)
+from fedtwin.pipelines.model.train_config import TrainConfig as TrainConfig  # shared by recipes
 
 
 @dataclass(frozen=True)
@@ -55,40 +51,6 @@ class DataConfig:
             self.dataset is None or bool(self.dataset.strip()),
             f"dataset: must be a plugin name, an import path 'pkg.module:make' or null, got {self.dataset!r}",
         )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local training (one call of ``fedtwin.pipelines.model.training.local_train``); a recipe section, e.g. ``training:``.
-
-    Attributes:
-        epochs: passes over the local data per call.
-        batch_size: clips per step.
-        optimizer: ``sgd`` or ``adam``.
-        lr: learning rate.
-        lr_decay: the learning rate of step (round) r is ``lr * lr_decay**(r-1)``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay.
-        max_steps: cap on optimizer steps per call; null = none.
-    """
-
-    epochs: int = 1
-    batch_size: int = 32
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05
-    lr_decay: float = 1.0
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    max_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
-        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        check(0 < self.lr_decay <= 1, f"lr_decay: must be in (0, 1], got {self.lr_decay}")
-        check(0 <= self.momentum < 1, f"momentum: must be in [0, 1), got {self.momentum}")
-        check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
-        check(self.max_steps is None or self.max_steps >= 1, f"max_steps: must be >= 1, got {self.max_steps}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, get_type_hints
 
 from fedtwin.orchestrator.config.files import load_with_bases
 from fedtwin.orchestrator.config.loader import ConfigError, apply_overrides, closest, coerce, to_dict
-from fedtwin.orchestrator.config.recipes import recipe_class, recipes_with_section
+from fedtwin.orchestrator.config.recipes import recipe_class, recipe_declaration, recipes_with_section
 from fedtwin.orchestrator.config.sections import (
     DataConfig,
     PluginsConfig,
@@ -33,7 +33,7 @@ from fedtwin.orchestrator.config.sections import (
     TrainConfig,
     check,
 )
-from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.config import ModelConfig
 from fedtwin.pipelines.plugins import PluginError, add_search_paths
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class ExperimentSpec:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         add_search_paths(self.plugins.paths)  # before the recipe (or anything else) resolves a plugin
-        cls = recipe_class(self.recipe)
+        cls = recipe_declaration(self.recipe)  # the recipe class, or for some built-ins a torch-free stand-in
         object.__setattr__(self, "sections", _build_sections(self.recipe, cls, self.sections))
         try:
             cls.validate(self)

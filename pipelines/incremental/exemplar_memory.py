@@ -73,7 +73,7 @@ class ExemplarMemory:
         budget_bytes: hard cap on ``nbytes`` (sum of stored uint8 frame bytes).
         per_class_quota: most clips taken per new class (``None``: as many as the byte share allows).
         ranking: ``"confidence"`` (default), ``"random"`` or ``"herding"``.
-        keyframes: the key-frame selector; ``None`` means ``KeyFrameSelector()`` (relative, rho = 2). If it
+        keyframes: the key-frame selector; ``None`` means ``KeyFrameSelector()`` (relative, rho = 1.5). If it
             is not fitted, a copy is fitted on the clips of the first ``add_class`` call and then kept, so
             every task uses the same threshold.
         full_clips: store all T frames (no key frames); for the full-clip replay baselines.

@@ -52,7 +52,8 @@ class KeyFrameSelector:
 
     Args:
         delta: absolute threshold on the L2 distance between [0, 1] frames; ``None`` makes it relative.
-        rho: multiplier of the median consecutive-frame distance when ``delta`` is ``None`` (default 2).
+        rho: multiplier of the median consecutive-frame distance when ``delta`` is ``None`` (default 1.5,
+            ``incremental.memory.keyframe_rho``'s default).
 
     Attributes:
         delta_: the threshold in use, set by ``fit``.
@@ -63,7 +64,7 @@ class KeyFrameSelector:
     perfectly static data); hold interpolation restores it exactly.
     """
 
-    def __init__(self, delta: float | None = None, rho: float = 2.0) -> None:
+    def __init__(self, delta: float | None = None, rho: float = 1.5) -> None:
         self.delta = delta
         self.rho = rho
 

@@ -16,7 +16,6 @@ unaware of distillation; stage ``i``'s map is its output before any temporal poo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,8 +29,7 @@ from fedtwin.pipelines.incremental.distillation import (
     logit_distillation_loss,
     spatiotemporal_distillation_loss,
 )
-
-DISTILLATIONS = ("none", "logits", "features")
+from fedtwin.pipelines.incremental.settings import ObjectiveSettings
 
 #: ``(clips (B, T, C, H, W) in [0, 1], feature map (H', W')) -> TrajectoryAlign``, by config name.
 TrajectoryHook = Callable[[torch.Tensor, tuple[int, int]], TrajectoryAlign]
@@ -63,48 +61,6 @@ def pixel_centroid_hook(clips: torch.Tensor, feature_hw: tuple[int, int]) -> Tra
 
 
 TRAJECTORY_HOOKS: dict[str, TrajectoryHook] = {"identity": identity_hook, "pixel_centroid": pixel_centroid_hook}
-
-
-@dataclass(frozen=True)
-class ObjectiveSettings:
-    """How a task's loss is built (see the module docstring).
-
-    Attributes:
-        distillation: ``"none"``, ``"logits"`` or ``"features"``.
-        alpha: weight of the temporal term ``L_tf`` (features only).
-        weight: multiplier of the whole distillation term (1 = the unweighted ``CE + L_sf + alpha * L_tf``).
-        pool: ``"mean"`` or ``"max"`` pooling of the decomposed features.
-        temporal_mode: ``"hw"`` (pool-W ⊕ pool-H) or ``"global"`` (``[T, C]``).
-        normalize: per-sample L2 normalisation (PODNet's φ) before the distance.
-        preprocess: ``"none"`` or ``"square"`` activations before pooling.
-        layers: distilled stages (indices into ``model.stages``; negative counts from the end).
-        trajectory: name in ``TRAJECTORY_HOOKS`` for the spatial features' alignment.
-        kd_temperature: temperature of the logit distillation.
-    """
-
-    distillation: str = "features"
-    alpha: float = 1.0
-    weight: float = 1.0
-    pool: str = "mean"
-    temporal_mode: str = "hw"
-    normalize: bool = True
-    preprocess: str = "none"
-    layers: tuple[int, ...] = (-1,)
-    trajectory: str = "identity"
-    kd_temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.distillation not in DISTILLATIONS:
-            raise ValueError(f"distillation: must be one of {', '.join(DISTILLATIONS)}, got {self.distillation!r}")
-        if self.trajectory not in TRAJECTORY_HOOKS:
-            raise ValueError(f"trajectory: must be one of {', '.join(TRAJECTORY_HOOKS)}, got {self.trajectory!r}")
-        if self.alpha < 0 or self.weight < 0 or self.kd_temperature <= 0:
-            raise ValueError(
-                f"alpha and weight must be >= 0 and kd_temperature > 0, got {self.alpha}, {self.weight}, "
-                f"{self.kd_temperature}"
-            )
-        if not self.layers:
-            raise ValueError("layers: name at least one stage to distil, e.g. [-1]")
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-EmaUnit = Literal["iter", "epoch"]
+from fedtwin.pipelines.mutual.settings import EmaSettings
 
 
 def init_ema(model: torch.nn.Module) -> torch.nn.Module:
@@ -57,25 +56,19 @@ def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, momentum: flo
 
 
 @dataclass(frozen=True)
-class EmaSchedule:
-    """When and with which momentum to update the mean model.
+class EmaSchedule(EmaSettings):
+    """When and with which momentum to update the mean model: ``twin.ema`` with the update rules.
 
     Stateless: the caller passes the global iteration, so the schedule survives checkpoints and
-    resumption without state of its own.
-
-    Args:
-        unit: ``"iter"`` (update after every optimiser step) or ``"epoch"`` (after every cycle).
-        momentum: ``alpha`` for ``"iter"`` (MMT: 0.999) or ``lambda`` for ``"epoch"`` (e.g. 0.5 or 0.9).
+    resumption without state of its own. ``unit``: ``"iter"`` (update after every optimiser step) or
+    ``"epoch"`` (after every cycle); ``momentum``: ``alpha`` for ``"iter"`` (MMT: 0.999) or ``lambda``
+    for ``"epoch"`` (e.g. 0.5 or 0.9). Build it from the section with :meth:`of`.
     """
 
-    unit: EmaUnit = "iter"
-    momentum: float = 0.999
-
-    def __post_init__(self) -> None:
-        if self.unit not in ("iter", "epoch"):
-            raise ValueError(f"EmaSchedule: unit={self.unit!r} must be 'iter' or 'epoch'")
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"EmaSchedule: momentum={self.momentum} must be in [0, 1]")
+    @classmethod
+    def of(cls, settings: EmaSettings) -> EmaSchedule:
+        """The schedule of the ``twin.ema`` section ``settings``."""
+        return cls(unit=settings.unit, momentum=settings.momentum)
 
     def iteration_momentum(self, step: int) -> float:
         """``min(1 - 1/(step + 1), alpha)`` for global iteration ``step`` (0-based)."""

@@ -34,36 +34,12 @@ import numpy as np
 from fedtwin.pipelines.mutual.cluster_metrics import match_labels
 from fedtwin.pipelines.mutual.clustering import CosineKMeans, JaccardDBSCAN, estimate_n_clusters, normalized_centroids
 from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
+from fedtwin.pipelines.mutual.settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
 
 LabelMode = Literal["cross", "shared", "self"]
 LABEL_MODES = ("cross", "shared", "self")
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """How one epoch's features become cluster ids.
-
-    Attributes:
-        method: ``"kmeans"`` (cosine k-means) or ``"dbscan"`` (unknown K; outliers get -1).
-        num_clusters: K for k-means; ``None`` estimates it once by silhouette over ``k_candidates``.
-        k_candidates: the K values tried when ``num_clusters`` is ``None``.
-        n_init: k-means++ restarts.
-        dbscan_metric: ``"jaccard"`` (k-reciprocal) or ``"cosine"``.
-        dbscan_rho: fraction of smallest pairwise distances averaged into eps (fixed at the first epoch).
-        dbscan_min_samples: DBSCAN core-point threshold.
-        shared_features: how shared mode combines the twins' features: ``"concat"`` or ``"mean"``.
-    """
-
-    method: Literal["kmeans", "dbscan"] = "kmeans"
-    num_clusters: int | None = 10
-    k_candidates: tuple[int, ...] = (6, 8, 10, 12, 14)
-    n_init: int = 3
-    dbscan_metric: Literal["jaccard", "cosine"] = "jaccard"
-    dbscan_rho: float = 1.6e-3
-    dbscan_min_samples: int = 4
-    shared_features: Literal["concat", "mean"] = "concat"
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +28,7 @@ from torch.nn import functional as nnf
 
 from fedtwin.pipelines.mutual.augment import Augmentation
 from fedtwin.pipelines.mutual.losses import mmt_net_loss
-
-LossKind = Literal["hard", "mmt"]
+from fedtwin.pipelines.mutual.settings import LossSettings
 
 
 def reset_head(model: nn.Module, centroids: np.ndarray) -> None:
@@ -52,34 +51,6 @@ def reset_head(model: nn.Module, centroids: np.ndarray) -> None:
     model.head = head
     if hasattr(model, "cfg"):
         model.cfg = replace(model.cfg, num_classes=int(centroids.shape[0]))
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """Which loss a twin minimises.
-
-    Attributes:
-        kind: ``"hard"`` (plain CE on the pseudo-labels) or ``"mmt"``.
-        lambda_id: MMT weight of the soft CE against the label-smoothed CE.
-        lambda_tri: MMT weight of the soft triplet against the hard triplet.
-        label_smoothing: MMT's epsilon in the hard CE.
-        use_triplet: include MMT's two triplet terms.
-        unit_triplet: feed the triplet terms L2-normalised embeddings (own and peer). Our pooled ReLU
-            embeddings are unnormalised (norms near 20 on moving digits); on them the triplet softmax
-            saturates and the nets raise the feature scale instead of separating clusters.
-    """
-
-    kind: LossKind = "mmt"
-    lambda_id: float = 0.5
-    lambda_tri: float = 0.8
-    label_smoothing: float = 0.1
-    use_triplet: bool = True
-    unit_triplet: bool = True
-
-    @property
-    def needs_peer(self) -> bool:
-        """Whether the loss reads the peer EMA's outputs."""
-        return self.kind == "mmt" and (self.lambda_id > 0 or (self.use_triplet and self.lambda_tri > 0))
 
 
 class TwinEpochLoss:

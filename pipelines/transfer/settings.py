@@ -1,4 +1,4 @@
-"""The ``transfer:`` section of an experiment spec (recipe ``transfer``: online transfer with similarity-weighted gradient mixing).
+"""The ``transfer:`` section of recipe ``transfer`` (online transfer with similarity-weighted gradient mixing).
 
 Source data (the meta-model's clean domain) is the spec's ``data.generator``; the new scene is the same
 generator seen through ``stream.shift``. Everything else about online transfer lives here, one
@@ -11,6 +11,9 @@ sub-section per stage::
       mixing:       {mode: simmix, w_min: 0.1, w_max: 0.9, granularity: global}
       bank:         {size: 500, policy: gss, per_class_quota: true, update: true}
       training:     {epochs: 5, batch_size: 16, history_batch_size: null, optimizer: adam, lr: 0.001}
+
+The trainer actor receives this object as is; small methods derive what its pieces take
+(``local_train`` settings, the bank's label space). No torch here.
 """
 
 from __future__ import annotations
@@ -18,12 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fedtwin.pipelines.core.checks import check
 from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES, ShiftConfig
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+from fedtwin.pipelines.model.settings import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,13 @@ class PretrainConfig:
     lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+
+    def train_settings(self) -> TrainSettings:
+        """The ``local_train`` settings of the meta-model."""
+        return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,10 @@ class StreamConfig:
     test_per_class: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.sessions >= 1, f"sessions: must be >= 1, got {self.sessions}")
-        _check(self.clips_per_session >= 1, f"clips_per_session: must be >= 1, got {self.clips_per_session}")
-        _check(self.data_seed_offset >= 0, f"data_seed_offset: must be >= 0, got {self.data_seed_offset}")
-        _check(
+        check(self.sessions >= 1, f"sessions: must be >= 1, got {self.sessions}")
+        check(self.clips_per_session >= 1, f"clips_per_session: must be >= 1, got {self.clips_per_session}")
+        check(self.data_seed_offset >= 0, f"data_seed_offset: must be >= 0, got {self.data_seed_offset}")
+        check(
             self.test_per_class is None or self.test_per_class >= 1,
             f"test_per_class: must be >= 1 or null, got {self.test_per_class}",
         )
@@ -83,16 +87,21 @@ class VerificationConfig:
     keep_true_negatives: bool = False
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.conf_threshold <= 1.0, f"conf_threshold: must be in [0, 1], got {self.conf_threshold}")
+        check(0.0 <= self.conf_threshold <= 1.0, f"conf_threshold: must be in [0, 1], got {self.conf_threshold}")
         digits = self.background_digits
-        _check(
+        check(
             all(0 <= d < NUM_DIGIT_CLASSES for d in digits) and len(set(digits)) == len(digits),
             f"background_digits: must be distinct digits in 0..9, got {list(digits)}",
         )
-        _check(
+        check(
             not self.background or 1 <= len(digits) < NUM_DIGIT_CLASSES - 1,
             f"background_digits: with background on, name 1 to 8 digits, got {list(digits)}",
         )
+
+    @property
+    def other_digits(self) -> tuple[int, ...] | None:
+        """The digits that share the "other" class, or ``None`` without one (``background`` off)."""
+        return self.background_digits if self.background else None
 
 
 @dataclass(frozen=True)
@@ -112,11 +121,11 @@ class MixingConfig:
     project: bool | None = None
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             0.0 <= self.w_min <= self.w_max <= 1.0,
             f"w_min: need 0 <= w_min <= w_max <= 1, got w_min={self.w_min}, w_max={self.w_max}",
         )
-        _check(0.0 <= self.replay_weight <= 1.0, f"replay_weight: must be in [0, 1], got {self.replay_weight}")
+        check(0.0 <= self.replay_weight <= 1.0, f"replay_weight: must be in [0, 1], got {self.replay_weight}")
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,9 @@ class BankConfig:
     source_clips: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.size >= 1, f"size: must be >= 1, got {self.size}")
-        _check(self.n_compare >= 1, f"n_compare: must be >= 1, got {self.n_compare}")
-        _check(
+        check(self.size >= 1, f"size: must be >= 1, got {self.size}")
+        check(self.n_compare >= 1, f"n_compare: must be >= 1, got {self.n_compare}")
+        check(
             self.source_clips is None or self.source_clips >= 1,
             f"source_clips: must be >= 1 or null, got {self.source_clips}",
         )
@@ -161,15 +170,31 @@ class SessionTrainingConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        _check(
+        check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
+        check(
             self.history_batch_size is None or self.history_batch_size >= 1,
             f"history_batch_size: must be >= 1 or null, got {self.history_batch_size}",
         )
-        _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        _check(0 <= self.momentum < 1, f"momentum: must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
+        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(0 <= self.momentum < 1, f"momentum: must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
+
+    @property
+    def history_batch(self) -> int:
+        """History clips paired with each transfer batch."""
+        return self.history_batch_size or self.batch_size
+
+    def train_settings(self) -> TrainSettings:
+        """The ``local_train`` settings of one session."""
+        return TrainSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
 
 
 @dataclass(frozen=True)
@@ -185,8 +210,8 @@ class TransferConfig:
     session_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
-        _check(self.session_timeout_s > 0, f"session_timeout_s: must be > 0, got {self.session_timeout_s}")
-        _check(
+        check(self.session_timeout_s > 0, f"session_timeout_s: must be > 0, got {self.session_timeout_s}")
+        check(
             not self.bank.per_class_quota or self.bank.size >= self.num_classes,
             f"bank.size: must be >= the {self.num_classes} classes with per_class_quota on, got {self.bank.size}",
         )

@@ -19,12 +19,12 @@ import numpy as np
 import ray
 
 from fedtwin.actors.incremental.ray_actors import IncrementalTrainerActor
-from fedtwin.actors.incremental.trainer import TaskOutcome, TrainerSettings
+from fedtwin.actors.incremental.trainer import TaskOutcome
 from fedtwin.actors.placement import actor_options, trainer_gpus
-from fedtwin.orchestrator.config.sections import TrainConfig
+from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
-from fedtwin.orchestrator.recipes.incremental.config import IncrementalConfig
+from fedtwin.orchestrator.recipes.base import CheckpointState
+from fedtwin.orchestrator.recipes.feature_model import FeatureModelRecipe
 from fedtwin.orchestrator.recipes.incremental.report import plot_matrix, task_record, write_matrix_csv
 from fedtwin.orchestrator.run import actor_calls
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
@@ -34,7 +34,6 @@ from fedtwin.pipelines.core.errors import FedtwinError
 from fedtwin.pipelines.data.manifest import load_dataset_manifest
 from fedtwin.pipelines.incremental.metrics import incremental_summary
 from fedtwin.pipelines.incremental.task_split import TaskSplit, make_task_split
-from fedtwin.pipelines.model.networks import check_feature_api
 
 logger = logging.getLogger(__name__)
 
@@ -68,33 +67,6 @@ def task_split(spec: ExperimentSpec, num_classes: int) -> TaskSplit:
         raise FedtwinError(f"incremental.{err}") from None
 
 
-def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
-    """What the trainer actor needs from the spec (no orchestrator types cross into the actor)."""
-    inc, t = spec.incremental, spec.training
-    return TrainerSettings(
-        seed=spec.seed,
-        model=spec.model,
-        objective=inc.objective(),
-        epochs=inc.epochs_per_task,
-        first_task_epochs=inc.first_task_epochs or inc.epochs_per_task,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        lr_decay=t.lr_decay,
-        optimizer=t.optimizer,
-        momentum=t.momentum,
-        weight_decay=t.weight_decay,
-        memory_mode=inc.resolved_memory_mode,
-        memory_budget_bytes=inc.memory_budget_bytes,
-        ranking=inc.ranking,
-        keyframe_delta=inc.keyframe_delta,
-        keyframe_rho=inc.keyframe_rho,
-        keyframe_view=inc.keyframe_view,
-        per_class_quota=inc.per_class_quota,
-        balanced_ce=inc.balanced_ce,
-        torch_threads=spec.resources.torch_threads,
-    )
-
-
 def _wait(ref: ray.ObjectRef, timeout_s: float, task: int, what: str) -> Any:
     """The trainer's answer, or a one-line ``TaskFailedError`` (the trainer is not restarted: its model
     and memory live only in its process; the last task is checkpointed)."""
@@ -109,12 +81,13 @@ def _wait(ref: ray.ObjectRef, timeout_s: float, task: int, what: str) -> Any:
     return actor_calls.get(ref, what=f"incremental trainer: {what}", timeout_s=timeout_s, on_error=failed)
 
 
-class IncrementalRecipe(Recipe):
+class IncrementalRecipe(FeatureModelRecipe):
     """One trainer learns the classes task by task; every task is a step and a checkpoint."""
 
     name = "incremental"
     unit = "task"
-    sections = {"training": TrainConfig, "incremental": IncrementalConfig}
+    sections = builtin_sections("incremental")
+    step_count = "incremental.tasks"
 
     def setup(self) -> None:
         spec, ctx = self.spec, self.ctx
@@ -132,21 +105,19 @@ class IncrementalRecipe(Recipe):
             scheduling_strategy=ctx.scheduling_strategy,
             plugin_paths=spec.plugins.paths,
         )
-        self.trainer = IncrementalTrainerActor.options(**options).remote(  # type: ignore[attr-defined]
-            str(self.data_dir), self.split, trainer_settings(spec), str(ctx.run.path / "memory")
+        self.trainer = IncrementalTrainerActor.options(**options).remote(
+            str(self.data_dir),
+            self.split,
+            str(ctx.run.path / "memory"),
+            spec.incremental,
+            spec.training,
+            spec.model,
+            spec.seed,
+            spec.resources.torch_threads,
         )
         self.matrix = np.full((n, n), np.nan)
         self.test_counts = np.zeros(n, dtype=np.int64)
         self.outcome: TaskOutcome | None = None
-
-    @classmethod
-    def validate(cls, spec: ExperimentSpec) -> None:
-        """The model must offer the feature taps this recipe reads."""
-        check_feature_api(spec.model)
-
-    @classmethod
-    def steps(cls, spec: ExperimentSpec) -> int:
-        return spec.incremental.tasks
 
     def run_info(self) -> dict[str, Any]:
         return {"method": self.spec.incremental.method, "tasks": [list(t) for t in self.split.tasks]}
@@ -216,7 +187,7 @@ class IncrementalRecipe(Recipe):
             **summary_metrics,
             "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in self.matrix],
             "memory_mode": inc.resolved_memory_mode,
-            "memory_budget_bytes": inc.memory_budget_bytes,
+            "memory_budget_bytes": inc.memory.budget_bytes,
             "memory_bytes": last.get("memory_bytes"),
             "memory_clips": last.get("memory_clips"),
             "mean_keyframes_per_clip": last.get("mean_keyframes_per_clip"),

@@ -36,17 +36,17 @@ from fedtwin.actors.mutual.ray_actors import (
 )
 from fedtwin.actors.placement import actor_options, trainer_gpus
 from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
-from fedtwin.orchestrator.recipes.mutual.config import TwinConfig
-from fedtwin.orchestrator.recipes.mutual.setup import cluster_settings, prepare_domains, twin_settings
+from fedtwin.orchestrator.recipes.base import CheckpointState
+from fedtwin.orchestrator.recipes.feature_model import FeatureModelRecipe
+from fedtwin.orchestrator.recipes.mutual.setup import prepare_domains
 from fedtwin.orchestrator.run import actor_calls
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
 from fedtwin.orchestrator.run.context import RecipeContext
 from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
 from fedtwin.orchestrator.run.plots import plot_curves
 from fedtwin.pipelines.core.atomic_write import write_with
-from fedtwin.pipelines.model.networks import check_feature_api
 from fedtwin.pipelines.mutual.twin_training import convergence_weights, select_final
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ class _Twins:
         )
         # A restarted twin would come back without its weights, so twins are not restarted (max_restarts=0).
         self.actors = [
-            TwinNetworkActor.options(**options).remote(twin_settings(spec, j), source_dir, target_dir, kept_ref)
+            TwinNetworkActor.options(**options).remote(
+                tw, j, spec.seed, spec.model, res.torch_threads, source_dir, target_dir, kept_ref
+            )
             for j in range(tw.networks)
         ]
         self.task_options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
@@ -105,10 +107,9 @@ class _Twins:
         """Embed with the EMA models and cluster; returns assignment refs and the (small) report."""
         tw = self.ctx.spec.twin
         feats = [a.embed.remote() for a in self.actors]
-        mode = "self" if tw.networks == 1 else tw.label_mode
         request = ClusterRequest(
-            mode,
-            cluster_settings(tw),
+            tw.effective_label_mode,
+            tw.clustering,
             seed=self.ctx.spec.seed * 100_003 + epoch,
             num_clusters=self.num_clusters,
             eps=self.eps,
@@ -125,7 +126,7 @@ class _Twins:
         """One epoch on the assignments; MMT first asks each twin for its peer's soft targets."""
         tw = self.ctx.spec.twin
         peers: list[Any] = [None] * len(self.actors)
-        if tw.loss == "mmt" and len(self.actors) == 2:
+        if tw.loss.kind == "mmt" and len(self.actors) == 2:
             targets = [a.peer_targets.remote(asg, epoch) for a, asg in zip(self.actors, assignments, strict=True)]
             peers = [targets[1], targets[0]]
         refs = [
@@ -154,12 +155,13 @@ def _suffixed(values: dict[str, Any], suffix: str, skip: tuple[str, ...] = ()) -
     return {f"{k}_{suffix}": v for k, v in values.items() if k not in skip}
 
 
-class MutualRecipe(Recipe):
+class MutualRecipe(FeatureModelRecipe):
     """Twin co-training: pre-train two networks (step 0), then one epoch of mutual pseudo-labels per step."""
 
     name = "mutual"
     unit = "epoch"
-    sections = {"twin": TwinConfig}
+    sections = builtin_sections("mutual")
+    step_count = "twin.adaptation.epochs"
     warmup = True
 
     @classmethod
@@ -177,25 +179,17 @@ class MutualRecipe(Recipe):
         options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
         if self.ctx.scheduling_strategy is not None:
             options["scheduling_strategy"] = self.ctx.scheduling_strategy
-        kept_ref, quality_ref = select_quality_task.options(**options).remote(self.target_dir, tw.q_min)
+        q_min = tw.adaptation.q_min
+        kept_ref, quality_ref = select_quality_task.options(**options).remote(self.target_dir, q_min)
         self.quality = actor_calls.get(quality_ref, what="quality selection task", timeout_s=tw.timeout_s)
         if self.quality["kept"] < 2:
             q = self.quality
             raise ConfigError(
-                f"twin.q_min={tw.q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
+                f"twin.adaptation.q_min={q_min} keeps {q['kept']:.0f} of {q['clips']:.0f} target clips "
                 f"(scores {q['score_min']:.3f}..{q['score_max']:.3f}); lower it"
             )
         self.hidden_ref = load_hidden_labels_task.options(**options).remote(self.target_dir, kept_ref)
         self.twins = _Twins(self.ctx, self.source_dir, self.target_dir, kept_ref)
-
-    @classmethod
-    def validate(cls, spec: ExperimentSpec) -> None:
-        """The model must offer the feature taps this recipe reads."""
-        check_feature_api(spec.model)
-
-    @classmethod
-    def steps(cls, spec: ExperimentSpec) -> int:
-        return spec.twin.epochs
 
     def run_info(self) -> dict[str, Any]:
         return {"twins": self.spec.twin.networks}
@@ -255,17 +249,17 @@ class MutualRecipe(Recipe):
             self.ctx.run.plots / "mutual.png",
             x="epoch",
             panels=PANELS,
-            title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss})",
+            title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss.kind})",
         )
         pre = next((r for r in records if r.get("phase") == "pretrain"), {})
         first = adapt[0] if adapt else {}
         return {
             "networks": tw.networks,
-            "label_mode": tw.label_mode if tw.networks == 2 else "self",
-            "loss": tw.loss,
-            "ema": {"unit": tw.ema_unit, "momentum": tw.ema_momentum},
-            "epochs": tw.epochs,
-            "final": tw.final,
+            "label_mode": tw.effective_label_mode,
+            "loss": tw.loss.kind,
+            "ema": {"unit": tw.ema.unit, "momentum": tw.ema.momentum},
+            "epochs": tw.adaptation.epochs,
+            "final": tw.final.mode,
             **final,
             "initial_pseudo_nmi": first.get("pseudo_nmi"),
             "initial_pseudo_acc": first.get("pseudo_acc"),
@@ -282,15 +276,15 @@ class MutualRecipe(Recipe):
         """Final clustering of the trained EMA models, then select or fuse; saves ``final_model.safetensors``."""
         twins, tw = self.twins, self.spec.twin
         assert twins is not None
-        assignments, report = twins.cluster(tw.epochs + 1, self.hidden_ref)
+        assignments, report = twins.cluster(tw.adaptation.epochs + 1, self.hidden_ref)
         losses = [float(s["last_loss"]) for s in twins.states()]
         out: dict[str, Any] = {f"final_{k}": v for k, v in report.items() if k.startswith(("pseudo_", "twin_"))}
-        if tw.final == "fuse":
+        if tw.final.mode == "fuse":
             weights = convergence_weights(losses)
             peer_ref = twins.actors[1].ema_state.remote()
             final = twins.get(
                 twins.actors[0].fuse_and_finetune.remote(
-                    peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.finetune_epochs
+                    peer_ref, (float(weights[0]), float(weights[1])), assignments[0], tw.final.finetune_epochs
                 ),
                 "twin a: fuse_and_finetune",
             )

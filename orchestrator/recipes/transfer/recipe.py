@@ -26,18 +26,16 @@ import ray
 
 from fedtwin.actors.placement import actor_options, trainer_gpus
 from fedtwin.actors.transfer.ray_actors import TransferTrainerActor
-from fedtwin.actors.transfer.trainer import TrainerSettings
+from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
-from fedtwin.orchestrator.recipes.transfer.config import TransferConfig
+from fedtwin.orchestrator.recipes.base import CheckpointState
+from fedtwin.orchestrator.recipes.feature_model import FeatureModelRecipe
 from fedtwin.orchestrator.run import actor_calls
 from fedtwin.orchestrator.run.checkpoint import Checkpoint
 from fedtwin.orchestrator.run.data_prep import ensure_generated
 from fedtwin.orchestrator.run.plots import plot_curves
 from fedtwin.pipelines.core.atomic_write import write_text_atomic
 from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES, MovingDigitsConfig
-from fedtwin.pipelines.model.networks import check_feature_api
-from fedtwin.pipelines.model.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -56,54 +54,6 @@ def target_generator(spec: ExperimentSpec) -> MovingDigitsConfig:
         shift=stream.shift,
         train_per_class=math.ceil(needed / NUM_DIGIT_CLASSES),
         test_per_class=stream.test_per_class or source.test_per_class,
-    )
-
-
-def trainer_settings(spec: ExperimentSpec) -> TrainerSettings:
-    """Map ``spec.transfer`` onto the keyword arguments of the pipeline pieces the trainer builds."""
-    t = spec.transfer
-    tr, mix, bank, ver = t.training, t.mixing, t.bank, t.verification
-    model = spec.model
-    if model.num_classes != t.num_classes:
-        # The head follows the label space (10 digits, or the digits of interest + "other").
-        logger.info("transfer: model.num_classes %d -> %d to match the label space", model.num_classes, t.num_classes)
-        model = dataclasses.replace(model, num_classes=t.num_classes)
-    return TrainerSettings(
-        seed=spec.seed,
-        model=model,
-        pretrain=TrainSettings(
-            epochs=t.pretrain.epochs, batch_size=t.pretrain.batch_size, optimizer=t.pretrain.optimizer, lr=t.pretrain.lr
-        ),
-        session=TrainSettings(
-            epochs=tr.epochs,
-            batch_size=tr.batch_size,
-            optimizer=tr.optimizer,
-            lr=tr.lr,
-            momentum=tr.momentum,
-            weight_decay=tr.weight_decay,
-        ),
-        mixer={
-            "mode": mix.mode,
-            "w_min": mix.w_min,
-            "w_max": mix.w_max,
-            "granularity": mix.granularity,
-            "replay_weight": mix.replay_weight,
-            "project": mix.project,
-        },
-        bank={
-            "capacity": bank.size,
-            "policy": bank.policy,
-            "n_compare": bank.n_compare,
-            "per_class_quota": bank.per_class_quota,
-        },
-        clips_per_session=t.stream.clips_per_session,
-        history_batch_size=tr.history_batch_size or tr.batch_size,
-        bank_source_clips=bank.source_clips,
-        update_bank=bank.update,
-        conf_threshold=ver.conf_threshold,
-        background_digits=ver.background_digits if ver.background else None,
-        keep_true_negatives=ver.keep_true_negatives,
-        torch_threads=spec.resources.torch_threads,
     )
 
 
@@ -145,12 +95,13 @@ def read_traces(run_dir: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-class TransferRecipe(Recipe):
+class TransferRecipe(FeatureModelRecipe):
     """One trainer: the meta-model is pre-trained at step 0, then adapts to the new scene session by session."""
 
     name = "transfer"
     unit = "session"
-    sections = {"transfer": TransferConfig}
+    sections = builtin_sections("transfer")
+    step_count = "transfer.stream.sessions"
     warmup = True
 
     def setup(self) -> None:
@@ -172,17 +123,8 @@ class TransferRecipe(Recipe):
             plugin_paths=spec.plugins.paths,
         )
         self.trainer = TransferTrainerActor.options(**options).remote(
-            str(source_dir), str(target_dir), trainer_settings(spec)
+            str(source_dir), str(target_dir), t, spec.model, spec.seed, res.torch_threads
         )
-
-    @classmethod
-    def validate(cls, spec: ExperimentSpec) -> None:
-        """The model must offer the feature taps this recipe reads."""
-        check_feature_api(spec.model)
-
-    @classmethod
-    def steps(cls, spec: ExperimentSpec) -> int:
-        return spec.transfer.stream.sessions
 
     def restore(self, ckpt: Checkpoint) -> None:
         self._get(self.trainer.restore.remote({"model": ckpt.model, **ckpt.extra}), "restore", _CONTROL_TIMEOUT_S)

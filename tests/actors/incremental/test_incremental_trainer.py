@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtwin.actors.incremental.trainer import IncrementalTrainer, TrainerSettings
+from fedtwin.actors.incremental.trainer import IncrementalTrainer
 from fedtwin.orchestrator.run.data_prep import ensure_generated
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
 from fedtwin.pipelines.incremental.keyframes import KeyFrameSelector
-from fedtwin.pipelines.incremental.objective import ObjectiveSettings
+from fedtwin.pipelines.incremental.settings import IncrementalConfig, MemorySettings
 from fedtwin.pipelines.incremental.task_split import make_task_split
 from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.train_config import TrainConfig
 
 CLIP_BYTES = 8 * 32 * 32
 SPLIT = make_task_split(10, 2, classes_per_task=2, seed=0)  # two tasks of two classes (4 of the 10 used)
@@ -25,26 +26,16 @@ def motion_dataset(tmp_path_factory) -> str:
     return str(ensure_generated(tmp_path_factory.mktemp("incdata"), cfg, seed=0))
 
 
-def _settings(memory_mode: str = "keyframes", budget: int = 6 * CLIP_BYTES, **objective) -> TrainerSettings:
-    return TrainerSettings(
-        seed=0,
-        model=ModelConfig(),
-        objective=ObjectiveSettings(**objective),
-        epochs=2,
-        first_task_epochs=2,
-        batch_size=8,
-        lr=3e-3,
-        memory_mode=memory_mode,
-        memory_budget_bytes=budget,
-        balanced_ce=True,
-        keyframe_rho=1.5,
-        keyframe_view=True,
-    )
+def _trainer(dataset: str, memory_dir: Path, method: str = "ours", budget: int = 6 * CLIP_BYTES) -> IncrementalTrainer:
+    """A trainer of ``method`` (ours: key-frame memory; replay_kd: full clips; finetune: none)."""
+    inc = IncrementalConfig(epochs_per_task=2, method=method, memory=MemorySettings(budget_bytes=budget))
+    training = TrainConfig(batch_size=8, lr=3e-3, optimizer="adam")
+    return IncrementalTrainer(dataset, SPLIT, str(memory_dir), inc, training, ModelConfig(), 0, 1)
 
 
 def test_two_tasks_grow_the_head_fill_the_matrix_and_keep_memory_in_budget(motion_dataset, tmp_path):
     # Prepare
-    trainer = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "memory"))
+    trainer = _trainer(motion_dataset, tmp_path / "memory")
 
     # Execute
     first = trainer.fit_task(0)
@@ -71,8 +62,8 @@ def test_two_tasks_grow_the_head_fill_the_matrix_and_keep_memory_in_budget(motio
 
 def test_full_clip_and_no_memory_modes(motion_dataset, tmp_path):
     # Execute
-    full = IncrementalTrainer(motion_dataset, SPLIT, _settings("full", distillation="logits"), str(tmp_path / "f"))
-    none = IncrementalTrainer(motion_dataset, SPLIT, _settings("none", distillation="none"), str(tmp_path / "n"))
+    full = _trainer(motion_dataset, tmp_path / "f", "replay_kd")
+    none = _trainer(motion_dataset, tmp_path / "n", "finetune")
     full_out = [full.fit_task(t) for t in range(2)][-1]
     none_out = [none.fit_task(t) for t in range(2)][-1]
 
@@ -86,14 +77,14 @@ def test_full_clip_and_no_memory_modes(motion_dataset, tmp_path):
 
 def test_restore_from_saved_weights_and_memory_continues_exactly(motion_dataset, tmp_path):
     # Prepare: an uninterrupted trainer, and one that stops after task 0
-    straight = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "a"))
+    straight = _trainer(motion_dataset, tmp_path / "a")
     straight.fit_task(0)
     expected = straight.fit_task(1)
-    stopped = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "b"))
+    stopped = _trainer(motion_dataset, tmp_path / "b")
     checkpoint = stopped.fit_task(0)
 
     # Execute: a fresh trainer picks up from the weights and the memory file
-    resumed = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "b"))
+    resumed = _trainer(motion_dataset, tmp_path / "b")
     resumed.restore(1, checkpoint.state, checkpoint.memory_file)
     again = resumed.fit_task(1)
 
@@ -107,7 +98,7 @@ def test_restore_from_saved_weights_and_memory_continues_exactly(motion_dataset,
 
 def test_keyframe_view_renders_new_clips_with_the_memorys_threshold(motion_dataset, tmp_path):
     # Prepare
-    trainer = IncrementalTrainer(motion_dataset, SPLIT, _settings(), str(tmp_path / "v"))
+    trainer = _trainer(motion_dataset, tmp_path / "v")
     new = trainer.split.task_rows(trainer.train, trainer.split.outputs_of_task(0))
 
     # Execute

@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from fedtwin.actors.mutual.twin_network import TwinNetwork, TwinSettings
+from fedtwin.actors.mutual.twin_network import TwinNetwork
 from fedtwin.orchestrator.run.data_prep import ensure_generated
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig
 from fedtwin.pipelines.model.networks import ModelConfig
 from fedtwin.pipelines.mutual.pseudo_labels import ClusterSettings, make_pseudo_labels
-from fedtwin.pipelines.mutual.twin_training import LossSettings
+from fedtwin.pipelines.mutual.settings import (
+    AdaptationSettings,
+    EmaSettings,
+    LossSettings,
+    PretrainSettings,
+    TwinConfig,
+)
 
 MODEL = ModelConfig(widths=(4, 8), frames=4)
 CLEAN = MovingDigitsConfig(frames=4, train_per_class=3, test_per_class=2)
@@ -25,11 +31,14 @@ def domains(tmp_path_factory):
     return str(source), str(target)
 
 
-def make_twin(domains, index: int = 0, **changes) -> TwinNetwork:
-    settings = TwinSettings(
-        index=index, seed=7, model=MODEL, pretrain_epochs=1, batch_size=8, loss=LossSettings(kind="hard"), **changes
+def make_twin(domains, index: int = 0, ema: EmaSettings | None = None) -> TwinNetwork:
+    twin = TwinConfig(
+        pretrain=PretrainSettings(epochs=1, batch_size=8),
+        adaptation=AdaptationSettings(batch_size=8),
+        loss=LossSettings(kind="hard"),
+        ema=ema or EmaSettings(),
     )
-    return TwinNetwork(settings, *domains, kept=np.arange(30))
+    return TwinNetwork(twin, index, 7, MODEL, 1, *domains, kept=np.arange(30))
 
 
 def test_twins_differ_and_embeddings_are_unit_rows(domains):
@@ -45,7 +54,7 @@ def test_twins_differ_and_embeddings_are_unit_rows(domains):
 
 def test_per_epoch_ema_is_lambda_mix_of_old_mean_and_new_weights(domains):
     # Prepare
-    twin = make_twin(domains, ema_unit="epoch", ema_momentum=0.75)
+    twin = make_twin(domains, ema=EmaSettings(unit="epoch", momentum=0.75))
     twin.pretrain()
     assignment = make_pseudo_labels([twin.embed()], "self", ClusterSettings(num_clusters=3), seed=0).assignments[0]
     before = twin.ema.stages[0][0][0].weight.detach().clone()
@@ -62,7 +71,7 @@ def test_per_epoch_ema_is_lambda_mix_of_old_mean_and_new_weights(domains):
 
 def test_per_iteration_ema_counts_global_steps_and_tracks_the_network(domains):
     # Prepare: alpha=0 makes the mean model a copy of the network after every step
-    twin = make_twin(domains, ema_unit="iter", ema_momentum=0.0)
+    twin = make_twin(domains, ema=EmaSettings(unit="iter", momentum=0.0))
     assignment = make_pseudo_labels([twin.embed()], "self", ClusterSettings(num_clusters=3), seed=0).assignments[0]
 
     # Execute: two epochs

@@ -7,14 +7,22 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedtwin.actors.transfer.trainer import TrainerSettings, TransferTrainer, digit_label_map
+from fedtwin.actors.transfer.trainer import TransferTrainer, digit_label_map
 from fedtwin.orchestrator.run.checkpoint import load_checkpoint, save_checkpoint
 from fedtwin.pipelines.core.seeding import torch_generator
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
 from fedtwin.pipelines.model.networks import ModelConfig, build_model
-from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import load_state, state_from_model
 from fedtwin.pipelines.model.training import local_train, predict
+from fedtwin.pipelines.transfer.settings import (
+    BankConfig,
+    MixingConfig,
+    PretrainConfig,
+    SessionTrainingConfig,
+    StreamConfig,
+    TransferConfig,
+    VerificationConfig,
+)
 from fedtwin.pipelines.transfer.verification import verify_probabilities
 
 SOURCE = MovingDigitsConfig(train_per_class=20, test_per_class=5)
@@ -29,20 +37,23 @@ def dataset_dirs(tmp_path_factory):
     return str(root / "source"), str(root / "target")
 
 
-def _settings(**changes) -> TrainerSettings:
-    base = TrainerSettings(
-        seed=0,
-        model=ModelConfig(widths=(4, 8), num_classes=10),
-        pretrain=TrainSettings(epochs=1, batch_size=32, optimizer="adam", lr=3e-3),
-        session=TrainSettings(epochs=2, batch_size=8, optimizer="adam", lr=1e-3),
-        mixer={"mode": "simmix"},
-        bank={"capacity": 40, "policy": "gss"},
-        clips_per_session=30,
-        history_batch_size=8,
-        bank_source_clips=100,
-        conf_threshold=0.0,  # the tiny meta-model is unsure of everything; count every prediction as made
+MODEL = ModelConfig(widths=(4, 8), num_classes=10)
+
+
+def _settings(**changes) -> TransferConfig:
+    base = TransferConfig(
+        pretrain=PretrainConfig(epochs=1, batch_size=32, optimizer="adam", lr=3e-3),
+        stream=StreamConfig(clips_per_session=30),
+        # the tiny meta-model is unsure of everything; count every prediction as made
+        verification=VerificationConfig(conf_threshold=0.0),
+        bank=BankConfig(size=40, policy="gss", source_clips=100),
+        training=SessionTrainingConfig(epochs=2, batch_size=8, optimizer="adam", lr=1e-3),
     )
     return dataclasses.replace(base, **changes)
+
+
+def _trainer(dirs: tuple[str, str], settings: TransferConfig, model: ModelConfig = MODEL) -> TransferTrainer:
+    return TransferTrainer(*dirs, settings, model, 0, 1)
 
 
 def test_digit_label_map_moves_background_digits_to_one_last_class():
@@ -52,7 +63,7 @@ def test_digit_label_map_moves_background_digits_to_one_last_class():
 
 def test_session_verifies_trains_and_updates_the_bank(dataset_dirs):
     # Prepare
-    trainer = TransferTrainer(*dataset_dirs, _settings())
+    trainer = _trainer(dataset_dirs, _settings())
     meta = trainer.pretrain()
 
     # Execute
@@ -84,17 +95,17 @@ def test_session_verifies_trains_and_updates_the_bank(dataset_dirs):
 def test_finetune_session_equals_plain_training_on_the_verified_samples(dataset_dirs):
     # Prepare: the fine-tune setting ignores the history gradient, so the session must match a plain
     # cross-entropy local_train on the same verified samples with the same generator
-    settings = _settings(mixer={"mode": "finetune"}, update_bank=False)
-    trainer = TransferTrainer(*dataset_dirs, settings)
+    settings = _settings(mixing=MixingConfig(mode="finetune"), bank=BankConfig(size=40, source_clips=100, update=False))
+    trainer = _trainer(dataset_dirs, settings)
     trainer.pretrain()
-    reference = build_model(settings.model, seed=0)
+    reference = build_model(MODEL, seed=0)
     load_state(reference, state_from_model(trainer.model))
     clips = trainer.stream.subset(slice(0, 30))
     verdict = verify_probabilities(predict(reference, clips, output="probs"), clips.labels, conf_threshold=0.0)
     local_train(
         reference,
         (clips.clips[verdict.keep], verdict.labels[verdict.keep]),
-        settings.session,
+        settings.training.train_settings(),
         generator=torch_generator(0, 1, 0),
         optimizer_state=trainer.optimizer_state,
     )
@@ -110,13 +121,13 @@ def test_finetune_session_equals_plain_training_on_the_verified_samples(dataset_
 def test_checkpointed_snapshot_resumes_exactly(dataset_dirs, tmp_path):
     # Prepare: one trainer runs sessions 1 and 2; another restores the checkpoint written after session 1
     settings = _settings()
-    straight = TransferTrainer(*dataset_dirs, settings)
+    straight = _trainer(dataset_dirs, settings)
     straight.pretrain()
     straight.run_session(1)
     snap = straight.snapshot()
     model = snap.pop("model")
     ckpt = load_checkpoint(save_checkpoint(tmp_path, 1, model, snap, {}))
-    resumed = TransferTrainer(*dataset_dirs, settings)
+    resumed = _trainer(dataset_dirs, settings)
 
     # Execute
     resumed.restore({"model": ckpt.model, **ckpt.extra})
@@ -134,12 +145,12 @@ def test_checkpointed_snapshot_resumes_exactly(dataset_dirs, tmp_path):
 def test_background_digits_form_the_other_class_and_become_hard_negatives(dataset_dirs):
     # Prepare: digits 8 and 9 are "other objects"; 9 classes
     settings = _settings(
-        model=ModelConfig(widths=(4, 8), num_classes=9),
-        bank={"capacity": 36, "policy": "reservoir"},
-        background_digits=(8, 9),
-        keep_true_negatives=True,
+        bank=BankConfig(size=36, policy="reservoir", source_clips=100),
+        verification=VerificationConfig(
+            conf_threshold=0.0, background=True, background_digits=(8, 9), keep_true_negatives=True
+        ),
     )
-    trainer = TransferTrainer(*dataset_dirs, settings)
+    trainer = _trainer(dataset_dirs, settings)  # model.num_classes 10: the head follows the 9-class label space
     trainer.pretrain()
     clips = trainer.stream.subset(slice(0, 30))
     n_other = int(np.sum(clips.labels == 8))
@@ -151,18 +162,10 @@ def test_background_digits_form_the_other_class_and_become_hard_negatives(datase
     assert record["verified_false_positive"] + record["verified_true_negative"] == n_other > 0
     assert record["transfer_samples"] == 30
     assert len(record["bank_per_class"]) == 9 and record["bank_size"] <= 36
-    with pytest.raises(ValueError, match="label space has 9"):
-        TransferTrainer(*dataset_dirs, dataclasses.replace(settings, model=ModelConfig(widths=(4, 8))))
+    assert trainer.model.head.out_features == 9
 
 
 def test_sessions_past_the_stream_are_refused(dataset_dirs):
-    trainer = TransferTrainer(*dataset_dirs, _settings())
+    trainer = _trainer(dataset_dirs, _settings())
     with pytest.raises(ValueError, match="outside 1..2"):
         trainer.run_session(3)
-
-
-def test_settings_given_as_mappings_become_train_settings():
-    settings = _settings(pretrain={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 3e-3})
-    assert settings.pretrain == TrainSettings(epochs=1, batch_size=32, optimizer="adam", lr=3e-3)
-    with pytest.raises(ValueError, match="TrainSettings.lr"):
-        _settings(session={"epochs": 1, "batch_size": 8, "lr": 0.0})

@@ -12,6 +12,7 @@ import yaml
 
 from fedtwin.orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec
 from fedtwin.orchestrator.config.files import deep_merge, load_with_bases, read_mapping
+from fedtwin.orchestrator.config.recipes import BUILTIN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[3]
 FAKES = "tests.orchestrator.config.fake_recipes"
@@ -21,6 +22,7 @@ FAKES = "tests.orchestrator.config.fake_recipes"
 def fake_federated(monkeypatch):
     monkeypatch.setitem(BUILTIN_RECIPES, "federated", f"{FAKES}:FakeFederated")
     monkeypatch.setitem(BUILTIN_RECIPES, "mutual", f"{FAKES}:FakeMutual")
+    monkeypatch.delitem(BUILTIN_SECTIONS, "mutual")  # the fake stands in for the torch-free declaration too
 
 
 def write(path: Path, data) -> Path:

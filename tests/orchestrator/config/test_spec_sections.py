@@ -13,6 +13,7 @@ import pickle
 import pytest
 
 from fedtwin.orchestrator.config import BUILTIN_RECIPES, ConfigError, ExperimentSpec, TrainConfig
+from fedtwin.orchestrator.config.recipes import BUILTIN_SECTIONS
 from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig
 
 FAKES = "tests.orchestrator.config.fake_recipes"
@@ -24,6 +25,8 @@ def fake_builtins(monkeypatch):
     monkeypatch.setitem(BUILTIN_RECIPES, "mutual", f"{FAKES}:FakeMutual")
     monkeypatch.setitem(BUILTIN_RECIPES, "incremental", f"{FAKES}:FakeIncremental")
     monkeypatch.setitem(BUILTIN_RECIPES, "transfer", f"{FAKES}:NotARecipe")  # skipped when looking for owners
+    for name in list(BUILTIN_SECTIONS):  # the fakes stand in for the torch-free declarations too
+        monkeypatch.delitem(BUILTIN_SECTIONS, name)
 
 
 def test_default_spec_has_the_federated_sections_in_order():

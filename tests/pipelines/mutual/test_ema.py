@@ -92,7 +92,7 @@ def test_per_epoch_schedule_by_hand():
 
 
 def test_schedule_rejects_bad_unit_and_momentum():
-    with pytest.raises(ValueError, match="unit='batch'"):
+    with pytest.raises(ValueError, match="unit: .*'batch'"):
         EmaSchedule(unit="batch")
-    with pytest.raises(ValueError, match="momentum=1.5"):
+    with pytest.raises(ValueError, match="momentum: .*1.5"):
         EmaSchedule(unit="epoch", momentum=1.5)

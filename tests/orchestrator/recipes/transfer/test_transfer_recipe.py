@@ -11,7 +11,7 @@ import pytest
 
 from fedtwin.orchestrator.config.loader import ConfigError
 from fedtwin.orchestrator.config.spec import ExperimentSpec
-from fedtwin.orchestrator.recipes.transfer.recipe import read_traces, target_generator, trainer_settings
+from fedtwin.orchestrator.recipes.transfer.recipe import read_traces, target_generator
 from fedtwin.orchestrator.run.callbacks import RunCallback
 from fedtwin.orchestrator.run.checkpoint import latest_checkpoint, list_checkpoints
 from fedtwin.orchestrator.run.experiment import run_experiment
@@ -57,7 +57,7 @@ def test_transfer_config_errors_name_the_field(override, message):
         ExperimentSpec.from_dict({"recipe": "transfer"}).with_overrides(override)
 
 
-def test_shipped_config_loads_and_maps_onto_trainer_settings():
+def test_shipped_config_loads_and_derives_what_the_trainer_needs():
     # Prepare
     spec = ExperimentSpec.from_yaml(
         ROOT / "configs" / "transfer.yaml",
@@ -65,25 +65,17 @@ def test_shipped_config_loads_and_maps_onto_trainer_settings():
     )
 
     # Execute
-    settings = trainer_settings(spec)
+    t = spec.transfer
     target = target_generator(spec)
 
     # Assert: 8 digits of interest + "other"; 5 sessions x 100 clips need 50 clips per class
-    assert spec.transfer.num_classes == 9 and settings.model.num_classes == 9
-    assert settings.background_digits == (8, 9)
-    assert settings.mixer == {
-        "mode": "simmix",
-        "w_min": 0.1,
-        "w_max": 0.9,
-        "granularity": "global",
-        "replay_weight": 0.5,
-        "project": None,
-    }
-    assert settings.bank == {"capacity": 500, "policy": "gss", "n_compare": 32, "per_class_quota": True}
-    assert settings.history_batch_size == 8 and settings.session.batch_size == 16
-    assert target.shift == spec.transfer.stream.shift and target.train_per_class == 50
+    assert t.num_classes == 9 and t.verification.other_digits == (8, 9)
+    assert t.training.history_batch == 8 and t.training.train_settings().batch_size == 16
+    assert t.pretrain.train_settings().optimizer == "adam"
+    assert target.shift == t.stream.shift and target.train_per_class == 50
     assert target.test_per_class == spec.data.generator.test_per_class
-    assert trainer_settings(spec.with_overrides({"transfer.verification.background": False})).background_digits is None
+    no_other = spec.with_overrides({"transfer.verification.background": False}).transfer
+    assert no_other.verification.other_digits is None and no_other.num_classes == 10
 
 
 class _Sessions(RunCallback):
