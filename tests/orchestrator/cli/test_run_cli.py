@@ -96,15 +96,16 @@ def test_config_written_after_set_gets_a_hint(tmp_path, capsys):
         (b"\n# nothing but a comment\n", "is empty"),
     ],
 )
-def test_binary_and_empty_config_files_exit_2_with_one_line(tmp_path, content, message):
+def test_binary_and_empty_config_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     # Prepare
     cfg = tmp_path / "bad.yaml"
     cfg.write_bytes(content)
-    # Execute
-    proc = fedtwin("run", str(cfg))
+    # Execute: in this process (config/test_config.py checks the exit status of a real `fedtwin run` process)
+    code = main(["run", str(cfg)])
     # Assert
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0] and str(cfg) in lines[0]
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0] and str(cfg) in lines[0] and captured.out == ""
 
 
 @pytest.mark.parametrize(("content", "message"), [("- 1\n- 2\n", "top level must be a mapping"), ("", "is empty")])
