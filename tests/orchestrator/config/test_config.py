@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedtwin.orchestrator.cli.main import main
 from fedtwin.orchestrator.config import ConfigError, ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,7 +55,7 @@ def test_errors_name_the_field(data, message):
 @pytest.mark.parametrize(
     ("recipe", "sections"),
     [
-        ("federated", ["training", "federation", "strategy"]),
+        ("federated", ["training", "federation", "strategy", "system"]),
         ("mutual", ["twin"]),
         ("incremental", ["training", "incremental"]),
         ("transfer", ["transfer"]),
@@ -87,16 +88,17 @@ def test_overrides_revalidate():
         ),
     ],
 )
-def test_cli_config_errors_exit_2_with_one_line(tmp_path, yaml_text, expected):
+def test_cli_config_errors_exit_2_with_one_line(tmp_path, capsys, yaml_text, expected):
     # Prepare
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(textwrap.dedent(yaml_text))
-    # Execute
-    proc = fedtwin("run", str(cfg))
+    # Execute: the CLI's main in this process (the subprocess's exit 2 is checked by the next test)
+    code = main(["run", str(cfg)])
     # Assert
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr
+    assert code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err
 
 
 def test_cli_bad_set_option_exits_2():
