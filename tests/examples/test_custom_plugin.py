@@ -40,8 +40,12 @@ def test_example_runs_and_device_hosts_build_the_user_model(tmp_path: Path) -> N
     # Prepare
     work, out, trace = tmp_path / "work", tmp_path / "runs", tmp_path / "trace.txt"
     work.mkdir()
-    # Execute
-    proc = fedtwin(["run", str(CONFIG), "--output", str(out), "--quiet"], work, MY_PLUGIN_TRACE=str(trace))
+    # Execute: the example as shipped, cut to 2 rounds of 1 epoch (the plugin paths are the same in every round)
+    proc = fedtwin(
+        ["run", str(CONFIG), "--output", str(out), "--quiet", "--set", "federation.num_rounds=2", "training.epochs=1"],
+        work,
+        MY_PLUGIN_TRACE=str(trace),
+    )
     stdout, stderr = proc.communicate(timeout=240)
     # Assert: a normal, complete run folder
     assert proc.returncode == 0, stderr[-3000:]
@@ -56,7 +60,7 @@ def test_example_runs_and_device_hosts_build_the_user_model(tmp_path: Path) -> N
     assert all(r["devices_failed"] == 0 and r["pseudo_gradient_norm"] > 0 for r in records)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["strategy"]["name"] == "fedadam" and summary["strategy"]["server_lr"] == 0.1
-    assert (run_dir / "checkpoints" / f"round-{rounds:05d}").is_dir()
+    assert (run_dir / "checkpoints" / f"step-{rounds:05d}").is_dir()
     assert (work / "data" / "datasets").is_dir()  # data.root is relative to the working directory
     # Assert: every device host built FrameCNN in its own process (not the driver, not by unpickling)
     built = [line.split(" ", 1) for line in trace.read_text().splitlines()]
