@@ -93,6 +93,25 @@ def test_fedtwin_submit_and_ray_job_submit_on_a_private_cluster(tiny_data_root, 
             stderr=subprocess.PIPE,
             text=True,
         )
+        # a failing job, submitted beside the other two (it takes no CPU of the cluster)
+        failing = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fedtwin.orchestrator.cli.main",
+                "submit",
+                "--timeout",
+                "120",
+                "--",
+                "run",
+                "missing.yaml",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ray_cli = subprocess.run(
             [
                 str(Path(sys.executable).with_name("ray")),
@@ -115,24 +134,7 @@ def test_fedtwin_submit_and_ray_job_submit_on_a_private_cluster(tiny_data_root, 
             timeout=300,
         )
         ours_out, ours_err = ours.communicate(timeout=300)
-        failing = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedtwin.orchestrator.cli.main",
-                "submit",
-                "--timeout",
-                "120",
-                "--",
-                "run",
-                "missing.yaml",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        failing_out, failing_err = failing.communicate(timeout=180)
         # Assert: both succeeded, logs streamed back, artifacts on disk
         assert ours.returncode == 0, ours_err[-2000:]
         assert "done: " in ours_out and "final test accuracy" in ours_out  # the job's own output, followed
@@ -147,9 +149,9 @@ def test_fedtwin_submit_and_ray_job_submit_on_a_private_cluster(tiny_data_root, 
             assert (run / "checkpoints" / "step-00002" / "model.safetensors").is_file()
             assert (run / "plots" / "accuracy.png").is_file()
         # a failing job: its exit status (2, a config error) comes back as ours
-        assert failing.returncode == 2, failing.stderr[-2000:]
-        assert "missing.yaml: config file not found" in failing.stdout
-        assert "FAILED (exit 2)" in failing.stderr
+        assert failing.returncode == 2, failing_err[-2000:]
+        assert "missing.yaml: config file not found" in failing_out
+        assert "FAILED (exit 2)" in failing_err
     finally:
         stop_local_cluster(info, proc=proc, remove=True)
     # Assert: nothing of the cluster is left, and nothing else was touched
