@@ -81,7 +81,9 @@ class Backend(Protocol):
     def take_faults(self) -> dict[str, int]:
         """Recovery since the last call: ``device_retries`` (devices dispatched again after their host
         was lost), ``host_restarts`` and ``server_restarts`` (processes that came back: Ray restarts and
-        replacements). The round loop records them in every round's metrics."""
+        replacements), and ``hosts_live`` (host processes serving devices now: fewer than ``num_hosts``
+        while the hosts of a lost node could not be placed again). The round loop records them in every
+        round's metrics."""
         ...
 
     def take_timings(self) -> dict[str, float]:

@@ -98,6 +98,7 @@ class HostPool:
         self._rounds: list[LoggedRound] = []
         self._stale: set[int] = set()  # slots to sync before their next call
         self._probes: dict[int, Any] = {}  # displaced slot -> pending readiness probe
+        self._lost_since: dict[int, float] = {}  # slot -> when it was first found lost (not back since)
 
     def start(self, deadline: float) -> None:
         """Wait for every host's constructor and note its token."""
@@ -167,8 +168,10 @@ class HostPool:
         slot_id = self.route[host_id]
         slot = self.slots[slot_id]
         self._stale.add(slot_id)
-        if placement is None:
-            placement = time.monotonic() + PLACEMENT_WAIT_S
+        # Counted from the first time this actor was found lost, across rounds: a round deadline shorter
+        # than the wait must not keep a host that is gone for good from ever being moved.
+        since = self._lost_since.setdefault(slot_id, time.monotonic())
+        placement = min(placement if placement is not None else float("inf"), since + PLACEMENT_WAIT_S)
         for _ in range(self.retries + 1):
             try:
                 slot.wait_back(min(deadline, placement))
@@ -205,6 +208,7 @@ class HostPool:
                 continue
             self._stale.add(lost)
             self._probes.pop(lost, None)
+            self._lost_since.pop(lost, None)
             logger.warning(
                 "%s was not back within %.0fs (its node is gone or full); its devices moved to host %d: "
                 "%d of %d hosts live",
@@ -322,6 +326,7 @@ class HostPool:
         replayed = sum(results[2:-1])
         self._note(slot_id, results[-1])
         self._stale.discard(slot_id)
+        self._lost_since.pop(slot_id, None)  # back and rebuilt: a later loss waits its full time again
         logger.info(
             "host %d synced (serving %s): base + %d rounds (%d device trainings replayed)",
             slot_id,

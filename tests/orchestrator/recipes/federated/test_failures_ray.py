@@ -115,3 +115,38 @@ def test_feddum_device_momentum_survives_host_and_server_kills(ray_session, tiny
     _, _, forgetful = _run(tiny_data_root, tmp_path / "forgetful", kills, **FEDDUM_RUN)
     # Assert: losing the momentum buffers changes the result, so the restore above is what kept it
     assert any(not np.array_equal(base.model[k], forgetful.model[k]) for k in base.model)
+
+
+def test_a_host_that_cannot_be_placed_again_has_its_devices_moved(
+    fedavg_baseline, tiny_data_root, tmp_path, monkeypatch
+):
+    # Prepare: host 1 dies mid-fit in round 2 and is not restarted by Ray (max_restarts 0); its
+    # replacement asks for a resource no node has, as when its node is gone and no other has room.
+    from fedtwin.actors.federated.ray_actors import DeviceHostActor
+    from fedtwin.orchestrator.recipes.federated import host_pool, ray_round
+    from fedtwin.orchestrator.recipes.federated.ray_backend import RayBackend
+
+    monkeypatch.setattr(host_pool, "PLACEMENT_WAIT_S", 3.0)
+    monkeypatch.setattr(ray_round, "PLACEMENT_WAIT_S", 3.0)
+    original, started = RayBackend._make_host, []
+
+    def make_host(self, host_id):
+        started.append(host_id)
+        if started.count(host_id) == 1:
+            return original(self, host_id)
+        options = {"num_cpus": 0, "resources": {"fedtwin-test-nowhere": 1}}
+        return DeviceHostActor.options(**options).remote(host_id, self.num_hosts, self.partition_dir, self._settings)
+
+    monkeypatch.setattr(RayBackend, "_make_host", make_host)
+    kill = {"round": 2, "host": 1, "phase": "fit", "after_devices": 2}
+    # Execute
+    _, records, ckpt = _run(tiny_data_root, tmp_path, [kill], **FEDAVG, **{"resources.max_restarts": 0})
+    # Assert: every device every round, host 1's devices served by host 0 from round 2 on, same weights
+    assert started.count(1) == 2  # one replacement asked for, never placed
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert all(r["devices_ok"] == 10 and r["devices_failed"] == 0 for r in records)
+    assert [r["hosts_live"] for r in records] == [2, 1, 1]
+    assert records[1]["device_retries"] == 5
+    _, base_records, base_ckpt = fedavg_baseline
+    _assert_same_weights(base_ckpt, ckpt)
+    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in base_records]
