@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from fedtwin.pipelines.federated.system_model import (
     read_table,
     round_time,
     state_bytes,
+    time_to_accuracy,
 )
 from fedtwin.pipelines.model.flops import StepFlops, count_step_flops
 from fedtwin.pipelines.model.networks import build_model
@@ -214,6 +216,19 @@ class SystemClock:
                 "resume with the configuration it started with"
             )
         self.sim_time_s = float(state["sim_time_s"])
+
+
+def run_time_to_accuracy(
+    run_dir: str | Path, target: float, *, key: str = "test_accuracy", clock: str = "sim_time_s"
+) -> float | None:
+    """Modelled time (``clock="sim_time_s"``) or wall-clock time (``clock="round_seconds"``) until a run's
+    ``key`` first reached ``target``, read from the run folder's ``metrics.jsonl``; None if it never did.
+
+    For studies: ``run_time_to_accuracy(result.run_dir, 0.8)``.
+    """
+    from fedtwin.orchestrator.run.run_folder import RunFolder
+
+    return time_to_accuracy(RunFolder(run_dir).read_metrics(), target, key=key, clock=clock)
 
 
 class ClockedSampling:

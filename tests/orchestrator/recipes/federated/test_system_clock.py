@@ -13,6 +13,7 @@ import pytest
 
 from fedtwin.orchestrator.config.loader import ConfigError
 from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.system_clock import run_time_to_accuracy
 from fedtwin.orchestrator.run.callbacks import RunCallback
 from fedtwin.orchestrator.run.experiment import run_experiment
 from fedtwin.orchestrator.run.run_folder import RunFolder
@@ -108,6 +109,8 @@ def test_same_seed_same_modelled_time_and_another_seed_another(tiny_data_root, t
     c, _ = sim_times("c", **{"system.seed": 99})
     assert a == b
     assert a != c
+    # the study helper reads the same from the run folder
+    assert run_time_to_accuracy(summary["run_dir"], 0.05) == a[0]
     # both times to the (low) target are in the summary: reached in round 1
     assert summary["sim_time_to_target_s"] == a[0]
     assert summary["wall_time_to_target_s"] > 0
