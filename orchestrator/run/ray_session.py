@@ -76,7 +76,7 @@ def connect(cfg: RayConfig, address: str | None = None, *, route_logs: bool = Fa
             attach(address, cfg.connect_timeout_s, logging_level=logging.WARNING, log_to_driver=True)
         return RaySession(False, address, dict(ray.cluster_resources()))
     logs = RayLogSink(show=logging.getLogger().isEnabledFor(logging.INFO)) if route_logs else None
-    kwargs: dict[str, object] = {
+    kwargs: dict[str, Any] = {
         "num_cpus": cfg.num_cpus or os.cpu_count() or 1,
         "include_dashboard": cfg.dashboard,
         "logging_level": logging.INFO if logs is not None else logging.WARNING,
