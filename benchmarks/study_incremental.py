@@ -140,9 +140,9 @@ def write_markdown(
         f"({gen.train_per_class} train / {gen.test_per_class} test clips per class, T={gen.frames}, "
         f"{gen.size}x{gen.size}); {inc.tasks} tasks, {inc.epochs_per_task} epochs per task "
         f"({inc.first_task_epochs or inc.epochs_per_task} for the first); model `{base.model.arch}`; "
-        f"memory budget {inc.memory_budget_bytes:,} bytes for every arm with memory; key frames with "
-        f"rho={inc.keyframe_rho}; alpha={inc.alpha}, distill_weight={inc.distill_weight}, "
-        f"kd_weight={inc.kd_weight}; balanced CE={inc.balanced_ce}. The seed sets the data, the class order "
+        f"memory budget {inc.memory.budget_bytes:,} bytes for every arm with memory; key frames with "
+        f"rho={inc.memory.keyframe_rho}; alpha={inc.loss.alpha}, distill_weight={inc.loss.distill_weight}, "
+        f"kd_weight={inc.loss.kd_weight}; balanced CE={inc.loss.balanced_ce}. The seed sets the data, the class order "
         "and the initial weights.",
         "",
         "Mean ± standard deviation over seeds. Forget (task 1) = accuracy on the first task right after "

@@ -1,7 +1,7 @@
 """Recipe ``mutual``: twin co-training with mutual pseudo-labels (MMT-style mean teachers).
 
 1. Data: clean source clips (``data.generator``) and a shifted target domain (``twin.target``); the
-   quality filter (``twin.q_min``) picks the unlabelled target clips, in a Ray task.
+   quality filter (``twin.adaptation.q_min``) picks the unlabelled target clips, in a Ray task.
 2. Two ``TwinNetworkActor`` s (or one, for the self-training baseline) load the data themselves and
    pre-train on the source, each from its own seed.
 3. Every epoch: the twins' EMA models embed the target clips; a clustering task turns those feature
