@@ -63,8 +63,9 @@ class StepTerms:
                     self.grad_sum[i].add_(p.grad)
                 if self.anchor is not None:
                     p.grad.add_(p.detach() - self.anchor[i], alpha=self.prox_mu)
-                if self.correction is not None and self.correction[i] is not None:
-                    p.grad.add_(self.correction[i])
+                shift = self.correction[i] if self.correction is not None else None
+                if shift is not None:
+                    p.grad.add_(shift)
 
     def mean_gradient(self) -> ModelState:
         """The mean raw gradient over the steps taken, float32, keyed by parameter name (empty: none asked

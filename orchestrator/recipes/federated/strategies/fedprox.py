@@ -46,7 +46,7 @@ class FedProx(FedAvg):
     """FedAvg whose devices train with the proximal term ``mu/2 ||w - w_t||^2``."""
 
     name = "fedprox"
-    Params = FedProxParams  # type: ignore[assignment]
+    Params = FedProxParams
 
     def configure_fit(self, round_num: int, device_ids: Sequence[int], settings: TrainSettings) -> list[FitTask]:
         """The round's settings with ``prox_mu = mu``."""

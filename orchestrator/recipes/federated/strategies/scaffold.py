@@ -63,7 +63,7 @@ class Scaffold(FedAvg):
     """SCAFFOLD: corrected local steps, device control variates kept on the hosts (see the module docstring)."""
 
     name = "scaffold"
-    Params = ScaffoldParams  # type: ignore[assignment]
+    Params = ScaffoldParams
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
