@@ -110,7 +110,7 @@ def _resolve_spec(args: argparse.Namespace) -> ExperimentSpec:
     from fedtwin.pipelines.core import storage
 
     overrides = _overrides(args.overrides)
-    if args.output:
+    if args.output is not None:  # an empty --output is an error, not the default
         storage.check_scheme(args.output, "--output")
         overrides["run.output_dir"] = args.output
     if args.resume:

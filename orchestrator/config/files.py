@@ -8,7 +8,8 @@ An experiment YAML may start from another one::
     federation: {num_rounds: 30}        name: quickstart
     strategy: {name: fedavg}            strategy: {name: feddu, params: {decay: 0.99}}
 
-``base`` is a path relative to the file that names it; bases may have bases (a cycle is an error). The
+``base`` is a path relative to the file that names it; bases may have bases (a cycle, or a chain of more
+than :data:`MAX_BASES` files, is an error). The
 file's settings are deep-merged onto its base's: mappings merge key by key, everything else (numbers,
 strings, lists, null) replaces. Sweep files use :func:`read_mapping` and :func:`relative_to` too; their
 ``base`` names the experiment the trials start from and is not merged.
@@ -23,8 +24,11 @@ from typing import Any
 import yaml
 
 from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.config.yaml_strict import DuplicateKeyError, TooLargeError, load_yaml
 
 BASE_KEY = "base"
+#: The longest chain of ``base:`` files (a file, its base, the base's base, ...).
+MAX_BASES = 32
 
 
 def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
@@ -36,7 +40,8 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
     Raises:
         ConfigError: one line naming the file when it is missing, unreadable, not UTF-8 text, not
-            YAML, empty, or not a mapping at the top level.
+            YAML, empty, not a mapping at the top level, or has a key twice in one mapping (naming the
+            dotted key and both lines).
         StorageError: a URI whose store refuses (missing bucket, no credentials).
     """
     from fedtwin.pipelines.core import storage
@@ -48,9 +53,11 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
             raise ConfigError(f"{path}: {what} not found") from None
     else:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: {what} not found")
         try:
+            if path.is_dir():
+                raise ConfigError(f"{path}: is a folder; give the path of a YAML {what}")
+            if not path.is_file():
+                raise ConfigError(f"{path}: {what} not found")
             raw = path.read_bytes()
         except OSError as err:
             raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
@@ -59,9 +66,13 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (cannot read it as UTF-8); give a YAML {what}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except (DuplicateKeyError, TooLargeError) as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to read; flatten it") from None
     if data is None:
         raise ConfigError(f"{path}: the {what} is empty; it needs at least one setting (see configs/ for examples)")
     if not isinstance(data, Mapping):
@@ -119,17 +130,27 @@ def _load(path: Path, relative_keys: tuple[str, ...], chain: tuple[Path, ...]) -
     ref = data.pop(BASE_KEY)
     if not isinstance(ref, str) or not ref.strip():
         raise ConfigError(f"{path}: base: expected the path of another experiment YAML, got {ref!r}")
+    if len(chain) + 1 >= MAX_BASES:
+        raise ConfigError(f"{path}: base: more than {MAX_BASES} files deep; shorten the chain of base: files")
     base_path = relative_to(ref, path)
     here = path.resolve()
     seen = (*chain, here)
     if base_path.resolve() in seen:
         loop = " -> ".join(p.name for p in (*seen, base_path.resolve()))
         raise ConfigError(f"{path}: base: files inherit from each other in a cycle ({loop}); remove one base:")
-    if not base_path.is_file():
+    if not _is_file(base_path):
         raise ConfigError(
             f"{path}: base: experiment file {base_path} not found (paths are relative to the file that names them)"
         )
     return deep_merge(_load(base_path, relative_keys, seen), data)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False also for a path the file system refuses (too long, ...)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _absolutize(data: dict[str, Any], dotted: str, file: Path) -> None:

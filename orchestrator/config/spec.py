@@ -23,6 +23,7 @@ from typing import Any, get_type_hints
 
 from fedtwin.orchestrator.config.files import load_with_bases
 from fedtwin.orchestrator.config.loader import ConfigError, apply_overrides, closest, coerce, to_dict
+from fedtwin.orchestrator.config.names import check_location, check_run_name
 from fedtwin.orchestrator.config.recipes import recipe_class, recipe_declaration, recipes_with_section
 from fedtwin.orchestrator.config.sections import (
     DataConfig,
@@ -86,7 +87,8 @@ class ExperimentSpec:
     """One experiment: the common sections plus its recipe's sections (see the module docstring).
 
     Attributes:
-        name: run name (the run folder's prefix); no '/'.
+        name: run name (the run folder's prefix): a folder name of at most 234 bytes in UTF-8 (see
+            :mod:`fedtwin.orchestrator.config.names`).
         recipe: the recipe: ``federated`` (default), ``mutual``, ``incremental``, ``transfer``, an entry
             point of ``fedtwin.recipes`` or an import path ``pkg.module:MyRecipe``.
         seed: the experiment seed.
@@ -113,10 +115,10 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         try:
-            check(
-                bool(self.name) and "/" not in self.name,
-                f"name: must be a non-empty name without '/', got {self.name!r}",
-            )
+            check_run_name(self.name)  # the run folder's name: checked before anything is written
+            for where, location in (("run.output_dir", self.run.output_dir), ("data.root", self.data.root)):
+                check_location(location, where)
+            check_location(self.data.path, "data.path")
             check(self.seed >= 0, f"seed: must be >= 0, got {self.seed}")
         except ValueError as err:
             raise ConfigError(str(err)) from None

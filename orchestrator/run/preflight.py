@@ -55,6 +55,8 @@ def check_common(spec: Any) -> None:
         storage.check_scheme(data.root, "data.root")
         if storage.is_remote(data.root):
             storage.check_location(data.root, "data.root", writable=True)
+        else:
+            check_output_dir(data.root, "data.root")  # generated data goes there: it must be a folder
 
 
 def check_output_dir(output_dir: str | Path, field: str = "run.output_dir") -> None:
@@ -68,9 +70,8 @@ def check_output_dir(output_dir: str | Path, field: str = "run.output_dir") -> N
         if parent.exists():
             if not parent.is_dir():
                 what = "is a file" if parent == path else f"is inside {parent}, which is a file"
-                raise FedtwinError(
-                    f"run.output_dir {path}: {what}, not a directory; choose another folder (--output DIR)"
-                )
+                fix = "choose another folder (--output DIR)" if field == "run.output_dir" else f"choose another {field}"
+                raise FedtwinError(f"{field} {path}: {what}, not a directory; {fix}")
             return
 
 

@@ -31,6 +31,7 @@ import yaml
 
 from fedtwin.orchestrator.config.files import read_mapping, relative_to
 from fedtwin.orchestrator.config.loader import ConfigError, from_dict, to_dict
+from fedtwin.orchestrator.config.names import check_folder_name
 from fedtwin.orchestrator.config.recipes import recipe_class
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 
@@ -205,8 +206,7 @@ class SweepSpec:
     time_budget_s: float | None = None  # stop the whole sweep after this many seconds
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name: must be a non-empty name without '/', got {self.name!r}")
+        check_folder_name(self.name)  # the sweep's folder: checked before anything is written
         if not self.search_space:
             raise ValueError(
                 "search_space: must name at least one dotted key, e.g. strategy.params.C: {loguniform: [0.25, 4]}"
