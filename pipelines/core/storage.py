@@ -273,8 +273,8 @@ def write_bytes_atomic(location: str | os.PathLike[str], data: bytes) -> None:
                 os.unlink(tmp)
             raise
         return
-    fs, path = resolve(location)
-    with errors_as_storage(location), fs.open_output_stream(path) as out:
+    fs, key = resolve(location)
+    with errors_as_storage(location), fs.open_output_stream(key) as out:
         out.write(data)
 
 

@@ -119,7 +119,7 @@ class DeviceStore:
         self.device_ids = np.asarray(sorted(int(d) for d in device_ids), dtype=np.int64)
         self.directory = Path(directory) if directory is not None else cache_dir()
         self.max_bytes = cache_max_bytes() if max_bytes is None else int(max_bytes)
-        self.path = self.directory / entry_name(manifest, self.device_ids)
+        self.path = self.directory / entry_name(manifest, self.device_ids.tolist())
         self.source_reads: list[str] = []
         sizes = manifest.num_examples[self.device_ids]
         self._starts = dict(zip(self.device_ids.tolist(), (np.cumsum(sizes) - sizes).tolist(), strict=True))

@@ -23,7 +23,7 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -160,7 +160,9 @@ class WorkerStartError(FedtwinError):
     """The decoding worker processes could not start (nothing to do with the videos)."""
 
 
-def _pooled(jobs: Sequence[VideoJob], workers: int, fn: Callable[[VideoJob], DecodedVideo]) -> Iterator[DecodedVideo]:
+def _pooled(
+    jobs: Sequence[VideoJob], workers: int, fn: Callable[[VideoJob], DecodedVideo]
+) -> Generator[DecodedVideo, None, None]:
     """``fn`` over ``jobs`` in a spawned process pool, results in input order, a bounded number in flight."""
     # spawn, not fork: the parent may hold Arrow's threads, and forking a threaded process can deadlock.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))

@@ -243,7 +243,7 @@ class ExemplarMemory:
             raise RuntimeError("the memory has never seen a clip, so its shape is unknown; check len(memory) first")
         stored = self.exemplars
         if not stored:
-            return ClipArrays.empty(self.clip_shape_)  # type: ignore[arg-type]
+            return ClipArrays.empty(self.clip_shape_)
         t = self.clip_shape_[0]
         clips = np.stack([hold_interpolate(e.frames, e.frame_indices, t) for e in stored])
         return ClipArrays(

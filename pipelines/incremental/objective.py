@@ -2,20 +2,23 @@
 
 ``L = CE(student_logits, y) + weight * D`` over every batch of new data plus replayed memory, where ``D`` is
 
-- ``"features"`` (spatio-temporal distillation): ``L_sf + alpha * L_tf`` between the frozen teacher's and the student's
-  stage feature maps (:func:`fedtwin.pipelines.incremental.distillation.spatiotemporal_distillation_loss`), averaged over the
+- ``"features"`` (spatio-temporal distillation): ``L_sf + alpha * L_tf`` between the frozen teacher's and the
+  student's stage feature maps
+  (:func:`fedtwin.pipelines.incremental.distillation.spatiotemporal_distillation_loss`), averaged over the
   distilled stages; ``alpha = 0`` is the "without the temporal term" ablation;
 - ``"logits"`` (iCaRL/LwF-style baseline): KL between the teacher's and the student's old-class logits;
 - ``"none"``: plain cross-entropy (fine-tuning and replay).
 
 ``weight = 1`` gives the unweighted ``CE + L_sf + alpha * L_tf``. The teacher is the model after the
-previous task; on the first task there is none and the loss is CE alone. Stage maps are read with forward hooks, so the model code stays
-unaware of distillation; stage ``i``'s map is its output before any temporal pooling, ``(B, T, C, H, W)``.
+previous task; on the first task there is none and the loss is CE alone. Stage maps are read with forward hooks,
+so the model code stays unaware of distillation; stage ``i``'s map is its output before any temporal pooling,
+``(B, T, C, H, W)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -82,7 +85,8 @@ def stage_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[int]) -> tupl
     Returns:
         ``([(B, T, C, H, W) per layer], logits (B, K))``.
     """
-    stages = model.stages  # type: ignore[attr-defined]
+    # An nn.ModuleList for the built-ins (any indexable of modules for a plugin); torch types it Tensor | Module.
+    stages = cast(Sequence[nn.Module], model.stages)
     picked = [stages[i] for i in layers]  # IndexError names a bad layer early
     captured: dict[int, torch.Tensor] = {}
     handles = [
@@ -90,11 +94,11 @@ def stage_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[int]) -> tupl
         for k, stage in enumerate(picked)
     ]
     try:
-        _, embedding = model.forward_features(x)  # type: ignore[operator]
+        _, embedding = model.forward_features(x)  # type: ignore[operator]  # Module attrs: Tensor | Module
     finally:
         for handle in handles:
             handle.remove()
-    logits = model.classify(embedding)  # type: ignore[operator]
+    logits = model.classify(embedding)  # type: ignore[operator]  # Module attrs: Tensor | Module
     # Conv3d layout (B, C, T, H, W) -> the distillation layout (B, T, C, H, W).
     return [captured[k].transpose(1, 2) for k in range(len(picked))], logits
 
@@ -148,9 +152,9 @@ class IncrementalObjective:
                 f_s,
                 s.alpha,
                 pool=s.pool,
-                temporal_mode=s.temporal_mode,  # type: ignore[arg-type]
+                temporal_mode=s.temporal_mode,
                 normalize=s.normalize,
-                preprocess=s.preprocess,  # type: ignore[arg-type]
+                preprocess=s.preprocess,
                 align=hook(x, (int(f_s.shape[-2]), int(f_s.shape[-1]))),
             )
             losses.append(loss)

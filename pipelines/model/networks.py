@@ -158,7 +158,7 @@ class VideoCNN(nn.Module):
             if cfg.arch not in MODELS:
                 raise ValueError(f"VideoCNN: arch {cfg.arch!r} is not built in; pass its ArchSpec")
             spec = MODELS[cfg.arch]
-        widths = cfg.widths or ()
+        widths: tuple[int, ...] = cfg.widths or ()
         stages: list[nn.Module] = []
         cin = cfg.in_channels
         for i, width in enumerate(widths):

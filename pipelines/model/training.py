@@ -38,7 +38,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -134,7 +134,8 @@ class _Batches:
 
     def __init__(self, data: Data, device: torch.device) -> None:
         if hasattr(data, "clips") and hasattr(data, "labels"):
-            clips, targets = data.clips, data.labels
+            clip_data = cast(ClipData, data)  # has both attributes (checked just above)
+            clips, targets = clip_data.clips, clip_data.labels
         elif isinstance(data, tuple) and len(data) == 2:
             clips, targets = data
         else:
@@ -248,7 +249,8 @@ def local_train(
         data: ``ClipArrays`` (uint8 clips are scaled to ``[0, 1]`` per batch) or an ``(x, y)`` pair of
             tensors/arrays; ``y`` may be integer labels, soft targets or a tuple of per-sample tensors.
         settings: epochs, batch size, learning rate, optimizer (fresh per call, or the workspace's reset
-            one), momentum, weight decay and step cap (:class:`fedtwin.pipelines.model.settings.TrainSettings`, validated there).
+            one), momentum, weight decay and step cap
+            (:class:`fedtwin.pipelines.model.settings.TrainSettings`, validated there).
         generator: the only source of randomness (batch order, dropout).
         loss_fn: ``(model, x, y) -> (loss, metrics)``; defaults to :func:`cross_entropy_loss`.
         grad_fn: ``(model, x, y) -> (loss_value, metrics)`` that writes ``param.grad`` itself; exclusive
@@ -365,7 +367,7 @@ def predict(
     if output not in ("logits", "probs", "embedding"):
         raise ValueError(f"predict output={output!r} is unknown; use logits, probs or embedding")
     if not (hasattr(data, "clips") or isinstance(data, tuple)):
-        data = (data, torch.zeros(len(data), dtype=torch.long))
+        data = (data, torch.zeros(len(cast(Any, data)), dtype=torch.long))  # bare clips: a tensor or an array
     device = torch.device(device)
     batches = _Batches(data, device)
     was_training = model.training
@@ -376,7 +378,7 @@ def predict(
             for start in range(0, batches.n, batch_size):
                 x, _ = batches.take(torch.arange(start, min(start + batch_size, batches.n), device=device))
                 if output == "embedding":
-                    out = model.forward_features(x)[1]  # type: ignore[operator]
+                    out = model.forward_features(x)[1]  # type: ignore[operator]  # Module attrs: Tensor | Module
                 else:
                     out = model(x)
                     out = out.softmax(dim=1) if output == "probs" else out

@@ -21,6 +21,8 @@ noise-only (0.0037) still on a par with clean.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,14 @@ def _gaussian_blur(gray: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     padded = F.pad(gray, (radius, radius, radius, radius), mode="replicate")
     return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+
+
+class _FrameOptions(TypedDict):
+    """The keyword options :func:`frame_statistics` and :func:`quality_scores` share."""
+
+    highlight: float
+    shadow: float | None
+    presmooth_sigma: float
 
 
 def frame_statistics(
@@ -160,7 +170,7 @@ class QualityFilter:
             raise NotFittedError("QualityFilter.score called before fit")
         return quality_scores(clips, self.sharpness_ref_, **self._frame_options())
 
-    def _frame_options(self) -> dict[str, float | None]:
+    def _frame_options(self) -> _FrameOptions:
         return {"highlight": self.highlight, "shadow": self.shadow, "presmooth_sigma": self.presmooth_sigma}
 
     def select(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -64,9 +64,9 @@ def kreciprocal_jaccard_distance(X: np.ndarray, k1: int = 20, k2: int = 6) -> np
     ranks = np.argsort(dist, axis=1, kind="stable")
     self_first = ranks[:, 0] != np.arange(n)
     if self_first.any():  # exact duplicates can outrank self; put self first explicitly
-        for p in np.flatnonzero(self_first):
-            row = ranks[p]
-            ranks[p] = np.concatenate(([p], row[row != p]))
+        for dup in np.flatnonzero(self_first):
+            row = ranks[dup]
+            ranks[dup] = np.concatenate(([dup], row[row != dup]))
 
     half = max(1, int(round(k1 / 2)))
     V = np.zeros((n, n), dtype=np.float32)
@@ -74,9 +74,9 @@ def kreciprocal_jaccard_distance(X: np.ndarray, k1: int = 20, k2: int = 6) -> np
         base = _reciprocal_set(ranks, p, k1)
         expanded = base
         for q in base:
-            candidate = _reciprocal_set(ranks, q, half)
-            overlap = np.intersect1d(candidate, base, assume_unique=True).size
-            if overlap >= (2.0 / 3.0) * candidate.size:
+            candidate = _reciprocal_set(ranks, int(q), half)
+            shared = np.intersect1d(candidate, base, assume_unique=True).size
+            if shared >= (2.0 / 3.0) * candidate.size:
                 expanded = np.union1d(expanded, candidate)
         weights = np.exp(-dist[p, expanded])
         V[p, expanded] = weights / weights.sum()

@@ -16,6 +16,8 @@ holds no other sample of its class, and anchors with no negative in the batch ar
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -172,11 +174,9 @@ def mmt_total_loss(
     Each ``out`` is ``(logits, features)``; ``ema_out1`` comes from ``E[θ_1]`` and supervises net 2,
     ``ema_out2`` from ``E[θ_2]`` supervises net 1.
     """
-    kwargs = dict(lambda_id=lambda_id, lambda_tri=lambda_tri, epsilon=epsilon, use_triplet=use_triplet)
-    loss1 = mmt_net_loss(
-        out1[0], out1[1], labels, peer_probs=F.softmax(ema_out2[0], dim=1), peer_features=ema_out2[1], **kwargs
+    net_loss = functools.partial(
+        mmt_net_loss, lambda_id=lambda_id, lambda_tri=lambda_tri, epsilon=epsilon, use_triplet=use_triplet
     )
-    loss2 = mmt_net_loss(
-        out2[0], out2[1], labels, peer_probs=F.softmax(ema_out1[0], dim=1), peer_features=ema_out1[1], **kwargs
-    )
+    loss1 = net_loss(out1[0], out1[1], labels, peer_probs=F.softmax(ema_out2[0], dim=1), peer_features=ema_out2[1])
+    loss2 = net_loss(out2[0], out2[1], labels, peer_probs=F.softmax(ema_out1[0], dim=1), peer_features=ema_out1[1])
     return loss1["total"] + loss2["total"]

@@ -38,6 +38,7 @@ def reset_head(model: nn.Module, centroids: np.ndarray) -> None:
     its weights, so no random initialisation draws from torch's global RNG.
     """
     old = model.head
+    assert isinstance(old, nn.Linear), "reset_head: model.head must be an nn.Linear"  # checked by check_model_api
     centroids = np.asarray(centroids, dtype=np.float32)
     if centroids.ndim != 2 or centroids.shape[1] != old.in_features:
         raise ValueError(
@@ -50,7 +51,8 @@ def reset_head(model: nn.Module, centroids: np.ndarray) -> None:
     head.bias.requires_grad_(old.bias.requires_grad)
     model.head = head
     if hasattr(model, "cfg"):
-        model.cfg = replace(model.cfg, num_classes=int(centroids.shape[0]))
+        cfg: Any = model.cfg  # a dataclass with num_classes (ModelConfig for the built-ins)
+        model.cfg = replace(cfg, num_classes=int(centroids.shape[0]))
 
 
 class TwinEpochLoss:
@@ -91,8 +93,8 @@ class TwinEpochLoss:
             self.on_step()  # parameters now hold the result of the previous optimiser step
         self.calls += 1
         view = self.augment(x, self.generator)
-        embedding = model.forward_features(view)[1]  # type: ignore[operator]
-        logits = model.classify(embedding)  # type: ignore[operator]
+        embedding = model.forward_features(view)[1]  # type: ignore[operator]  # Module attrs: Tensor | Module
+        logits = model.classify(embedding)  # type: ignore[operator]  # Module attrs: Tensor | Module
         s = self.settings
         if s.kind == "hard":
             parts = mmt_net_loss(logits, embedding, labels, lambda_id=0.0, epsilon=0.0, use_triplet=False)

@@ -191,12 +191,14 @@ class HistoryBank:
         sigs = None
         if self.policy == "gss":
             sigs = self._unit_signatures(signatures, len(labels))
+        stored_clips = self._clips
+        assert stored_clips is not None  # allocated by _check_batch
         added = replaced = 0
         for i, y in enumerate(labels):
             y = int(y)
             self._seen[y] += 1
             self._seen_total += 1
-            if self.policy == "gss":
+            if sigs is not None:  # policy "gss"
                 slot, score = self._gss_slot(sigs[i], y, rng)
             else:
                 slot, score = self._reservoir_slot(y, rng), 0.0
@@ -209,10 +211,11 @@ class HistoryBank:
                 replaced += 1
                 self._counts[self._labels[slot]] -= 1
             self._counts[y] += 1
-            self._clips[slot] = clips[i]
+            stored_clips[slot] = clips[i]
             self._labels[slot] = y
             self._scores[slot] = score
             if sigs is not None:
+                assert self._sigs is not None  # allocated by _unit_signatures
                 self._sigs[slot] = sigs[i]
         return AddOutcome(added, replaced, len(labels) - added - replaced)
 
@@ -261,6 +264,7 @@ class HistoryBank:
     def _gss_score(self, sig: np.ndarray, rng: np.random.Generator) -> float:
         if self._size == 0:
             return 0.0
+        assert self._sigs is not None  # add() ran _unit_signatures, which allocates it
         k = min(self.n_compare, self._size)
         ref = rng.choice(self._size, size=k, replace=False)
         return float(np.max(self._sigs[ref] @ sig))

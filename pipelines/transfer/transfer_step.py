@@ -123,8 +123,10 @@ def head_signatures(
     """
     labels = np.asarray(labels, dtype=np.int64)
     embedding = predict(model, (clips, labels), batch_size=batch_size, output="embedding", device=device)
-    weight = model.head.weight.detach().cpu().numpy()
-    bias = model.head.bias.detach().cpu().numpy()
+    head = model.head
+    assert isinstance(head, nn.Linear), "signatures need a linear model.head"  # checked by check_model_api
+    weight = head.weight.detach().cpu().numpy()
+    bias = head.bias.detach().cpu().numpy()
     logits = embedding @ weight.T + bias
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
