@@ -18,7 +18,7 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -161,7 +161,7 @@ def coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: {value!r} is not one of {choices}")
         return value
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, path)
+        return from_dict(cast(type, hint), value, path)  # a hint is a class, never a dataclass instance
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")

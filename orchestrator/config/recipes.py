@@ -89,7 +89,7 @@ def is_recipe_class(obj: Any) -> bool:
     )
 
 
-def recipe_class(ref: str) -> type:
+def recipe_class(ref: str) -> type[Any]:  # duck-typed (is_recipe_class); config never imports recipes/
     """The recipe class named by ``ref`` (``recipe:`` in YAML).
 
     Args:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -63,7 +63,7 @@ class Sections(Mapping[str, Any]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, Any] = ()) -> None:
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
         self._items = dict(items)
 
     def __getitem__(self, key: str) -> Any:
@@ -227,7 +227,7 @@ def _common_hints() -> dict[str, Any]:
     return {key: hints[key] for key in COMMON_KEYS}
 
 
-def _build_sections(recipe: str, cls: type, given: Mapping[str, Any]) -> Sections:
+def _build_sections(recipe: str, cls: type[Any], given: Mapping[str, Any]) -> Sections:
     """The recipe's sections in its declared order: given ones checked (mappings coerced), others default."""
     declared: dict[str, type] = dict(cls.sections)
     for dotted, instead in getattr(cls, "retired_keys", {}).items():

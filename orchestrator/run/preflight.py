@@ -143,7 +143,7 @@ def _check_clip_file(path: Path | str, manifest: Path | str, clip_shape: Any, ro
 
 
 def check_cluster(
-    recipe_cls: type, spec: Any, resources: Mapping[str, float], in_placement_group: bool = False
+    recipe_cls: type[Any], spec: Any, resources: Mapping[str, float], in_placement_group: bool = False
 ) -> None:
     """What the run's actors reserve must fit the cluster (else they would wait forever to be placed).
 

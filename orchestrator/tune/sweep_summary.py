@@ -178,8 +178,10 @@ def write_summary(
     write_text_atomic(written["md"], to_markdown(table, header))
     spec = best_spec(base, table, sweep_name)
     if spec is not None:
+        best = table.best
+        assert best is not None  # best_spec returns a spec only when the table has a best trial
         written["best"] = out_dir / "best.yaml"
-        note = f"# best trial {table.best.trial_id} of sweep {sweep_name}: {table.metric} = {table.best.objective}\n"
+        note = f"# best trial {best.trial_id} of sweep {sweep_name}: {table.metric} = {best.objective}\n"
         write_text_atomic(written["best"], note + yaml.safe_dump(spec.to_dict(), sort_keys=False))
     plot = plot_objective(table, dims, out_dir / "plots" / "objective.png")
     if plot is not None:

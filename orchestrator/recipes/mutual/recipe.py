@@ -308,5 +308,6 @@ class MutualRecipe(FeatureModelRecipe):
         return out
 
     def close(self) -> None:
-        if getattr(self, "twins", None) is not None:
-            self.twins.shutdown()
+        twins = getattr(self, "twins", None)  # None until setup, absent if __init__ failed early
+        if twins is not None:
+            twins.shutdown()

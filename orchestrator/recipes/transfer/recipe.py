@@ -173,7 +173,7 @@ class TransferRecipe(FeatureModelRecipe):
             "final_bank_new_scene_items": last.get("bank_new_scene_items"),
         }
 
-    def _plot(self, records: list[dict[str, Any]]) -> None:
+    def _plot(self, records: Sequence[Mapping[str, Any]]) -> None:
         spec = self.spec
         title = f"{spec.name} ({spec.transfer.mixing.mode})"
         plots = self.ctx.run.plots

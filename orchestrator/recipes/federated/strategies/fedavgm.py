@@ -30,7 +30,7 @@ class FedAvgM(FedAvg):
     """Server momentum; the velocity is strategy state and is checkpointed."""
 
     name = "fedavgm"
-    Params = FedAvgMParams  # type: ignore[assignment]
+    Params = FedAvgMParams
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -4,8 +4,10 @@ After FedAvg has produced ``w_half`` the server measures how inaccurate ``w_half
 data D0 and how non-IID this round's devices are compared with D0, and moves the model towards a
 full server pass over D0 by a fraction ``alpha_t`` (FedDUAP's dynamic server update)::
 
-    alpha_t = C * decay^t * (1 - acc_t) * n0*D(P'_t) / (n0*D(P'_t) + n'_t*D(P0) + eps),  clipped to [0, alpha_max]
-    w_t     = w_half + alpha_t * (w_server - w_half)          (= w_half - eta * tau_eff * g_hat, tau_eff = alpha_t * tau0)
+    alpha_t = C * decay^t * (1 - acc_t) * n0*D(P'_t) / (n0*D(P'_t) + n'_t*D(P0) + eps)
+              clipped to [0, alpha_max]
+    w_t     = w_half + alpha_t * (w_server - w_half)
+            = w_half - eta * tau_eff * g_hat,  with tau_eff = alpha_t * tau0
 
 ``D`` is the base-2 Jensen-Shannon divergence to the label distribution of all device data (or the
 uniform one), computed from the label histograms the selected devices *report*: the server sees
@@ -180,7 +182,7 @@ class FedDU(FedAvg):
 
     name = "feddu"
     needs_server = True
-    Params = FedDUParams  # type: ignore[assignment]
+    Params = FedDUParams
 
     def __init__(
         self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None

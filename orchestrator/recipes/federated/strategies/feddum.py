@@ -56,14 +56,16 @@ class FedDUMParams(FedDUParams):
     Attributes:
         momentum: beta_s, the server (global) momentum in EMA form (the Tune sweep's name); 0 = FedDU's
             update with FedDUM's devices and guard. The EMA averages about ``1/(1 - beta_s)`` rounds of
-            updates (1.4 at the default 0.3, chosen on held-out seeds: docs/results/feddum_momentum.md): 0.9 lags by about 10 rounds, too many for runs of tens of
-            rounds (below FedAvg on the quickstart workload), but may suit runs of hundreds.
+            updates (1.4 at the default 0.3, chosen on held-out seeds: docs/results/feddum_momentum.md):
+            0.9 lags by about 10 rounds, too many for runs of tens of rounds (below FedAvg on the
+            quickstart workload), but may suit runs of hundreds.
         momentum_init: how the first rounds are treated: ``debiased`` (m_{-1} = 0 and the update divided
             by ``1 - beta_s^k``, like Adam's first moment: the first update is applied in full at once, so
-            the start is not delayed; about 1.6 times in total at beta_s 0.5), ``zero`` (m_{-1} = 0 without correction: every update is applied once in total,
-            spread over about ``1/(1 - beta_s)`` rounds, so early progress lags), ``delta`` (m_0 =
-            Delta_0 as in the FedDUMAP reference code: the first, most biased update is applied
-            ``1/(1 - beta_s)`` times in total; kept for reproducing that code, not for use).
+            the start is not delayed; about 1.6 times in total at beta_s 0.5), ``zero`` (m_{-1} = 0
+            without correction: every update is applied once in total, spread over about
+            ``1/(1 - beta_s)`` rounds, so early progress lags), ``delta`` (m_0 = Delta_0 as in the
+            FedDUMAP reference code: the first, most biased update is applied ``1/(1 - beta_s)`` times in
+            total; kept for reproducing that code, not for use).
         device_momentum: beta_d, SGD momentum of local training (0 = the devices train with
             ``training.momentum``). Restarted every round (``fresh``), the average needs about
             ``1/(1 - beta_d)`` steps to build up, and the part still in the buffer at the round's end is
@@ -118,7 +120,7 @@ class FedDUM(FedDU):
     """FedDU plus EMA server momentum under a guard on the final update, plus device momentum."""
 
     name = "feddum"
-    Params = FedDUMParams  # type: ignore[assignment]
+    Params = FedDUMParams
 
     def __init__(
         self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None
