@@ -206,10 +206,12 @@ def write_report(out: Path, study: dict[str, Any], seconds: float, spec: Experim
             f"`python benchmarks/study_transfer.py` — seeds {sorted(sgd)}, wall time {seconds:.0f} s on this "
             f"machine ({torch.get_num_threads()} torch thread).",
             "",
-            f"Setup (`configs/transfer.yaml`): meta-model `{spec.model.arch}` pre-trained {t.pretrain.epochs} epochs on "
+            f"Setup (`configs/transfer.yaml`): meta-model `{spec.model.arch}` "
+            f"pre-trained {t.pretrain.epochs} epochs on "
             f"{10 * spec.data.generator.train_per_class} clean clips (source accuracy {100 * meta_src:.1f}%, "
             f"new-scene accuracy {100 * meta_new:.1f}% before transfer); new scene = shift "
-            f"(blur {t.stream.shift.blur_sigma}, contrast {t.stream.shift.contrast}, noise {t.stream.shift.noise_std}); "
+            f"(blur {t.stream.shift.blur_sigma}, contrast {t.stream.shift.contrast}, "
+            f"noise {t.stream.shift.noise_std}); "
             f"{t.stream.sessions} sessions x {t.stream.clips_per_session} clips, {t.training.epochs} epochs each, "
             f"batch {t.training.batch_size} + history batch {t.training.history_batch_size or t.training.batch_size}; "
             f"bank {t.bank.size} clips ({t.bank.policy}, per-class quota). Every arm starts from the same meta-model "

@@ -84,7 +84,8 @@ def test_overrides_revalidate():
         ("training:\n  lr: -0.1\n", "training.lr: must be > 0"),
         (
             "twin:\n  epochs: 3\n",
-            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual",
+            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); "
+            "remove it or set recipe: mutual",
         ),
     ],
 )

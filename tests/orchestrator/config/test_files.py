@@ -142,7 +142,8 @@ def test_config_package_is_a_leaf():
     # Prepare
     code = (
         "import sys, fedtwin.orchestrator.config\n"
-        "import fedtwin.orchestrator.config.files, fedtwin.orchestrator.config.loader, fedtwin.orchestrator.config.recipes\n"
+        "import fedtwin.orchestrator.config.files, fedtwin.orchestrator.config.loader\n"
+        "import fedtwin.orchestrator.config.recipes\n"
         "from fedtwin.orchestrator.config import *  # every public name, loading every module\n"
         "print(sorted(m for m in sys.modules if m.startswith('fedtwin.orchestrator.recipes')))"
     )

@@ -76,7 +76,8 @@ def test_mutual_spec_has_only_twin():
     [
         (
             {"twin": {"epochs": 3}},
-            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); remove it or set recipe: mutual",
+            "twin: not a section of recipe 'federated' (it belongs to recipe 'mutual'); "
+            "remove it or set recipe: mutual",
         ),
         (
             {"recipe": "mutual", "federation": {}},

@@ -103,7 +103,8 @@ def test_builtin_moving_digits_plugin_takes_generator_fields(tmp_path: Path) -> 
         ("make_lying", r"^data\.dataset: '.*:make_lying' wrote an invalid dataset \(.*test\.parquet"),
         (
             "two_args",
-            r"^data\.dataset: '.*:two_args' resolved to function .* which is not a callable make\(out_dir, params, seed\)$",
+            r"^data\.dataset: '.*:two_args' resolved to function .* "
+            r"which is not a callable make\(out_dir, params, seed\)$",
         ),
         ("make_nowhere", r"^data\.dataset: module '.*' has no attribute 'make_nowhere'"),
     ],

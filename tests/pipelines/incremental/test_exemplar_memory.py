@@ -1,4 +1,7 @@
-"""Tests for pipelines/incremental/exemplar_memory.py: ranking, key-frame storage, the byte budget, Parquet round trip."""
+"""Tests for pipelines/incremental/exemplar_memory.py.
+
+Ranking, key-frame storage, the byte budget, Parquet round trip.
+"""
 
 from __future__ import annotations
 

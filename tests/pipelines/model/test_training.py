@@ -1,4 +1,7 @@
-"""Tests for fedtwin.pipelines.model.training: the one loop, its hooks and optimizer state, evaluation and prediction."""
+"""Tests for fedtwin.pipelines.model.training.
+
+The one loop, its hooks and optimizer state, evaluation and prediction.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Tests for fedtwin.pipelines.mutual.pseudo_labels: which features label which twin, id matching, own-space centroids."""
+"""Tests for fedtwin.pipelines.mutual.pseudo_labels.
+
+Which features label which twin, id matching, own-space centroids.
+"""
 
 import numpy as np
 import pytest

@@ -1,4 +1,7 @@
-"""Tests for fedtwin.pipelines.mutual.twin_training: head reset, the epoch loss hook and its EMA timing, final choice."""
+"""Tests for fedtwin.pipelines.mutual.twin_training.
+
+Head reset, the epoch loss hook and its EMA timing, final choice.
+"""
 
 import math
 

@@ -1,4 +1,7 @@
-"""Tests for fedtwin.pipelines.transfer.transfer_step: the paired mixing grad_fn, GSS signatures of a model, summaries."""
+"""Tests for fedtwin.pipelines.transfer.transfer_step.
+
+The paired mixing grad_fn, GSS signatures of a model, summaries.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """FedDUM strategy math against hand-computed values (no Ray, no model): server momentum in its three
 first-round forms, the guard on the final (after-momentum) update, device and server-pass settings,
-the global device buffer, checkpoint state and the old ``feddu`` + ``feddum: true`` flag (now an error naming the new strategy).
+the global device buffer, checkpoint state and the old ``feddu`` + ``feddum: true`` flag (now an error naming
+the new strategy).
 
 Uses the fake server and the two-device setting of ``test_feddu.py``; ``FakeServer(accuracy=1.0)``
 makes alpha 0, so the server pass is skipped and FedDU proposes the FedAvg mean.

@@ -118,7 +118,8 @@ class _CrashAfter(RunCallback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.slow  # ~20-35 s on 2 cores on top of the run above; `pytest -m slow tests/orchestrator/recipes/mutual/test_mutual_ray.py`
+# ~20-35 s on 2 cores on top of the run above; `pytest -m slow tests/orchestrator/recipes/mutual/test_mutual_ray.py`
+@pytest.mark.slow
 def test_resume_after_interruption_replays_the_same_epochs(cross_run, tiny_data_root, tmp_path):
     # Prepare: the same spec, killed after epoch 1's checkpoint
     spec = tiny_mutual_spec(tiny_data_root, tmp_path)
