@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fedtwin.orchestrator.config.loader import ConfigError, parse_set_options
 from fedtwin.pipelines.core.errors import FedtwinError
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line (exit 2), like our other user errors."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
