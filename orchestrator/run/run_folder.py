@@ -233,6 +233,12 @@ def spec_to_resume(path: str | Path) -> str:
     """
     storage.check_location(path, "--resume")
     spec_file = storage.join(str(storage.as_location(path)), "spec.yaml")
+    if not storage.is_remote(spec_file):
+        from fedtwin.orchestrator.config.names import path_problem
+
+        problem = path_problem(spec_file)
+        if problem is not None:
+            raise FedtwinError(f"--resume {path}: the path {problem}; pass a folder created by `fedtwin run`")
     if not storage.is_file(spec_file):
         raise FedtwinError(f"--resume {path}: no spec.yaml there; pass a folder created by `fedtwin run`")
     return spec_file

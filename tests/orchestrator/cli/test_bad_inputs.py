@@ -115,6 +115,41 @@ def _resume_of(c: Case, **data) -> list[str]:
     return ["run", "--resume", str(c.run_folder(yaml.safe_dump(spec)))]
 
 
+def _with_text(c: Case, edit: Callable[[str], str], name: str = "exp.yaml") -> list[str]:
+    """A valid config whose YAML text is changed by ``edit`` (for what a dict cannot hold: repeated keys)."""
+    path = c.config(name=name)
+    path.write_text(edit(path.read_text()))
+    return ["run", str(path)]
+
+
+def _base_chain(c: Case, depth: int) -> list[str]:
+    """A config at the end of ``depth`` files that each name the next as their ``base:``."""
+    c.config(name="b0.yaml")
+    for i in range(1, depth + 1):
+        (c.tmp / f"b{i}.yaml").write_text(f"base: b{i - 1}.yaml\n")
+    return ["run", str(c.tmp / f"b{depth}.yaml")]
+
+
+def _base_with(c: Case, text: str) -> list[str]:
+    (c.tmp / "base.yaml").write_text(text)
+    return ["run", str(c.raw(f"base: base.yaml\nname: x\ndata: {{root: {c.tmp / 'data'}}}\n"))]
+
+
+def _named(c: Case, name: str) -> list[str]:
+    """A valid config whose run ``name`` is ``name``."""
+    path = c.config()
+    spec = yaml.safe_load(path.read_text())
+    spec["name"] = name
+    path.write_text(yaml.safe_dump(spec))
+    return ["run", str(path)]
+
+
+LONG = "x" * 300
+_ALIAS_BOMB = "a0: &a0 {k: 1}\n" + "".join(
+    f"a{i}: &a{i} {{" + ", ".join(f"x{j}: *a{i - 1}" for j in range(10)) + "}\n" for i in range(1, 10)
+)
+
+
 FEDDU = {"name": "feddu", "params": {}}
 KILL = {"round": 1, "host": 0, "phase": "fit"}
 
@@ -248,6 +283,50 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
     ("resume-binary-spec", lambda c: _resume_spec(c, "\x00\x01 not yaml"), "spec.yaml"),
     ("resume-spec-of-unknown-recipe", lambda c: _resume_spec(c, "name: x\nrecipe: nope\n"), "recipe"),
     ("resume-whose-data-is-gone", lambda c: _resume_of(c, path=str(c.tmp / "gone")), "does not exist"),
+    # ---- YAML details: repeated keys, shapes, depth
+    (
+        "duplicate-top-level-section",
+        lambda c: _with_text(c, lambda t: t + "training:\n  lr: 0.1\n"),
+        "key 'training' appears twice (line",
+    ),
+    ("duplicate-recipe-key", lambda c: _with_text(c, lambda t: t + "recipe: mutual\n"), "key 'recipe' appears twice"),
+    (
+        "duplicate-nested-key",
+        lambda c: _with_text(c, lambda t: t.replace("federation:\n", "federation:\n  num_rounds: 9\n", 1)),
+        "key 'federation.num_rounds' appears twice",
+    ),
+    ("duplicate-key-in-a-base", lambda c: _base_with(c, "seed: 1\nseed: 2\n"), "base.yaml: key 'seed' appears twice"),
+    ("duplicate-key-in-a-set", lambda c: ["run", str(c.config()), "--set", "training={lr: 1, lr: 2}"], "'lr' appears"),
+    ("duplicate-key-in-resume-spec", lambda c: _resume_spec(c, "name: x\nseed: 1\nseed: 2\n"), "'seed' appears twice"),
+    ("scalar-config", lambda c: ["run", str(c.raw("42\n"))], "top level must be a mapping"),
+    ("base-is-a-list", lambda c: _base_with(c, "- a\n- b\n"), "base.yaml: top level must be a mapping"),
+    ("base-cycle", lambda c: ["run", str(c.config(base="exp.yaml"))], "cycle"),
+    ("base-chain-too-deep", lambda c: _base_chain(c, 40), "more than 32 files deep"),
+    ("deeply-nested-yaml", lambda c: ["run", str(c.raw("a: " + "[" * 5000 + "]" * 5000 + "\n"))], "nested too deeply"),
+    ("yaml-alias-bomb", lambda c: ["run", str(c.raw(_ALIAS_BOMB))], "more than 1,000,000 values"),
+    ("utf16-config", lambda c: ["run", str(c.raw("name: x\n".encode("utf-16")))], "not a text file"),
+    # ---- names and paths the file system must take
+    ("name-of-300-characters", lambda c: _named(c, LONG), "name: is 300 bytes long; at most 234"),
+    ("name-of-300-utf8-bytes", lambda c: _named(c, "\u00e9" * 150), "name: is 300 bytes long"),
+    ("name-too-long-by-set", lambda c: ["run", str(c.config()), "--set", f"name={LONG}"], "name: is 300 bytes"),
+    ("name-dot-dot", lambda c: _named(c, ".."), "'..' is not a folder name"),
+    ("name-empty", lambda c: _named(c, ""), "name: must not be empty"),
+    ("name-with-nul", lambda c: ["run", str(c.raw('name: "a\\0b"\n'))], "name: must not contain '\\x00'"),
+    ("name-with-newline", lambda c: _named(c, "a\nb"), "name: must not contain '\\n'"),
+    ("name-with-backslash", lambda c: _named(c, "a\\b"), "name: must not contain"),
+    ("name-starting-with-dash", lambda c: _named(c, "-rf"), "name: must not start with '-'"),
+    ("output-dir-empty", lambda c: ["run", str(c.config()), "--output", ""], "run.output_dir: must name a folder"),
+    ("output-dir-part-too-long", lambda c: ["run", str(c.config()), "--output", str(c.tmp / LONG)], "300 bytes"),
+    ("data-root-empty", lambda c: ["run", str(c.config(data={"root": " "}))], "data.root: must name a folder"),
+    ("data-root-is-a-file", lambda c: ["run", str(c.config(data={"root": str(c.raw("x", "f.txt"))}))], "data.root"),
+    ("config-name-too-long", lambda c: ["run", str(c.tmp / f"{LONG}.yaml")], "cannot read the config file"),
+    ("resume-path-too-long", lambda c: ["run", "--resume", str(c.tmp / LONG)], "--resume"),
+    # ---- numbers at the edge of their type
+    ("nan-float", lambda c: ["run", str(c.config()), "--set", "training.lr=.nan"], "training.lr: expected a finite"),
+    ("inf-float", lambda c: ["run", str(c.config()), "--set", "federation.round_timeout_s=.inf"], "finite number"),
+    ("huge-int", lambda c: ["run", str(c.config()), "--set", f"federation.num_rounds={10**20}"], "out of range"),
+    ("huge-seed", lambda c: ["run", str(c.config()), "--set", f"seed={2**64}"], "seed: 18446744073709551616 is out"),
+    ("huge-float", lambda c: ["run", str(c.config()), "--set", f"training.lr={10**400}"], "finite number"),
     ("no-config-no-resume", lambda c: ["run"], "give a CONFIG"),
 ]
 
@@ -272,7 +351,8 @@ def test_bad_input_exits_2_in_at_most_3_lines_and_writes_nothing(tmp_path, sourc
     case = Case(tmp_path, *sources)
     argv = build(case)
     resumed = Path(argv[argv.index("--resume") + 1]) if "--resume" in argv else None
-    before = _snapshot(resumed) if resumed is not None and resumed.is_dir() else None
+    long_name = resumed is not None and len(resumed.name.encode()) > 255  # is_dir() itself would raise
+    before = _snapshot(resumed) if resumed is not None and not long_name and resumed.is_dir() else None
     capsys.readouterr()
     # Execute
     code = main(argv)
