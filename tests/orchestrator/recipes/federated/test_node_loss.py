@@ -139,4 +139,4 @@ def test_a_lost_node_whose_hosts_cannot_be_placed_again_costs_no_round_and_no_we
 
 @pytest.mark.slow
 def test_hosts_are_placed_again_when_a_node_joins(tmp_path, tiny_data_root):
-    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=30, join_later=True)
+    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=60, join_later=True)
