@@ -40,6 +40,9 @@ FEDTWIN_LINES = [
 def fedtwin(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="fedtwin-ray-"))
     env.pop("RAY_ADDRESS", None)  # embedded Ray
+    # A user's fresh shell: ray.init() in this test process (the shared ray_session) exports
+    # RAY_AUTH_MODE=token, and a child that inherits it starts without Ray's token warning.
+    env.pop("RAY_AUTH_MODE", None)
     return subprocess.run(
         [sys.executable, "-m", "fedtwin.orchestrator.cli", *args],
         cwd=ROOT,
@@ -130,6 +133,9 @@ def test_ray_log_sink_holds_records_until_the_run_folder_exists(tmp_path, capsys
     from fedtwin.orchestrator.run.ray_logs import RayLogSink
 
     ray_logger = logging.getLogger("ray.fedtwin_test")
+    # ray.init() earlier in this process (the shared ray_session) sets the "ray" logger's level; this
+    # test is about where records go, so its own logger passes every level through.
+    ray_logger.setLevel(logging.INFO)
     terminal = logging.StreamHandler(sys.stderr)
     parent = logging.getLogger("ray")
     parent.addHandler(terminal)
@@ -147,6 +153,7 @@ def test_ray_log_sink_holds_records_until_the_run_folder_exists(tmp_path, capsys
         shown.close()
     finally:
         parent.removeHandler(terminal)
+        ray_logger.setLevel(logging.NOTSET)
     log = (tmp_path / "ray.log").read_text()
     assert "before the folder" in log and "after the folder" in log and "after close" not in log
     err = capsys.readouterr().err
