@@ -278,7 +278,17 @@ def test_builtin_arch_resolves_to_its_spec() -> None:
 def test_strategy_by_name_entry_point_and_import_path(user_dir: Path, fake_entry_points) -> None:
     from fedtwin.orchestrator.recipes.federated.strategies import STRATEGIES, FedAvg, strategy_class
 
-    assert strategy_class("fedavg") is FedAvg and set(STRATEGIES) == {"fedavg", "fedavgm", "feddu", "feddum"}
+    assert strategy_class("fedavg") is FedAvg and set(STRATEGIES) == {
+        "fedavg",
+        "fedavgm",
+        "feddu",
+        "feddum",
+        "fedprox",
+        "scaffold",
+        "fedadam",
+        "fedyogi",
+        "fedadagrad",
+    }
     assert strategy_class(f"{USER_MODULE}:HalfStrategy").name == "half"
     fake_entry_points("fedtwin.strategies", "half", f"{USER_MODULE}:HalfStrategy")
     assert strategy_class("half").name == "half"
@@ -287,7 +297,7 @@ def test_strategy_by_name_entry_point_and_import_path(user_dir: Path, fake_entry
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
-        ("fedprox", "strategy.name: unknown strategy 'fedprox'; choose one of fedavg, fedavgm, feddu"),
+        ("fedsgd", "strategy.name: unknown strategy 'fedsgd'; did you mean 'feddu'? choose one of fedadagrad, fedadam"),
         (
             f"{USER_MODULE}:MeanNet",
             "which is not a subclass of fedtwin.orchestrator.recipes.federated.strategies.base.Strategy",
