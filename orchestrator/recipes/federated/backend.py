@@ -63,8 +63,14 @@ class Backend(Protocol):
         on_host_done: Callable[[int, int], None] | None = None,
         payload: Mapping[str, ModelState] | None = None,
     ) -> AggregatedFit:
-        """:meth:`start_fit` then :meth:`finish_fit`."""
-        ...
+        """Run one round's tasks: :meth:`start_fit` then :meth:`finish_fit` (shared by both backends).
+
+        ``payload`` (the strategy's round broadcast, e.g. a global momentum buffer) travels like the state.
+
+        Raises:
+            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
+        """
+        return self.finish_fit(self.start_fit(state, tasks, timeout_s, on_host_done, payload))
 
     def start_evaluate(self, state: ModelState) -> Any:
         """Send the test evaluation of ``state`` off; :meth:`finish_evaluate` waits for the scores."""
@@ -75,8 +81,8 @@ class Backend(Protocol):
         ...
 
     def evaluate(self, state: ModelState) -> dict[str, Any]:
-        """:meth:`start_evaluate` then :meth:`finish_evaluate`."""
-        ...
+        """:meth:`start_evaluate` then :meth:`finish_evaluate` (shared by both backends)."""
+        return self.finish_evaluate(self.start_evaluate(state))
 
     def take_faults(self) -> dict[str, int]:
         """Recovery since the last call: ``device_retries`` (devices dispatched again after their host

@@ -21,6 +21,7 @@ from fedtwin.actors.federated.device_host import DeviceHost
 from fedtwin.actors.federated.evaluator import Evaluator
 from fedtwin.actors.federated.server_node import ServerNode
 from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend import Backend
 from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
 from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
@@ -40,7 +41,7 @@ class _LocalRound:
     payload: Mapping[str, ModelState] | None
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """A :class:`~fedtwin.orchestrator.recipes.federated.backend.Backend` without processes."""
 
     def __init__(
@@ -96,17 +97,6 @@ class LocalBackend:
                 handle.on_host_done(done, len(by_host))
         return finish_round(fold, handle.state, handle.tasks, self.spec.federation.min_success_fraction)
 
-    def fit(
-        self,
-        state: ModelState,
-        tasks: Sequence[FitTask],
-        timeout_s: float,
-        on_host_done: Callable[[int, int], None] | None = None,
-        payload: Mapping[str, ModelState] | None = None,
-    ) -> AggregatedFit:
-        """:meth:`start_fit` then :meth:`finish_fit`."""
-        return self.finish_fit(self.start_fit(state, tasks, timeout_s, on_host_done, payload))
-
     def start_evaluate(self, state: ModelState) -> ModelState:
         """Nothing runs yet: :meth:`finish_evaluate` scores ``state``."""
         return state
@@ -114,10 +104,6 @@ class LocalBackend:
     def finish_evaluate(self, handle: ModelState) -> dict[str, Any]:
         """Accuracy and loss on the test split."""
         return self.evaluator.evaluate(handle, split="test")
-
-    def evaluate(self, state: ModelState) -> dict[str, Any]:
-        """Accuracy and loss on the test split."""
-        return self.finish_evaluate(self.start_evaluate(state))
 
     def take_faults(self) -> dict[str, int]:
         """Nothing restarts in-process: all zero, every host live (same record keys as on Ray)."""

@@ -38,6 +38,7 @@ from fedtwin.actors.federated.fault_hook import FaultPoint
 from fedtwin.actors.federated.ray_actors import DeviceHostActor, EvaluatorActor, ServerNodeActor
 from fedtwin.actors.placement import actor_options
 from fedtwin.orchestrator.config.spec import ExperimentSpec
+from fedtwin.orchestrator.recipes.federated.backend import Backend
 from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, fault_hook, host_settings, plan_hosts
 from fedtwin.orchestrator.recipes.federated.host_pool import HostPool
 from fedtwin.orchestrator.recipes.federated.ray_round import RoundRun
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 CONTROL_TIMEOUT_S = 300.0
 
 
-class RayBackend:
+class RayBackend(Backend):
     """Owns the host actors and the evaluator of one experiment.
 
     With ``server_node=True`` the evaluator is a :class:`~fedtwin.actors.federated.server_node.ServerNode`, which
@@ -147,23 +148,6 @@ class RayBackend:
         return host_of(device_id, self.num_hosts)
 
     # ------------------------------------------------------------------ the round
-    def fit(
-        self,
-        state: ModelState,
-        tasks: Sequence[FitTask],
-        timeout_s: float,
-        on_host_done: Callable[[int, int], None] | None = None,
-        payload: Mapping[str, ModelState] | None = None,
-    ) -> AggregatedFit:
-        """Run one round's tasks and fold the hosts' answers as they arrive, under one deadline.
-
-        ``payload`` (the strategy's round broadcast, e.g. a global momentum buffer) travels like the state.
-
-        Raises:
-            RoundFailedError: too few devices succeeded (``federation.min_success_fraction``).
-        """
-        return self.finish_fit(self.start_fit(state, tasks, timeout_s, on_host_done, payload))
-
     def start_fit(
         self,
         state: ModelState,
@@ -227,10 +211,6 @@ class RayBackend:
         return self._idle.take()
 
     # ------------------------------------------------------------------ other calls
-    def evaluate(self, state: ModelState) -> dict[str, Any]:
-        """Accuracy and loss on the test split (in the evaluator actor)."""
-        return self.finish_evaluate(self.start_evaluate(state))
-
     def start_evaluate(self, state: ModelState) -> tuple[Any, ModelState]:
         """Send the evaluation off and return at once; :meth:`finish_evaluate` waits for the scores."""
         self._fault(FaultPoint("evaluate", self._round), self)
