@@ -23,7 +23,7 @@ import torch
 from fedtwin.actors.trainer_base import TorchActor
 from fedtwin.pipelines.core.seeding import derive_seed, torch_generator
 from fedtwin.pipelines.data.dataset_io import load_split
-from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
+from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN
 from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model, weighted_average
 from fedtwin.pipelines.model.training import evaluate, local_train, predict
 from fedtwin.pipelines.mutual.augment import build_augmentation
@@ -58,6 +58,8 @@ class TwinNetwork(TorchActor):
         target_dir: shifted dataset; ``train`` clips are the unlabelled set, ``test`` is for scoring.
         kept: indices of the target ``train`` clips that passed the quality filter.
     """
+
+    model: VideoCNN  # built in __init__, so never None here
 
     def __init__(
         self,

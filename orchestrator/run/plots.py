@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ AXIS_LABELS = {"sim_time_s": "modelled time (s)"}
 
 
 def plot_curves(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
     path: str | Path,
     *,
     x: str = "round",

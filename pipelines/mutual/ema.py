@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from fedtwin.pipelines.mutual.settings import EmaSettings
 
+M = TypeVar("M", bound=torch.nn.Module)
 
-def init_ema(model: torch.nn.Module) -> torch.nn.Module:
+
+def init_ema(model: M) -> M:
     """``E^(0)[θ] = θ``: an independent copy of ``model`` with gradients switched off."""
     ema = copy.deepcopy(model)
     for param in ema.parameters():

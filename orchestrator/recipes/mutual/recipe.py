@@ -81,7 +81,9 @@ class _Twins:
             plugin_paths=spec.plugins.paths,
         )
         # A restarted twin would come back without its weights, so twins are not restarted (max_restarts=0).
-        self.actors = [
+        # Handles are Any: Ray's stubs give a method ``.remote`` only under ``@ray.method``, and the plain
+        # class stays importable without Ray.
+        self.actors: list[Any] = [
             TwinNetworkActor.options(**options).remote(
                 tw, j, spec.seed, spec.model, res.torch_threads, source_dir, target_dir, kept_ref
             )

@@ -25,8 +25,9 @@ def target_generator(spec: ExperimentSpec) -> tuple[MovingDigitsConfig, int]:
     return cfg, target.seed if target.seed is not None else spec.data.seed + 1
 
 
-def prepare_domains(spec: ExperimentSpec) -> tuple[Path, Path]:
-    """Source and target dataset directories, generated on first use (cached by content hash)."""
+def prepare_domains(spec: ExperimentSpec) -> tuple[Path | str, Path | str]:
+    """Source and target dataset directories, generated on first use (cached by content hash); a URI
+    ``data.root`` gives URIs."""
     if spec.data.generator.shift is not None:
         raise ConfigError(
             "data.generator.shift: the source domain must be clean for recipe 'mutual'; "
