@@ -19,7 +19,7 @@ from torch.nn import functional as nnf
 from fedtwin.actors.trainer_base import TorchActor
 from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.partition_manifest import load_partition_manifest, load_shared, load_test
-from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.networks import ModelConfig, VideoCNN
 from fedtwin.pipelines.model.state import ModelState, load_state
 from fedtwin.pipelines.model.training import predict
 
@@ -66,6 +66,8 @@ def classification_scores(logits: np.ndarray, labels: np.ndarray, num_classes: i
 
 class Evaluator(TorchActor):
     """Holds splits of a partition (``split``, default ``test``, plus ``extra_splits``) and scores states."""
+
+    model: VideoCNN  # built in __init__, so never None here
 
     def __init__(
         self,

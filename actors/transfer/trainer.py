@@ -33,7 +33,7 @@ from fedtwin.pipelines.core.seeding import numpy_rng, torch_generator
 from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.data.moving_digits import NUM_DIGIT_CLASSES
-from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig
+from fedtwin.pipelines.model.networks import FEATURE_API, ModelConfig, VideoCNN
 from fedtwin.pipelines.model.state import ModelState, load_state, state_from_model
 from fedtwin.pipelines.model.training import evaluate, local_train, predict
 from fedtwin.pipelines.transfer.gradient_mixing import GradientMixer
@@ -79,6 +79,8 @@ class TransferTrainer(TorchActor):
         seed: the run seed.
         torch_threads: intra-op threads of this actor (``resources.torch_threads``).
     """
+
+    model: VideoCNN  # built in __init__, so never None here
 
     def __init__(
         self,

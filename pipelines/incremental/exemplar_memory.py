@@ -101,7 +101,7 @@ class ExemplarMemory:
         self.keyframes = keyframes
         self.full_clips = full_clips
         self._classes: dict[int, list[Exemplar]] = {}  # insertion order = order classes were seen
-        self.clip_shape_: tuple[int, ...] | None = None  # (T, C, H, W), fixed by the first add
+        self.clip_shape_: tuple[int, int, int, int] | None = None  # (T, C, H, W), fixed by the first add
         self.keyframe_selector_: KeyFrameSelector | None = None
 
     # ----------------------------------------------------------------- queries
@@ -160,7 +160,8 @@ class ExemplarMemory:
             raise ValueError(
                 f"classes {repeated} are already in the memory; class-incremental tasks add new classes only"
             )
-        self.clip_shape_ = tuple(int(s) for s in clips.shape[1:])
+        t, c, h, w = (int(s) for s in clips.shape[1:])  # 5-D, checked above
+        self.clip_shape_ = (t, c, h, w)
         if not self.full_clips and self.keyframe_selector_ is None:
             selector = copy.deepcopy(self.keyframes) if self.keyframes is not None else KeyFrameSelector()
             self.keyframe_selector_ = selector if hasattr(selector, "delta_") else selector.fit(clips)
@@ -321,7 +322,9 @@ class ExemplarMemory:
         if meta.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{path}: memory format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
         memory = cls(meta["budget_bytes"], meta["per_class_quota"], meta["ranking"], full_clips=meta["full_clips"])
-        memory.clip_shape_ = tuple(meta["clip_shape"]) if meta["clip_shape"] is not None else None
+        if meta["clip_shape"] is not None:
+            t, c, h, w = (int(s) for s in meta["clip_shape"])
+            memory.clip_shape_ = (t, c, h, w)
         if meta["keyframes"] is not None:
             selector = KeyFrameSelector(meta["keyframes"]["delta"], meta["keyframes"]["rho"])
             if meta["keyframes"]["delta_"] is not None:

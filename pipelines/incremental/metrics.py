@@ -50,7 +50,7 @@ def task_accuracies(
 
 
 def seen_accuracies(
-    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: Sequence[float] | None = None
+    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: np.ndarray | Sequence[float] | None = None
 ) -> np.ndarray:
     """Accuracy on all classes seen so far, after each task.
 
@@ -71,7 +71,7 @@ def seen_accuracies(
 
 
 def average_incremental_accuracy(
-    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: Sequence[float] | None = None
+    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: np.ndarray | Sequence[float] | None = None
 ) -> float:
     """Average incremental accuracy (Rebuffi et al., iCaRL): ``(1/n) sum_i Acc_i`` over ``seen_accuracies``."""
     return float(seen_accuracies(acc, task_sizes).mean())
@@ -110,7 +110,7 @@ def backward_transfer(acc: np.ndarray | Sequence[Sequence[float]]) -> float:
 
 
 def incremental_summary(
-    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: Sequence[float] | None = None
+    acc: np.ndarray | Sequence[Sequence[float]], task_sizes: np.ndarray | Sequence[float] | None = None
 ) -> dict[str, float]:
     """All scalar metrics at once, with snake_case keys for ``metrics.jsonl``."""
     seen = seen_accuracies(acc, task_sizes)

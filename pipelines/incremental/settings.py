@@ -74,10 +74,10 @@ class ObjectiveSettings:
     distillation: str = "features"
     alpha: float = 1.0
     weight: float = 1.0
-    pool: str = "mean"
-    temporal_mode: str = "hw"
+    pool: Literal["mean", "max"] = "mean"
+    temporal_mode: Literal["hw", "global"] = "hw"
     normalize: bool = True
-    preprocess: str = "none"
+    preprocess: Literal["none", "square"] = "none"
     layers: tuple[int, ...] = (-1,)
     trajectory: str = "identity"
     kd_temperature: float = 2.0
