@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ def versions() -> dict[str, str]:
 
 
 def first_reaching(
-    records: list[dict[str, Any]], key: str, target: float | None, step_key: str = "round"
+    records: Sequence[Mapping[str, Any]], key: str, target: float | None, step_key: str = "round"
 ) -> int | None:
     """The first step whose ``key`` reached ``target`` (None if never, or no target)."""
     if target is None:

@@ -123,9 +123,9 @@ def check_data_dir(path: str | Path) -> dict[str, Any]:
     from fedtwin.pipelines.data.manifest import REGENERATE_HINT, load_dataset_manifest
 
     dataset = load_dataset_manifest(root)  # any other kind: one line naming the expected kind
-    for name, split in dataset.splits.items():
+    for name, info in dataset.splits.items():
         _check_clip_file(
-            dataset.split_path(name), manifest_path, dataset.clip_shape, split.num_examples, REGENERATE_HINT
+            dataset.split_path(name), manifest_path, dataset.clip_shape, info.num_examples, REGENERATE_HINT
         )
     return {"kind": "dataset", "manifest": dataset}
 

@@ -57,11 +57,11 @@ class RunFolder:
         """A new, empty run folder ``<output_dir>/<name>-<timestamp>`` (suffixed if it exists)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if storage.is_remote(output_dir):
-            base = storage.join(str(output_dir), f"{name}-{stamp}")
-            location, n = base, 1
+            uri = storage.join(str(output_dir), f"{name}-{stamp}")
+            location, n = uri, 1
             while storage.exists(location):  # no atomic mkdir on object stores: the timestamp keeps runs apart
                 n += 1
-                location = f"{base}-{n}"
+                location = f"{uri}-{n}"
             return cls(_working_dir(name), location)
         base = Path(storage.as_location(output_dir)) / f"{name}-{stamp}"
         path, n = base, 1

@@ -37,7 +37,9 @@ class ContactSheet:
     clips_per_class: tuple[int, ...]
 
 
-def pick_clips(parquet_path: Path, clip_shape: tuple[int, ...], num_classes: int, per_class: int) -> list[list[np.ndarray]]:
+def pick_clips(
+    parquet_path: Path | str, clip_shape: tuple[int, ...], num_classes: int, per_class: int
+) -> list[list[np.ndarray]]:
     """Up to ``per_class`` clips (T, C, H, W) per class, first of distinct videos, in file order."""
     size = clip_size(clip_shape)
     chosen: list[list[np.ndarray]] = [[] for _ in range(num_classes)]

@@ -25,6 +25,11 @@ from fedtwin.pipelines.model.state import ModelState
 __all__ = ["AggregatedFit", "DeviceFailure", "FitResult", "FitTask", "Strategy"]
 
 
+@dataclass(frozen=True)
+class NoParams:
+    """No parameters."""
+
+
 class Strategy(ABC):
     """Base class. Subclasses declare ``Params`` (a frozen dataclass) and override the hooks.
 
@@ -33,10 +38,8 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     needs_server: ClassVar[bool] = False
-
-    @dataclass(frozen=True)
-    class Params:
-        """No parameters."""
+    #: The dataclass ``strategy.params`` loads into; each strategy assigns its own.
+    Params: ClassVar[type[Any]] = NoParams
 
     def __init__(
         self, params: Any, *, num_devices: int, devices_per_round: int, context: StrategyContext | None = None

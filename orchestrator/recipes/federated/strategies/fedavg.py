@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,7 +44,8 @@ class FedAvg(Strategy):
     """Weights are averaged with ``num_examples`` weights (the folding happens in the driver)."""
 
     name = "fedavg"
-    Params = FedAvgParams
+    # Declared as wide as Strategy's: FedAvg's subclasses bring their own (unrelated) params dataclasses.
+    Params: ClassVar[type[Any]] = FedAvgParams
 
     def aggregate_fit(
         self, round_num: int, current: ModelState, fit: AggregatedFit

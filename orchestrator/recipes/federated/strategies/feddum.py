@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -100,7 +100,14 @@ class FedDUMParams(FedDUParams):
                 raise ValueError(f"{name}: {rule}, got {getattr(self, name)!r}")
 
 
-def momentum_settings(lr: float, beta: float, form: str) -> dict[str, float]:
+class MomentumSettings(TypedDict):
+    """The two ``TrainSettings`` fields :func:`momentum_settings` sets."""
+
+    lr: float
+    momentum: float
+
+
+def momentum_settings(lr: float, beta: float, form: str) -> MomentumSettings:
     """``lr`` and ``momentum`` of PyTorch SGD for momentum ``beta`` in ``form``.
 
     ``ema`` scales the learning rate by ``1 - beta``: the step ``lr (1 - beta) v`` with ``v <- beta v + g``
