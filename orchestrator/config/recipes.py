@@ -6,16 +6,18 @@ and a classmethod ``validate(spec)`` (checks across sections); see :mod:`fedtwin
 path ``pkg.module:MyRecipe``. Built-ins are import-path strings, so a recipe module (and the Ray and
 torch code behind it) is imported only when a spec names that recipe.
 
-Loading a spec needs only a recipe's sections and its ``validate``. The built-in recipes listed in
-``BUILTIN_SECTIONS`` declare their sections as torch-free dataclasses and check nothing across sections
-at load (their model check is a preflight check), so :func:`recipe_declaration` answers for them without
-importing the recipe: loading, validating and printing such a spec imports neither torch nor Ray.
+Loading a spec needs only a recipe's sections, its ``retired_keys`` and its ``validate``. Every built-in
+recipe declares them in ``BUILTIN_SECTIONS`` and ``BUILTIN_HOOKS`` as import paths of torch-free modules
+(a check that needs torch, such as the feature taps of the model, is a preflight check), so
+:func:`recipe_declaration` answers for them without importing the recipe: loading, validating and
+printing a spec of a built-in recipe imports neither torch nor Ray. The recipe classes take the same
+objects from here, so there is one declaration.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +37,28 @@ BUILTIN_RECIPES: dict[str, str] = {
 #: Sections of the built-in recipes that declare them without torch or Ray: key -> ``module:Class``.
 #: The recipe classes take their ``sections`` from here (:func:`builtin_sections`), so there is one list.
 BUILTIN_SECTIONS: dict[str, dict[str, str]] = {
+    "federated": {
+        "training": "fedtwin.pipelines.model.train_config:TrainConfig",
+        "federation": "fedtwin.orchestrator.recipes.federated.config:FederationConfig",
+        "strategy": "fedtwin.orchestrator.recipes.federated.config:StrategyConfig",
+        "system": "fedtwin.orchestrator.recipes.federated.config:SystemConfig",
+    },
     "mutual": {"twin": "fedtwin.pipelines.mutual.settings:TwinConfig"},
     "incremental": {
         "training": "fedtwin.pipelines.model.train_config:TrainConfig",
         "incremental": "fedtwin.pipelines.incremental.settings:IncrementalConfig",
     },
     "transfer": {"transfer": "fedtwin.pipelines.transfer.settings:TransferConfig"},
+}
+
+#: What else a built-in recipe of ``BUILTIN_SECTIONS`` declares for loading, as import paths (torch-free):
+#: ``validate`` (a function ``validate(spec)``, the checks across sections) and ``retired_keys`` (a mapping,
+#: see :class:`~fedtwin.orchestrator.recipes.base.Recipe`). A recipe without an entry has neither.
+BUILTIN_HOOKS: dict[str, dict[str, str]] = {
+    "federated": {
+        "validate": "fedtwin.orchestrator.recipes.federated.config:validate",
+        "retired_keys": "fedtwin.orchestrator.recipes.federated.config:RETIRED_KEYS",
+    },
 }
 
 
@@ -51,24 +69,29 @@ class RecipeDeclaration:
     Attributes:
         name: the recipe's name.
         sections: its top-level sections (YAML key -> frozen dataclass).
-        retired_keys: dotted keys it no longer reads (none for these recipes).
+        retired_keys: dotted keys it no longer reads, mapped to what to do instead.
+        check: its checks across sections (``validate``), if any.
     """
 
     name: str
     sections: Mapping[str, type]
     retired_keys: Mapping[str, str] = field(default_factory=dict)
+    check: Callable[[Any], None] | None = None
 
     def validate(self, spec: Any) -> None:
-        """Nothing across sections: these recipes check the model in their ``preflight``."""
+        """The recipe's checks across sections (the same function its class's ``validate`` calls)."""
+        if self.check is not None:
+            self.check(spec)
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def builtin_sections(name: str) -> dict[str, type]:
     """The section classes of built-in recipe ``name`` (imports only their torch-free modules)."""
-    out = {}
-    for key, path in BUILTIN_SECTIONS[name].items():
-        module, _, attr = path.partition(":")
-        out[key] = getattr(importlib.import_module(module), attr)
-    return out
+    return {key: _import(path) for key, path in BUILTIN_SECTIONS[name].items()}
 
 
 def recipe_declaration(ref: str) -> Any:
@@ -76,7 +99,8 @@ def recipe_declaration(ref: str) -> Any:
     ``sections``, ``retired_keys`` and ``validate``. A :class:`RecipeDeclaration` for the recipes of
     ``BUILTIN_SECTIONS`` (no recipe import), else the recipe class itself (:func:`recipe_class`)."""
     if ref in BUILTIN_SECTIONS:
-        return RecipeDeclaration(ref, builtin_sections(ref))
+        hooks = {key: _import(path) for key, path in BUILTIN_HOOKS.get(ref, {}).items()}
+        return RecipeDeclaration(ref, builtin_sections(ref), hooks.get("retired_keys", {}), hooks.get("validate"))
     return recipe_class(ref)
 
 

@@ -24,7 +24,7 @@ from typing import Any, get_type_hints
 from fedtwin.orchestrator.config.files import load_with_bases
 from fedtwin.orchestrator.config.loader import ConfigError, apply_overrides, closest, coerce, to_dict
 from fedtwin.orchestrator.config.names import check_location, check_run_name
-from fedtwin.orchestrator.config.recipes import recipe_class, recipe_declaration, recipes_with_section
+from fedtwin.orchestrator.config.recipes import recipe_declaration, recipes_with_section
 from fedtwin.orchestrator.config.sections import (
     DataConfig,
     PluginsConfig,
@@ -123,7 +123,7 @@ class ExperimentSpec:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         add_search_paths(self.plugins.paths)  # before the recipe (or anything else) resolves a plugin
-        cls = recipe_declaration(self.recipe)  # the recipe class, or for some built-ins a torch-free stand-in
+        cls = recipe_declaration(self.recipe)  # a built-in's torch-free declaration, else the recipe class
         object.__setattr__(self, "sections", _build_sections(self.recipe, cls, self.sections))
         try:
             cls.validate(self)
@@ -177,10 +177,11 @@ class ExperimentSpec:
         plugins = data.get("plugins")
         if isinstance(plugins, Mapping) and isinstance(plugins.get("paths"), list):
             add_search_paths([str(p) for p in plugins["paths"]])
-        own = set(recipe_class(recipe).sections) if isinstance(recipe, str) else set()
+        declared = recipe_declaration(recipe) if isinstance(recipe, str) else None
+        own = set(declared.sections) if declared is not None else set()
         legacy = {"federation", "strategy", "training", "twin", "incremental", "transfer"} - own
         kept = {k: v for k, v in data.items() if k not in legacy}
-        retired = getattr(recipe_class(recipe), "retired_keys", {}) if isinstance(recipe, str) else {}
+        retired = getattr(declared, "retired_keys", {}) if declared is not None else {}
         for dotted, instead in retired.items():
             section, _, key = dotted.partition(".")
             if isinstance(kept.get(section), Mapping) and key in kept[section]:

@@ -101,10 +101,18 @@ class Recipe(ABC):
         manifest and clip files, ``data.dataset``). Override it (calling ``super().preflight(spec)``)
         for recipe checks; raise ``FedtwinError``/``ConfigError`` naming the field. After Ray is
         connected, ``run_experiment`` also checks that the :meth:`footprint` fits an embedded cluster.
+        It ends with :meth:`check_model`.
         """
         from fedtwin.orchestrator.run.preflight import check_common
 
         check_common(spec)
+        cls.check_model(spec)
+
+    @classmethod  # noqa: B027 (an optional hook: empty by design)
+    def check_model(cls, spec: ExperimentSpec) -> None:
+        """Checks of ``spec.model`` that import torch, so loading a spec does not run them: ``preflight``
+        and a sweep's loading (for the base and every searched value) do. Raise ``ConfigError`` naming
+        the field. The default checks nothing beyond what loading checked (``model.arch`` resolves)."""
 
     @classmethod
     def needs_ray(cls, spec: ExperimentSpec) -> bool:

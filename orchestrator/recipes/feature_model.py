@@ -1,9 +1,10 @@
 """What the recipes that read a model's features share (``mutual``, ``incremental``, ``transfer``).
 
 Their model must offer the feature taps (``forward_features``, ``classify``, a Linear ``head``); a
-plain classifier plugin fails in :meth:`FeatureModelRecipe.preflight`, before Ray starts, with one line.
-The check resolves the model class, which imports torch, so it is a preflight check and not part of
-loading a spec. Each of these recipes counts its steps with one key of its section (``step_count``).
+plain classifier plugin fails in :meth:`FeatureModelRecipe.check_model` (part of ``preflight`` and of
+loading a sweep), before Ray starts, with one line. The check resolves the model class, which imports
+torch, so it is not part of loading a spec. Each of these recipes counts its steps with one key of its
+section (``step_count``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ class FeatureModelRecipe(Recipe):
         return int(functools.reduce(getattr, cls.step_count.split("."), spec))
 
     @classmethod
-    def preflight(cls, spec: ExperimentSpec) -> None:
-        """The common checks, then the model's feature taps (one line naming ``model.arch``)."""
-        super().preflight(spec)
+    def check_model(cls, spec: ExperimentSpec) -> None:
+        """The model's feature taps (one line naming ``model.arch``); part of ``preflight``."""
         from fedtwin.pipelines.model.networks import check_feature_api
 
         try:

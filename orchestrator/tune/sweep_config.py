@@ -266,15 +266,17 @@ def resolve_base(sweep: SweepSpec, base: ExperimentSpec) -> ExperimentSpec:
         spec = base.with_overrides(sweep.overrides)
     except ConfigError as err:
         raise ConfigError(f"overrides: {err}") from None
+    cls = recipe_class(spec.recipe)
+    cls.check_model(spec)  # the model checks that loading a spec leaves to preflight, before any trial
     for dim in sweep.dimensions:
         for value in dim.probe_values():
             try:
-                spec.with_overrides({dim.key: value})
+                cls.check_model(spec.with_overrides({dim.key: value}))
             except ConfigError as err:
                 raise ConfigError(
                     f"search_space.{dim.key}: value {value!r} gives an invalid experiment: {err}"
                 ) from None
-    recipe_class(spec.recipe).footprint(spec, {})  # each trial reserves a fixed footprint (e.g. resources.hosts)
+    cls.footprint(spec, {})  # each trial reserves a fixed footprint (e.g. resources.hosts)
     if sweep.objective.name == "rounds_to_target" and target_of(sweep, spec) is None:
         raise ConfigError(
             "objective.target: rounds_to_target needs a target accuracy; set objective.target (or the "

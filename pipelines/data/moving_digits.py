@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
-from fedtwin.pipelines.data.clips import ClipArrays
-from fedtwin.pipelines.data.dataset_io import write_dataset
 from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
 
 log = logging.getLogger(__name__)
@@ -156,6 +154,7 @@ def class_names(cfg: MovingDigitsConfig) -> list[str]:
 @functools.lru_cache(maxsize=4)
 def digit_sprites(digit_size: int) -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 sklearn digits as read-only float32 sprites in [0, 1], shape (1797, S, S), and labels."""
+    from scipy import ndimage  # imported on use: loading a spec reads this module's configs only
     from sklearn.datasets import load_digits  # bundled with scikit-learn; imported lazily (slow import)
 
     digits = load_digits()
@@ -222,6 +221,8 @@ def _render(sprites: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -
 
 def _apply_shift(frames: np.ndarray, shift: ShiftConfig, rng: np.random.Generator) -> np.ndarray:
     if shift.blur_sigma > 0:
+        from scipy import ndimage
+
         frames = ndimage.gaussian_filter(frames, sigma=(0, 0, shift.blur_sigma, shift.blur_sigma), mode="constant")
     frames = 0.5 + shift.contrast * (frames - 0.5)
     if shift.noise_std > 0:
@@ -355,6 +356,8 @@ def make_moving_digits_dataset(
         return _reusable(out, wanted)
     splits = {split: generate(cfg, split, seed) for split in SPLITS}
     info = {"class_names": class_names(cfg), "generator": wanted}
+    from fedtwin.pipelines.data.dataset_io import write_dataset  # pyarrow: imported when writing
+
     try:
         return write_dataset(out, splits, info, overwrite=overwrite)
     except DatasetError:

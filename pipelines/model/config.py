@@ -1,8 +1,8 @@
 """``model:``, the settings of a video model, without torch (``fedtwin.pipelines.model.networks`` builds it).
 
-Loading and printing an experiment spec reads this section; it must not pay torch's import. A built-in
-architecture's defaults are known here (``BUILTIN_ARCH_DEFAULTS``; a test checks that the networks
-module's ``MODELS`` table agrees). A plugin architecture (an entry point or ``pkg.module:Name``) is imported when
+Loading and printing an experiment spec reads this section; it must not pay torch's import. The
+architecture named by ``arch`` is looked up in :mod:`fedtwin.pipelines.model.arch` (also torch-free): a
+built-in's defaults come from a table, a plugin (an entry point or ``pkg.module:Name``) is imported when
 the section is built, to read its ``default_widths`` and ``default_input_pool`` and to fail early on a
 typo; whether the plugin module imports torch is up to it.
 """
@@ -11,29 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Defaults for ``widths`` and ``input_pool`` of a plugin that declares none.
-GENERIC_WIDTHS: tuple[int, ...] = (8, 16, 32)
-GENERIC_INPUT_POOL = 1
-#: ``(default_widths, default_input_pool)`` of each built-in architecture (``networks.MODELS``).
-BUILTIN_ARCH_DEFAULTS: dict[str, tuple[tuple[int, ...], int]] = {
-    "tiny3d": ((8, 16, 32), 2),
-    "c3d": ((32, 64, 128, 256), 1),
-}
-
-
-def arch_defaults(arch: str) -> tuple[tuple[int, ...], int]:
-    """``(widths, input_pool)`` defaults of ``arch``: from the table for a built-in, else from the plugin.
-
-    Raises:
-        PluginError: naming ``arch`` (the loader adds ``model.``) when a plugin does not resolve.
-    """
-    if arch in BUILTIN_ARCH_DEFAULTS:
-        return BUILTIN_ARCH_DEFAULTS[arch]
-    from fedtwin.pipelines.model.networks import resolve_arch  # a plugin: the networks module resolves it
-
-    plugin = resolve_arch(arch, field="arch")
-    widths = tuple(getattr(plugin, "default_widths", GENERIC_WIDTHS))
-    return widths, int(getattr(plugin, "default_input_pool", GENERIC_INPUT_POOL))
+from fedtwin.pipelines.model.arch import arch_defaults
 
 
 @dataclass(frozen=True)

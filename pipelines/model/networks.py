@@ -22,7 +22,8 @@ by global average pooling. GroupNorm (not BatchNorm) keeps the model free of
 running statistics, which federated averaging and tiny device batches handle badly.
 
 Model plugins. ``ModelConfig.arch`` names a built-in (``MODELS``), an entry point of the
-``fedtwin.models`` group, or an import path ``"pkg.module:Name"``. The plugin is a callable
+``fedtwin.models`` group, or an import path ``"pkg.module:Name"``; :mod:`fedtwin.pipelines.model.arch`
+looks the name up without torch, so the config can resolve it too. The plugin is a callable
 ``plugin(cfg: ModelConfig) -> torch.nn.Module``, usually an ``nn.Module`` subclass whose ``__init__``
 takes the config; it may declare ``default_widths`` and ``default_input_pool`` (class attributes) to
 fill those fields when the YAML leaves them out. :func:`build_model` resolves the name in the process
@@ -34,20 +35,18 @@ taps above (``FEATURE_API``; the incremental feature distillation also reads ``m
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as nnf
 
+from fedtwin.pipelines.model.arch import resolve_arch  # the torch-free lookup the model config shares
 from fedtwin.pipelines.model.config import ModelConfig  # the torch-free section; networks builds it
-from fedtwin.pipelines.plugins import PluginError, load_plugin
+from fedtwin.pipelines.plugins import PluginError
 
-MODEL_GROUP = "fedtwin.models"
 #: What the twin, incremental and transfer recipes call besides ``model(x)`` (see the module docstring).
 FEATURE_API = ("forward_features", "classify", "head", "cfg")
 
@@ -105,43 +104,11 @@ class FullBlock(nn.Sequential):
         super().__init__(nn.Conv3d(cin, cout, 3, padding=1, bias=False), _norm(cout, groups), nn.ReLU())
 
 
-#: The built-in model plugins (the ``builtins`` table of the ``fedtwin.models`` group).
-MODELS: dict[str, ArchSpec] = {
-    "tiny3d": ArchSpec(FactorisedBlock, (8, 16, 32), 2, "(2+1)D, 2x input pooling; CPU default"),
-    "c3d": ArchSpec(FullBlock, (32, 64, 128, 256), 1, "full 3x3x3 convs at full resolution; GPU option"),
-}
-
-
-def _takes_config(obj: Any) -> bool:
-    """A model plugin's shape: an ``nn.Module`` subclass or another callable taking one argument."""
-    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, nn.Module)):
-        return False
-    try:
-        inspect.signature(obj).bind(None)
-    except TypeError:
-        return False
-    except ValueError:  # no introspectable signature (some C callables): let the call decide
-        pass
-    return True
-
-
-def resolve_arch(arch: str, *, field: str = "model.arch") -> Callable[[ModelConfig], nn.Module]:
-    """The model plugin named by ``arch`` (built-in, ``fedtwin.models`` entry point or import path).
-
-    Raises:
-        PluginError: one line naming ``field``: unknown name, unimportable module, or an object that
-            is not an ``nn.Module`` subclass or factory taking the ``ModelConfig``.
-    """
-    plugin: Callable[[ModelConfig], nn.Module] = load_plugin(
-        arch,
-        MODEL_GROUP,
-        MODELS,
-        field=field,
-        check=_takes_config,
-        expected="a torch.nn.Module subclass or a factory taking the ModelConfig (cfg) -> nn.Module",
-        kind="model",
-    )
-    return plugin
+#: The built-in architectures; :data:`fedtwin.pipelines.model.arch.BUILTIN_ARCHS` names them by import path.
+TINY3D = ArchSpec(FactorisedBlock, (8, 16, 32), 2, "(2+1)D, 2x input pooling; CPU default")
+C3D = ArchSpec(FullBlock, (32, 64, 128, 256), 1, "full 3x3x3 convs at full resolution; GPU option")
+#: The built-in model plugins by name (the ``builtins`` table of the ``fedtwin.models`` group).
+MODELS: dict[str, ArchSpec] = {"tiny3d": TINY3D, "c3d": C3D}
 
 
 class VideoCNN(nn.Module):
@@ -267,10 +234,10 @@ def check_model_api(model: nn.Module, needs: Iterable[str], arch: str, *, field:
 
 
 def check_feature_api(cfg: ModelConfig) -> None:
-    """At config time: a model class named by ``cfg.arch`` defines ``forward_features`` and ``classify``.
+    """Before a run: a model class named by ``cfg.arch`` defines ``forward_features`` and ``classify``.
 
-    The recipes that read features (mutual, incremental, transfer) call this from ``validate`` so a plain
-    classifier plugin fails at load with one line instead of inside an actor; instance attributes
+    The recipes that read features (mutual, incremental, transfer) call this from ``preflight`` so a plain
+    classifier plugin fails before Ray starts with one line instead of inside an actor; instance attributes
     (``head``, ``cfg``) are checked again when the model is built (``build_model(needs=FEATURE_API)``).
     """
     plugin = resolve_arch(cfg.arch)

@@ -8,9 +8,12 @@ to a device or to torch's pickle format.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the two functions that touch a module, so specs load without it
+    import torch
 
 ModelState = dict[str, np.ndarray]
 
@@ -22,6 +25,8 @@ def state_from_model(model: torch.nn.Module) -> ModelState:
 
 def load_state(model: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
     """Load numpy arrays into ``model`` in place (arrays may be read-only object-store views)."""
+    import torch
+
     own = model.state_dict()
     missing = set(own) - set(state)
     unexpected = set(state) - set(own)

@@ -1,15 +1,30 @@
-"""The sections of recipe ``federated``: ``federation:`` (the round loop) and ``strategy:`` (the server).
+"""The sections of recipe ``federated``: ``federation:`` (the round loop), ``strategy:`` (the server) and
+``system:`` (the modelled clock), and the checks across them when a spec is loaded.
 
 Local training on the devices is the common :class:`fedtwin.orchestrator.config.sections.TrainConfig`, under
 ``training:``. Which strategy names exist and what their ``params`` mean is the strategies' business
-(:mod:`fedtwin.orchestrator.recipes.federated.strategies`); :meth:`FederatedRecipe.validate` checks both when
-a spec is loaded.
+(:mod:`fedtwin.orchestrator.recipes.federated.strategies`); :func:`validate` checks both when a spec is
+loaded. Nothing here imports torch or Ray (the strategies are numpy code), so the config package loads a
+federated spec from this module without importing the recipe (``BUILTIN_SECTIONS`` and ``BUILTIN_HOOKS`` in
+:mod:`fedtwin.orchestrator.config.recipes`); the model itself is checked when it is built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from fedtwin.orchestrator.config.loader import ConfigError
+from fedtwin.orchestrator.recipes.federated.strategies import strategy_class
+
+if TYPE_CHECKING:
+    from fedtwin.orchestrator.config.spec import ExperimentSpec
+
+#: Keys recipe ``federated`` no longer reads -> what to do instead (``Recipe.retired_keys``).
+RETIRED_KEYS: dict[str, str] = {
+    "federation.chaos": "fault drills are not part of the experiment: write the faults to a drill plan "
+    "and run `fedtwin drill PLAN CONFIG` (docs/failures.md)"
+}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -134,3 +149,21 @@ class SystemConfig:
             self.flops_per_step is None or self.flops_per_step > 0,
             f"flops_per_step: must be > 0 or null, got {self.flops_per_step}",
         )
+
+
+def check_system(spec: ExperimentSpec) -> None:
+    """Keys that need the clock are set only with ``system.enabled`` (one-line errors naming them)."""
+    fed, system = spec.federation, spec.system
+    if system.enabled:
+        return
+    if fed.deadline_s is not None:
+        raise ConfigError("federation.deadline_s: is modelled time; set system.enabled: true (or drop the deadline)")
+    if fed.over_select > 0:
+        raise ConfigError("federation.over_select: needs the modelled clock; set system.enabled: true")
+
+
+def validate(spec: ExperimentSpec) -> None:
+    """The checks across sections when a spec loads: the strategy resolves and its ``params`` parse (errors
+    name ``strategy.params.<key>``); keys that need the modelled clock come with ``system.enabled``."""
+    strategy_class(spec.strategy.name).parse_params(spec.strategy.params)
+    check_system(spec)

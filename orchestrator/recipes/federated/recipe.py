@@ -16,18 +16,18 @@ from typing import Any
 import numpy as np
 
 from fedtwin.orchestrator.config.loader import ConfigError
-from fedtwin.orchestrator.config.sections import TrainConfig
+from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
 from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
-from fedtwin.orchestrator.recipes.federated.config import FederationConfig, StrategyConfig, SystemConfig
+from fedtwin.orchestrator.recipes.federated.config import RETIRED_KEYS
+from fedtwin.orchestrator.recipes.federated.config import validate as validate_federated
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
 from fedtwin.orchestrator.recipes.federated.round import StartedRound, run_round
 from fedtwin.orchestrator.recipes.federated.strategies import Strategy, StrategyContext, strategy_class
 from fedtwin.orchestrator.recipes.federated.system_clock import (
     ClockedSampling,
     SystemClock,
-    check_system,
     clocked_devices_per_round,
 )
 from fedtwin.orchestrator.run import phases
@@ -68,23 +68,15 @@ class FederatedRecipe(Recipe):
 
     name = "federated"
     unit = "round"
-    sections = {
-        "training": TrainConfig,
-        "federation": FederationConfig,
-        "strategy": StrategyConfig,
-        "system": SystemConfig,
-    }
-    retired_keys = {
-        "federation.chaos": "fault drills are not part of the experiment: write the faults to a drill plan "
-        "and run `fedtwin drill PLAN CONFIG` (docs/failures.md)"
-    }
+    sections = builtin_sections("federated")  # training, federation, strategy, system (torch-free)
+    retired_keys = RETIRED_KEYS
 
     @classmethod
     def validate(cls, spec: ExperimentSpec) -> None:
         """The strategy resolves and its ``params`` parse (errors name ``strategy.params.<key>``); keys
-        that need the modelled clock come with ``system.enabled``."""
-        strategy_class(spec.strategy.name).parse_params(spec.strategy.params)
-        check_system(spec)
+        that need the modelled clock come with ``system.enabled``. Loading a spec runs the same function
+        without importing this module (``BUILTIN_HOOKS``)."""
+        validate_federated(spec)
 
     @classmethod
     def preflight(cls, spec: ExperimentSpec) -> None:

@@ -53,17 +53,6 @@ from fedtwin.pipelines.model.state import ModelState
 GFLOPS, MBPS = 1e9, 1e6 / 8
 
 
-def check_system(spec: ExperimentSpec) -> None:
-    """Keys that need the clock are set only with ``system.enabled`` (one-line errors naming them)."""
-    fed, system = spec.federation, spec.system
-    if system.enabled:
-        return
-    if fed.deadline_s is not None:
-        raise ConfigError("federation.deadline_s: is modelled time; set system.enabled: true (or drop the deadline)")
-    if fed.over_select > 0:
-        raise ConfigError("federation.over_select: needs the modelled clock; set system.enabled: true")
-
-
 def clocked_devices_per_round(spec: ExperimentSpec) -> int:
     """Devices a round samples: ``devices_per_round``, times ``1 + over_select`` with the clock on."""
     fed = spec.federation

@@ -22,7 +22,8 @@ FAKES = "tests.orchestrator.config.fake_recipes"
 def fake_federated(monkeypatch):
     monkeypatch.setitem(BUILTIN_RECIPES, "federated", f"{FAKES}:FakeFederated")
     monkeypatch.setitem(BUILTIN_RECIPES, "mutual", f"{FAKES}:FakeMutual")
-    monkeypatch.delitem(BUILTIN_SECTIONS, "mutual")  # the fake stands in for the torch-free declaration too
+    for name in ("federated", "mutual"):  # the fakes stand in for the torch-free declarations too
+        monkeypatch.delitem(BUILTIN_SECTIONS, name)
 
 
 def write(path: Path, data) -> Path:

@@ -170,3 +170,40 @@ def test_cli_reports_a_bad_sweep_in_one_line_with_exit_2(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 0
     assert err.startswith("fedtwin: error: ") and "scheduler.grace_period: must be >= 1, got 0" in err
+
+
+PLAIN_MODEL = """
+from torch import nn
+
+
+class PlainNet(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.head = nn.Linear(1, cfg.num_classes)
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(1, 2, 3, 4))[:, None])
+"""
+
+
+def test_model_checks_left_to_preflight_run_when_a_sweep_loads(tmp_path, capsys):
+    # Prepare: a mutual base (its model needs feature taps); a plain classifier as the base model or searched
+    (tmp_path / "plain_model.py").write_text(PLAIN_MODEL)
+    base = {"recipe": "mutual", "resources": {"hosts": 2}, "plugins": {"paths": ["."]}}
+    searched = write_sweep(tmp_path, search_space={"model.arch": {"choice": ["tiny3d", "plain_model:PlainNet"]}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    # Execute / Assert: a searched value
+    with pytest.raises(
+        ConfigError,
+        match=r"search_space.model.arch: value 'plain_model:PlainNet' gives an invalid experiment: model.arch: "
+        r"'plain_model:PlainNet' \(PlainNet\) lacks forward_features, classify",
+    ):
+        load_sweep(searched)
+    # Execute / Assert: the base itself, through the CLI (one line, exit 2, nothing trained)
+    fixed = write_sweep(tmp_path, search_space={"model.dropout": {"uniform": [0.0, 0.5]}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**base, "model": {"arch": "plain_model:PlainNet"}}))
+    code = main(["tune", str(fixed), "--output", str(tmp_path / "sweeps")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith(f"fedtwin: error: {fixed}: model.arch: 'plain_model:PlainNet' (PlainNet) lacks")
+    assert not (tmp_path / "sweeps").exists()
