@@ -25,8 +25,11 @@ from fedtwin.pipelines.core import storage
 from fedtwin.pipelines.core.atomic_write import check_remote_output, staged_input, staged_output
 from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, ShiftConfig, make_moving_digits_dataset
-from fedtwin.pipelines.data.partition import PARTITIONERS, PartitionConfig, partition_dataset
-from fedtwin.pipelines.data.partition_manifest import record_source
+from fedtwin.pipelines.data.partition_config import PartitionConfig
+from fedtwin.pipelines.data.partitioners import PARTITIONERS
+
+# Every fedtwin command builds this parser, so the partition writer and its pyarrow are imported in
+# `_partition`, not here (the moving-digits generator imports scipy and pyarrow itself, when it runs).
 
 
 def add_data_commands(subparsers: Any) -> None:
@@ -173,6 +176,9 @@ def _partition(args: argparse.Namespace) -> int:
         seed=args.seed,
         devices_per_file=args.devices_per_file,
     )
+    from fedtwin.pipelines.data.partition import partition_dataset
+    from fedtwin.pipelines.data.partition_manifest import record_source
+
     start = time.perf_counter()
     storage.check_location(args.in_dir, "IN")
     _check_out(args.out, args.overwrite)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fedtwin.pipelines.core.checks import check as check  # the range-check helper of every section
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig
-from fedtwin.pipelines.data.partition import PartitionConfig
+from fedtwin.pipelines.data.partition_config import PartitionConfig
 from fedtwin.pipelines.model.train_config import TrainConfig as TrainConfig  # shared by recipes
 
 

@@ -23,13 +23,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data.clips import ClipArrays
-from fedtwin.pipelines.data.manifest import MANIFEST_NAME, DatasetManifest, load_dataset_manifest
+
+if TYPE_CHECKING:  # the manifest and Parquet modules (pyarrow) load when a dataset is written or read
+    from fedtwin.pipelines.data.manifest import DatasetManifest
 
 log = logging.getLogger(__name__)
 
@@ -350,14 +352,15 @@ def make_moving_digits_dataset(
     Raises:
         DatasetError: ``out_dir`` holds something else (and ``overwrite`` is False).
     """
+    from fedtwin.pipelines.data.dataset_io import write_dataset
+    from fedtwin.pipelines.data.manifest import MANIFEST_NAME
+
     out = Path(out_dir)
     wanted = generator_info(cfg, seed)
     if not overwrite and (out / MANIFEST_NAME).is_file():
         return _reusable(out, wanted)
     splits = {split: generate(cfg, split, seed) for split in SPLITS}
     info = {"class_names": class_names(cfg), "generator": wanted}
-    from fedtwin.pipelines.data.dataset_io import write_dataset  # pyarrow: imported when writing
-
     try:
         return write_dataset(out, splits, info, overwrite=overwrite)
     except DatasetError:
@@ -368,6 +371,8 @@ def make_moving_digits_dataset(
 
 
 def _reusable(out: Path, wanted: dict[str, object]) -> DatasetManifest:
+    from fedtwin.pipelines.data.manifest import load_dataset_manifest
+
     manifest = load_dataset_manifest(out)
     # JSON turns tuples into lists; compare in JSON form.
     if json.loads(json.dumps(wanted)) == manifest.info.get("generator"):

@@ -25,7 +25,7 @@ CLI_PROBE = """
 import sys
 from fedtwin.orchestrator.cli.main import main
 code = main(["run", sys.argv[1], "--print-config"])
-heavy = sorted(m for m in ("torch", "ray", "scipy") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "ray", "scipy", "pyarrow") if m in sys.modules)
 print(code, ",".join(heavy) or "none")
 """
 
@@ -59,7 +59,7 @@ def test_shipped_specs_load_validate_and_print_without_torch_or_ray(config):
 
 
 @pytest.mark.parametrize("config", ["quickstart.yaml", "mutual.yaml"])
-def test_print_config_imports_neither_torch_nor_ray_nor_scipy(config):
+def test_print_config_imports_no_torch_ray_scipy_or_pyarrow(config):
     assert _last_line(CLI_PROBE, config) == "0 none"
 
 
