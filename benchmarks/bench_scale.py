@@ -12,6 +12,8 @@ Steps, each in its own process so its peak RSS (``VmHWM``) is its own:
     python benchmarks/bench_scale.py --devices 10000 --per-round 1000
     python benchmarks/bench_scale.py --devices 10000 --per-round 1000 --rounds 10 --strategy scaffold \
         --output docs/results/scale_scaffold      # per-device state: also the hosts' and checkpoint's size
+    python benchmarks/bench_scale.py --devices 10000 --per-round 1000 --rounds 10 --strategy fedavg \
+        --output docs/results/scale_fedavg_10k    # the same size without per-device state (the baseline)
 """
 
 from __future__ import annotations

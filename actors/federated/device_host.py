@@ -20,7 +20,7 @@ constructor again, which starts every device with empty local state. Each start 
 ``incarnation`` token; the driver passes the token it last synced with to :meth:`DeviceHost.fit` and
 :meth:`DeviceHost.device_states`, and a host whose token differs raises :class:`StaleHostError` instead of
 training devices whose state it lost. The driver then restores the devices (:meth:`load_device_states`
-from its copy of the last checkpoint, then :meth:`replay` of the rounds since) and tries again.
+from the last checkpoint, chunk by chunk, then :meth:`replay` of the rounds since) and tries again.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from fedtwin.pipelines.data.partition_manifest import PartitionManifest, load_de
 from fedtwin.pipelines.federated.control_variates import CONTROL_KEY, DELTA_KEY, change, correction
 from fedtwin.pipelines.federated.hosts import devices_of, host_of
 from fedtwin.pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
+from fedtwin.pipelines.federated.state_chunks import chunk_by_bytes, state_nbytes
 from fedtwin.pipelines.model.networks import ModelConfig
 from fedtwin.pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
 from fedtwin.pipelines.model.training import TrainWorkspace, local_train
@@ -312,24 +313,37 @@ class DeviceHost(TorchActor):
             )
 
     # ------------------------------------------------------------------ state
-    def device_states(self, incarnation: str | None = None) -> dict[int, dict[str, Any]]:
-        """Local state of every device this host serves (for checkpoints).
+    def device_states(
+        self, incarnation: str | None = None, devices: Sequence[int] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """Local state of every device this host serves, or of ``devices`` only (for checkpoints).
 
         Raises:
             StaleHostError: ``incarnation`` is given and is not this process's.
         """
         self._check_incarnation(incarnation)
-        return {d.device_id: {"rounds_trained": d.rounds_trained, **d.local_state} for d in self.devices.values()}
+        chosen = self.devices.values() if devices is None else (self._device(int(d)) for d in devices)
+        return {d.device_id: {"rounds_trained": d.rounds_trained, **d.local_state} for d in chosen}
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]], host_ids: Sequence[int] | None = None) -> str:
+    def state_chunks(self, host_id: int, max_bytes: int, incarnation: str | None = None) -> list[list[int]]:
+        """The devices of host id ``host_id`` that this host serves, in id order, grouped so that each
+        group's :meth:`device_states` holds about ``max_bytes`` at most (a checkpoint asks chunk by chunk)."""
+        self._check_incarnation(incarnation)
+        mine = sorted(d for d in self.devices if host_of(d, self.num_hosts) == host_id)
+        return chunk_by_bytes(((d, state_nbytes(self.devices[d].local_state)) for d in mine), max_bytes)
+
+    def load_device_states(
+        self, states: Mapping[int, Mapping[str, Any]], host_ids: Sequence[int] | None = None, reset: bool = True
+    ) -> str:
         """Restore what :meth:`device_states` returned (on resume, after a restart); returns the incarnation.
 
         Devices of this host missing from ``states`` start empty (they had not trained at that point).
         With ``host_ids`` only the devices of those host ids are restored (taken over after a lost node);
-        the others keep their state.
+        the others keep their state. ``reset=False`` adds ``states`` to what earlier calls restored (a
+        restore sent chunk by chunk: the first call resets, the next ones add).
         """
         mine = {d for d in self.devices if host_ids is None or host_of(d, self.num_hosts) in host_ids}
-        for device_id in mine:
+        for device_id in mine if reset else ():
             self.devices[device_id].local_state, self.devices[device_id].rounds_trained = {}, 0
         for device_id, local in states.items():
             device = self.devices.get(int(device_id)) if int(device_id) in mine else None

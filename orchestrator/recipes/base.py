@@ -28,8 +28,9 @@ Recipes are found by name (built-ins, the ``fedtwin.recipes`` entry-point group)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,7 @@ from fedtwin.orchestrator.run.footprint import Bundle, Footprint, bundle
 
 if TYPE_CHECKING:
     from fedtwin.orchestrator.run.checkpoint import Checkpoint
+    from fedtwin.orchestrator.run.checkpoint_sections import SectionWriter
     from fedtwin.orchestrator.run.context import RecipeContext
 
 
@@ -50,11 +52,17 @@ class CheckpointState:
         model: the model weights (a dict of numpy arrays), saved with safetensors.
         extra: nested dicts of numpy arrays and JSON scalars (strategy state, device state, ...).
         meta: JSON-safe facts about the checkpoint (file names, dataset paths).
+        sections: state too large to hold at once (one entry per device), by name: a callback that writes
+            it chunk by chunk (``SectionWriter.write``); on restore ``ckpt.extra[name]`` is a
+            ``StreamedSection`` (see ``fedtwin.orchestrator.run.checkpoint_sections``).
+        on_saved: called with the checkpoint's folder once it is complete (e.g. to use it as a recovery copy).
     """
 
     model: Mapping[str, np.ndarray]
     extra: Mapping[str, Any] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    sections: Mapping[str, Callable[[SectionWriter], None]] = field(default_factory=dict)
+    on_saved: Callable[[Path], None] | None = None
 
 
 class Recipe(ABC):

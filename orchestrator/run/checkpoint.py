@@ -1,8 +1,11 @@
 """Checkpoints: weights, strategy state and device-local state, written atomically, checked when read.
 
 Layout of ``checkpoints/step-00010/``: ``model.safetensors`` (the global state), ``state.safetensors``
-(strategy and device arrays, flattened keys) and ``meta.json`` (step, scalars, dataset hash, and the
-size and SHA-256 of each of the two other files, plus a SHA-256 of ``meta.json``'s own content). Loading
+(strategy and device arrays, flattened keys), the chunk files of any streamed section (e.g.
+``devices-00000.safetensors``: per-device state written one chunk at a time, see
+:mod:`~fedtwin.orchestrator.run.checkpoint_sections`) and ``meta.json`` (step, scalars, dataset hash, the
+files of each section, and the size and SHA-256 of every other file, plus a SHA-256 of ``meta.json``'s
+own content). Loading
 uses safetensors only, never pickle, and checks every recorded size and checksum first, so a file cut
 short, a flipped byte or a missing file is found before anything is restored. Sampling and device seeds
 derive from ``(seed, step, device)``, so no RNG stream needs saving: resuming after step s replays steps
@@ -24,7 +27,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,13 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from fedtwin.orchestrator.run.checkpoint_sections import (
+    SectionWriter,
+    StreamedSection,
+    contiguous,
+    flatten_tree,
+    unflatten_tree,
+)
 from fedtwin.pipelines.core.atomic_write import atomic_directory
 from fedtwin.pipelines.core.errors import FedtwinError
 from fedtwin.pipelines.model.state import ModelState
@@ -40,7 +50,8 @@ from fedtwin.pipelines.model.state import ModelState
 STEP_DIR = re.compile(r"^(?:step|round)-(\d{5,})$")
 ROUND_DIR = STEP_DIR  # the old name of the pattern, for code that imported it
 MARKER = "meta.json"
-#: The data files of a checkpoint, each with its size and SHA-256 in ``meta.json``.
+#: The data files every checkpoint has, each with its size and SHA-256 in ``meta.json`` (streamed
+#: sections add their chunk files to that list).
 DATA_FILES = ("model.safetensors", "state.safetensors")
 #: Checkpoints pruning always keeps (whatever ``run.keep_checkpoints`` says): a fallback for a damaged newest.
 MIN_KEEP = 2
@@ -84,18 +95,37 @@ def save_checkpoint(
     extra: Mapping[str, Any],
     meta: Mapping[str, Any],
     keep: int = MIN_KEEP,
+    sections: Mapping[str, Callable[[SectionWriter], None]] | None = None,
 ) -> Path:
-    """Write ``root/step-XXXXX`` atomically, with checksums, then prune (see :func:`prune_checkpoints`)."""
+    """Write ``root/step-XXXXX`` atomically, with checksums, then prune (see :func:`prune_checkpoints`).
+
+    ``sections`` maps a name (a key ``extra`` does not have) to a callback that writes that section
+    chunk by chunk (:class:`~fedtwin.orchestrator.run.checkpoint_sections.SectionWriter`); on load it is
+    ``extra[name]``, a :class:`~fedtwin.orchestrator.run.checkpoint_sections.StreamedSection`.
+    """
     final = Path(root) / checkpoint_name(step)
-    arrays: dict[str, np.ndarray] = {}
-    scalars = _flatten(extra, "", arrays)
+    sections = sections or {}
+    clash = sorted(set(sections) & {str(k) for k in extra})
+    if clash:
+        raise ValueError(f"checkpoint sections {clash} are also keys of extra")
     with atomic_directory(final, overwrite=True, what="checkpoint") as tmp:
-        save_file({k: _contiguous(v) for k, v in model.items()}, str(tmp / "model.safetensors"))
+        written: dict[str, list[str]] = {}
+        for name, write in sections.items():  # first: the largest part, one chunk in memory at a time
+            writer = SectionWriter(tmp, name)
+            write(writer)
+            written[name] = writer.files
+        arrays: dict[str, np.ndarray] = {}
+        scalars = flatten_tree(extra, arrays)
+        save_file({k: contiguous(v) for k, v in model.items()}, str(tmp / "model.safetensors"))
         save_file(arrays, str(tmp / "state.safetensors"))
-        files = {
-            name: {"bytes": (tmp / name).stat().st_size, "sha256": _file_sha256(tmp / name)} for name in DATA_FILES
-        }
-        body = json.loads(json.dumps({**meta, "step": step, "scalars": scalars, "files": files}))
+        del arrays
+        names = [*DATA_FILES, *(f for files in written.values() for f in files)]
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _file_sha256(tmp / name)} for name in names}
+        body = json.loads(
+            json.dumps(
+                {**meta, "step": step, "scalars": scalars, "files": files, **({"sections": written} if written else {})}
+            )
+        )
         body[_SELF_KEY] = _meta_sha256(body)
         (tmp / MARKER).write_text(json.dumps(body, indent=2))
     prune_checkpoints(root, step, keep)
@@ -155,7 +185,10 @@ def checkpoint_problem(path: str | Path) -> str | None:
         return f"{missing[0]} is missing" if missing else None
     if not isinstance(files, dict):
         return f"{MARKER} has no valid file list"
-    for name in DATA_FILES:
+    sections = meta.get("sections", {})
+    if not isinstance(sections, dict) or not all(isinstance(f, list) for f in sections.values()):
+        return f"{MARKER} has no valid section list"
+    for name in dict.fromkeys([*DATA_FILES, *files, *(f for fs in sections.values() for f in fs)]):
         expected = files.get(name)
         file = path / name
         if not isinstance(expected, dict):
@@ -185,13 +218,21 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
         meta = json.loads((path / MARKER).read_text())
         model = load_file(str(path / "model.safetensors"))
         arrays = load_file(str(path / "state.safetensors"))
-        extra = _unflatten(arrays, meta.pop("scalars", {}))
+        extra = unflatten_tree(arrays.__getitem__, meta.pop("scalars", {}))
+        for name, files in meta.pop("sections", {}).items():  # read chunk by chunk when asked
+            extra[name] = StreamedSection(path, files)
         step = int(meta["step"] if "step" in meta else meta["round_num"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint: unreadable ({_short(err)})") from None
     for key in (_SELF_KEY, "files"):
         meta.pop(key, None)
     return Checkpoint(step, dict(model), extra, meta)
+
+
+def checkpoint_section(path: str | Path, name: str) -> StreamedSection | None:
+    """Section ``name`` of the checkpoint folder ``path`` (read from its ``meta.json``), None if it has none."""
+    files = json.loads((Path(path) / MARKER).read_text()).get("sections", {}).get(name)
+    return None if files is None else StreamedSection(path, files)
 
 
 def latest_checkpoint(root: str | Path) -> Checkpoint | None:
@@ -248,38 +289,3 @@ def _meta_sha256(body: Mapping[str, Any]) -> str:
 
 def _short(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0][:200]
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Split a nested mapping into numbered safetensors arrays and a JSON tree that points at them.
-
-    Array keys are numbered (``a0``, ``a1``, ...) so the mapping's own keys may hold any character.
-    """
-    scalars: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            scalars[str(key)] = _flatten(value, prefix, arrays)
-        elif isinstance(value, np.ndarray):
-            name = f"a{len(arrays)}"
-            arrays[name] = _contiguous(value)
-            scalars[str(key)] = {"__array__": name}
-        else:
-            scalars[str(key)] = value
-    return scalars
-
-
-def _unflatten(arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in scalars.items():
-        if isinstance(value, Mapping) and set(value) == {"__array__"}:
-            out[key] = np.array(arrays[value["__array__"]])
-        elif isinstance(value, Mapping):
-            out[key] = _unflatten(arrays, value)
-        else:
-            out[key] = value
-    return out
-
-
-def _contiguous(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy that keeps 0-d arrays 0-d (``np.ascontiguousarray`` makes them 1-d)."""
-    return np.array(array, order="C", copy=True)

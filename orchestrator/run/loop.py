@@ -151,7 +151,13 @@ def _resume(recipe: LoopRecipe, ctx: RecipeContext, ckpt: Checkpoint | None) -> 
 def _checkpoint(recipe: LoopRecipe, ctx: RecipeContext, n: int) -> None:
     state = recipe.checkpoint_state()
     meta: Mapping[str, Any] = {"recipe": recipe.name, "unit": recipe.unit, **state.meta}
-    path = save_checkpoint(ctx.run.checkpoints, n, state.model, state.extra, meta, keep=ctx.spec.run.keep_checkpoints)
+    sections = getattr(state, "sections", None)  # streamed per-device state (``CheckpointState.sections``)
+    path = save_checkpoint(
+        ctx.run.checkpoints, n, state.model, state.extra, meta, keep=ctx.spec.run.keep_checkpoints, sections=sections
+    )
+    on_saved = getattr(state, "on_saved", None)
+    if on_saved is not None:
+        on_saved(path)
     ctx.run.publish_checkpoint(path)  # object storage: upload, marker last (nothing to do for a local run)
     if n > 0:  # a warm-up step is a restart point, not a reported step
         ctx.callbacks.on_checkpoint(n, path)

@@ -10,11 +10,13 @@ process, no Ray). Both apply the same round threshold
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.federated.backend_common import RoundFailedError, plan_hosts
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
+from fedtwin.orchestrator.run.checkpoint_sections import SectionWriter
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
 from fedtwin.pipelines.model.state import ModelState
 
@@ -102,12 +104,17 @@ class Backend(Protocol):
         """The server node as a strategy's ``ServerAccess`` (backends started with ``server_node=True``)."""
         ...
 
-    def device_states(self) -> dict[int, dict[str, Any]]:
-        """Every device's local state (for checkpoints; the Ray backend also restores restarted hosts from it)."""
+    def write_device_states(self, writer: SectionWriter) -> None:
+        """Write every device's local state into a checkpoint's ``devices`` section, chunk by chunk."""
         ...
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        """Give each host the saved local states of its devices (on resume)."""
+    def device_states_saved(self, checkpoint: Path) -> None:
+        """The checkpoint is complete (the Ray backend restores restarted hosts from it from now on)."""
+        ...
+
+    def load_device_states(self, states: Mapping[int | str, Mapping[str, Any]]) -> None:
+        """Give each host the saved local states of its devices (on resume): a checkpoint's streamed
+        section (read chunk by chunk) or a plain mapping (a checkpoint from before sections)."""
         ...
 
     def shutdown(self) -> None:

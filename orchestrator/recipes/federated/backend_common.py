@@ -19,6 +19,9 @@ from fedtwin.pipelines.federated.aggregate import OrderedFold
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask, HostFitResult
 from fedtwin.pipelines.model.state import ModelState
 
+#: The checkpoint section holding every device's local state (streamed chunk by chunk).
+DEVICES_SECTION = "devices"
+
 
 class RoundFailedError(FedtwinError, RuntimeError):
     """Too few devices succeeded in a round (below ``federation.min_success_fraction``)."""

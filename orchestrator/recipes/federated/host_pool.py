@@ -7,17 +7,18 @@ devices come back empty, so the pool keeps what it needs to rebuild them:
 
 ``base``
     every device's state at the last checkpoint (at the start of the run: empty; after ``--resume``:
-    the checkpoint's), one object per host in the object store, owned by the driver so that it
-    outlives the hosts;
+    the checkpoint's), read from that checkpoint's files on the driver's disk one chunk at a time
+    (:mod:`~fedtwin.orchestrator.recipes.federated.device_base`), so the driver never holds it whole;
 ``rounds``
     for each round since, the references to that round's global state and payload and the tasks of the
     devices that succeeded in it, by host.
 
 A host that came back is *synced* before it gets more work: ``load_device_states(base)``, then
 ``replay`` of each logged round, which trains again only the devices that keep local state, with the
-same weights, seed stream and starting buffers, hence the same buffers bit for bit. Gathering device
-state for a checkpoint (:meth:`HostPool.gather_states`) makes the gathered states the new base and
-clears the log, so a replay never covers more than ``run.checkpoint_every`` rounds.
+same weights, seed stream and starting buffers, hence the same buffers bit for bit. A checkpoint
+streams device state from the hosts to disk chunk by chunk (:meth:`HostPool.write_states`); once it is
+complete it becomes the new base and the log is cleared (:meth:`HostPool.set_base`), so a replay never
+covers more than ``run.checkpoint_every`` rounds.
 
 Hosts answer ``StaleHostError`` when the token the driver synced with is not theirs (they restarted
 between two calls); that counts as a loss like any other.
@@ -46,8 +47,8 @@ from typing import Any
 import ray
 
 from fedtwin.actors.federated.device_host import StaleHostError
+from fedtwin.orchestrator.recipes.federated.device_base import DeviceBase, EmptyBase
 from fedtwin.orchestrator.run.actor_calls import LOST, ActorCallError, ActorSlot, call, classify, first_line, get
-from fedtwin.pipelines.federated.hosts import host_of
 from fedtwin.pipelines.federated.messages import FitTask
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class HostPool:
     Args:
         make_host: starts the actor of host ``h`` (also used for replacements).
         num_hosts: how many hosts.
-        num_devices: devices of the partition (to split gathered device state by host).
+        num_devices: devices of the partition.
         timeout_s: how long control calls (sync, gather) may take.
         retries: attempts after the first for a host call whose host was lost (``federation.device_retries``).
     """
@@ -94,7 +95,7 @@ class HostPool:
         self.route = list(range(num_hosts))
         self.incarnation: dict[int, str] = {}  # slot -> token of the process the driver synced with
         self._where: dict[int, tuple[int, str]] = {}  # slot -> (pid, hostname)
-        self._base: dict[int, Any] = {}  # host -> object ref of {device: state}; missing = all empty
+        self._base: DeviceBase = EmptyBase()  # the devices' state at the last checkpoint
         self._rounds: list[LoggedRound] = []
         self._stale: set[int] = set()  # slots to sync before their next call
         self._probes: dict[int, Any] = {}  # displaced slot -> pending readiness probe
@@ -141,10 +142,28 @@ class HostPool:
         """Remember a finished round's inputs and the devices that succeeded, by host."""
         self._rounds.append(LoggedRound(state_ref, payload_ref, {h: list(t) for h, t in succeeded.items() if t}))
 
-    def set_base(self, states_by_host: Mapping[int, Mapping[int, Any]]) -> None:
-        """Make ``states_by_host`` the base (a checkpoint, a resume) and clear the round log."""
-        self._base = {h: ray.put(dict(states)) for h, states in states_by_host.items()}
+    def set_base(self, base: DeviceBase) -> None:
+        """Make ``base`` (a checkpoint just written, or resumed from) the base and clear the round log."""
+        self._base = base
         self._rounds = []
+
+    def _restore(self, handle: Any, hosts: Sequence[int], only: Sequence[int] | None, deadline: float) -> list[Any]:
+        """Reset the devices of ``only`` (None: all the actor serves), send it the base's chunks of
+        ``hosts`` one call at a time (one chunk in flight), and queue the replay of the logged rounds;
+        returns the replays' references followed by one of ``info``."""
+        timeout = max(0.001, deadline - time.monotonic())
+        ray.get(handle.load_device_states.remote({}, only), timeout=timeout)
+        for chunk in self._base.chunks(hosts):
+            ray.get(
+                handle.load_device_states.remote(chunk, only, reset=False),
+                timeout=max(0.001, deadline - time.monotonic()),
+            )
+        refs = []
+        for logged in self._rounds:
+            tasks = [t for h in hosts for t in logged.tasks_by_host.get(h, ())]
+            if tasks:
+                refs.append(handle.replay.remote(logged.state_ref, tasks, logged.payload_ref))
+        return [*refs, handle.info.remote()]
 
     # ------------------------------------------------------------------ recovery
     def mark_stale(self, host_id: int) -> None:
@@ -228,16 +247,8 @@ class HostPool:
         round (its calls run in order), and their state must survive.
         """
         handle = self.slots[target].handle
-        base: dict[int, Any] = {}
-        for h in moving:
-            if h in self._base:
-                base.update(ray.get(self._base[h], timeout=max(0.001, deadline - time.monotonic())))
-        refs = [handle.serve.remote(self.served(target)), handle.load_device_states.remote(base, list(moving))]
-        for logged in self._rounds:
-            tasks = [t for h in moving for t in logged.tasks_by_host.get(h, ())]
-            if tasks:
-                refs.append(handle.replay.remote(logged.state_ref, tasks, logged.payload_ref))
-        refs.append(handle.info.remote())
+        handle.serve.remote(self.served(target))  # runs before the restore below (same caller, in order)
+        refs = self._restore(handle, moving, list(moving), deadline)
         info = ray.get(refs, timeout=max(0.001, deadline - time.monotonic()))[-1]
         if str(info["incarnation"]) != self.incarnation.get(target):  # it restarted meanwhile: rebuild it all
             self._stale.add(target)
@@ -312,18 +323,9 @@ class HostPool:
         self._stale.add(slot_id)  # until the whole sync has landed
         handle = self.slots[slot_id].handle
         hosts = self.served(slot_id)
-        base: dict[int, Any] = {}
-        for h in hosts:
-            if h in self._base:
-                base.update(ray.get(self._base[h], timeout=max(0.001, deadline - time.monotonic())))
-        refs = [handle.serve.remote(hosts), handle.load_device_states.remote(base)]
-        for logged in self._rounds:
-            tasks = [t for h in hosts for t in logged.tasks_by_host.get(h, ())]
-            if tasks:
-                refs.append(handle.replay.remote(logged.state_ref, tasks, logged.payload_ref))
-        refs.append(handle.info.remote())
-        results = ray.get(refs, timeout=max(0.001, deadline - time.monotonic()))
-        replayed = sum(results[2:-1])
+        handle.serve.remote(hosts)  # runs before the restore below (same caller, in order)
+        results = ray.get(self._restore(handle, hosts, None, deadline), timeout=max(0.001, deadline - time.monotonic()))
+        replayed = sum(results[:-1])
         self._note(slot_id, results[-1])
         self._stale.discard(slot_id)
         self._lost_since.pop(slot_id, None)  # back and rebuilt: a later loss waits its full time again
@@ -331,7 +333,7 @@ class HostPool:
             "host %d synced (serving %s): base + %d rounds (%d device trainings replayed)",
             slot_id,
             hosts,
-            len(results) - 3,
+            len(results) - 1,
             replayed,
         )
 
@@ -356,34 +358,14 @@ class HostPool:
             **kwargs,
         )
 
-    def gather_states(self, deadline: float) -> dict[int, dict[int, Any]]:
-        """Every host's device states (in parallel; a lost host is recovered and asked again); rebases."""
-        refs = {}
-        for s in sorted(set(self.route)):
-            if s not in self._stale:
-                refs[s] = self.slots[s].handle.device_states.remote(incarnation=self.incarnation[s])
-        devices: dict[int, Any] = {}
-        placement = None  # shared by the hosts found lost here (their calls were sent together)
-        for s in sorted(set(self.route)):
-            if s in refs:
-                try:
-                    devices.update(ray.get(refs[s], timeout=max(0.001, deadline - time.monotonic())))
-                    continue
-                except Exception as err:  # noqa: BLE001 - classified; a loss is recovered below
-                    if classify(err, HOST_LOST) != LOST:
-                        raise ActorCallError(f"host {s}: device_states", first_line(err)) from None
-                    logger.warning("host %d was lost while gathering device state (%s)", s, first_line(err))
-                    placement = placement or time.monotonic() + PLACEMENT_WAIT_S
-                    self.recover(self.served(s)[0], deadline, placement)
-        for h in range(len(self.slots)):  # every host still missing, through its (possibly new) actor
-            if any(host_of(d, len(self.slots)) == h for d in devices):
-                continue
-            devices.update(self.call(h, "device_states", deadline=deadline))
-        parts: dict[int, dict[int, Any]] = {h: {} for h in range(len(self.slots))}
-        for d, state in devices.items():
-            parts[host_of(int(d), len(self.slots))][int(d)] = state
-        self.set_base(parts)
-        return parts
+    def write_states(self, write: Callable[[Mapping[int, Any]], None], max_bytes: int, deadline: float) -> None:
+        """Stream every device's state to ``write``, host by host and chunk by chunk (each about
+        ``max_bytes``), so no more than one chunk is in the driver at a time. A host lost meanwhile is
+        restored (base and log: the same state) and asked again; the base stays as it was until the
+        caller makes the written checkpoint the new one (:meth:`set_base`)."""
+        for h in range(len(self.slots)):
+            for devices in self.call(h, "state_chunks", h, max_bytes, deadline=deadline):
+                write(self.call(h, "device_states", devices=devices, deadline=deadline))
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedtwin.actors.federated.device_host import DeviceHost
@@ -25,9 +26,11 @@ from fedtwin.orchestrator.recipes.federated.backend import Backend
 from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, finish_round, host_settings
 from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
+from fedtwin.orchestrator.run.checkpoint_sections import SectionWriter, StreamedSection
 from fedtwin.pipelines.federated.aggregate import OrderedFold, tasks_by_host
 from fedtwin.pipelines.federated.hosts import host_of
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
+from fedtwin.pipelines.federated.state_chunks import CHUNK_BYTES
 from fedtwin.pipelines.model.state import ModelState
 
 
@@ -119,20 +122,25 @@ class LocalBackend(Backend):
             raise RuntimeError("this backend was started without a server node (server_node=False)")
         return self.evaluator
 
-    def device_states(self) -> dict[int, dict[str, Any]]:
-        """Every device's local state (for checkpoints)."""
-        out: dict[int, dict[str, Any]] = {}
+    def write_device_states(self, writer: SectionWriter) -> None:
+        """Every device's local state into a checkpoint, one chunk at a time (as on Ray)."""
         for host in self.hosts:
-            out.update(host.device_states())
-        return out
+            for devices in host.state_chunks(host.host_id, CHUNK_BYTES):
+                writer.write({str(d): v for d, v in host.device_states(devices=devices).items()})
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        """Give each host the saved local states of its devices."""
-        by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
-        for device_id, local in states.items():
-            by_host[self.host_of(int(device_id))][int(device_id)] = local
-        for host_id, part in by_host.items():
-            self.hosts[host_id].load_device_states(part)
+    def device_states_saved(self, checkpoint: Path) -> None:
+        """Nothing to do: in-process hosts do not restart, so they need no recovery copy."""
+
+    def load_device_states(self, states: Mapping[int | str, Mapping[str, Any]]) -> None:
+        """Give each host the saved local states of its devices (a streamed section chunk by chunk)."""
+        for host in self.hosts:
+            host.load_device_states({})
+        for chunk in states.chunks() if isinstance(states, StreamedSection) else [states]:
+            by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
+            for device_id, local in chunk.items():
+                by_host[self.host_of(int(device_id))][int(device_id)] = local
+            for host_id, part in by_host.items():
+                self.hosts[host_id].load_device_states(part, reset=False)
 
     def shutdown(self) -> None:
         """Nothing to stop."""

@@ -18,7 +18,7 @@ Failures inside a round:
 - a host that misses the deadline turns into ``DeviceFailure`` values and is restarted (a hung device
   cannot block the next round).
 
-Every other call (evaluation, FedDU's server pass, gathering device state for a checkpoint, loading it
+Every other call (evaluation, FedDU's server pass, streaming device state into a checkpoint, loading it
 on resume) goes through :mod:`fedtwin.orchestrator.run.actor_calls`: recovered and retried the same way, or
 one line and exit 1. Per round, :meth:`RayBackend.take_faults` reports retries and restarts.
 """
@@ -29,6 +29,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,13 +40,23 @@ from fedtwin.actors.federated.ray_actors import DeviceHostActor, EvaluatorActor,
 from fedtwin.actors.placement import actor_options
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.federated.backend import Backend
-from fedtwin.orchestrator.recipes.federated.backend_common import IdleClock, fault_hook, host_settings, plan_hosts
+from fedtwin.orchestrator.recipes.federated.backend_common import (
+    DEVICES_SECTION,
+    IdleClock,
+    fault_hook,
+    host_settings,
+    plan_hosts,
+)
+from fedtwin.orchestrator.recipes.federated.device_base import CheckpointBase, MemoryBase
 from fedtwin.orchestrator.recipes.federated.host_pool import HostPool
 from fedtwin.orchestrator.recipes.federated.ray_round import RoundRun
 from fedtwin.orchestrator.recipes.federated.server_threads import server_pass_threads
 from fedtwin.orchestrator.run.actor_calls import ActorCallError, ActorSlot, call, get
+from fedtwin.orchestrator.run.checkpoint import checkpoint_section
+from fedtwin.orchestrator.run.checkpoint_sections import SectionWriter, StreamedSection
 from fedtwin.pipelines.federated.hosts import host_of
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask, ServerPassResult
+from fedtwin.pipelines.federated.state_chunks import CHUNK_BYTES
 from fedtwin.pipelines.model.settings import TrainSettings
 from fedtwin.pipelines.model.state import ModelState
 
@@ -238,24 +249,39 @@ class RayBackend(Backend):
             before_pass=lambda n: self._fault(FaultPoint("server_pass", n), self),
         )
 
-    def device_states(self) -> dict[int, dict[str, Any]]:
-        """Every device's local state, gathered from the hosts (for checkpoints).
+    def write_device_states(self, writer: SectionWriter) -> None:
+        """Stream every device's local state from the hosts into a checkpoint, one chunk at a time.
 
-        A host lost meanwhile is restored and asked again. What is gathered becomes the base a restarted
-        host is rebuilt from (see :mod:`~fedtwin.orchestrator.recipes.federated.host_pool`).
+        A host lost meanwhile is restored and asked again. Once the checkpoint is complete,
+        :meth:`device_states_saved` makes it the base a restarted host is rebuilt from (see
+        :mod:`~fedtwin.orchestrator.recipes.federated.host_pool`).
         """
         self._fault(FaultPoint("checkpoint", self._round), self)
-        out: dict[int, dict[str, Any]] = {}
-        for part in self.pool.gather_states(time.monotonic() + CONTROL_TIMEOUT_S).values():
-            out.update(part)
-        return out
+        self.pool.write_states(
+            lambda states: writer.write({str(d): v for d, v in states.items()}),
+            CHUNK_BYTES,
+            time.monotonic() + CONTROL_TIMEOUT_S,
+        )
 
-    def load_device_states(self, states: Mapping[int, Mapping[str, Any]]) -> None:
-        """Send each host the saved local states of its devices (they also become the restore base)."""
-        by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
-        for device_id, local in states.items():
-            by_host[self.host_of(int(device_id))][int(device_id)] = local
-        self.pool.set_base(by_host)
+    def device_states_saved(self, checkpoint: Path) -> None:
+        """The checkpoint :meth:`write_device_states` wrote is complete: restarted hosts are rebuilt from it."""
+        section = checkpoint_section(checkpoint, DEVICES_SECTION)
+        if section is not None:
+            self.pool.set_base(CheckpointBase(section, self.num_hosts))
+
+    def load_device_states(self, states: Mapping[int | str, Mapping[str, Any]]) -> None:
+        """Send each host the saved local states of its devices (they also become the restore base).
+
+        A checkpoint's streamed ``devices`` section is read and sent one chunk at a time; a plain mapping
+        (a checkpoint written before device state was streamed) is kept in the object store.
+        """
+        if isinstance(states, StreamedSection):
+            self.pool.set_base(CheckpointBase(states, self.num_hosts))
+        else:
+            by_host: dict[int, dict[int, Mapping[str, Any]]] = defaultdict(dict)
+            for device_id, local in states.items():
+                by_host[self.host_of(int(device_id))][int(device_id)] = local
+            self.pool.set_base(MemoryBase(by_host))
         deadline = time.monotonic() + CONTROL_TIMEOUT_S
         for host_id in range(self.num_hosts):
             self.pool.mark_stale(host_id)

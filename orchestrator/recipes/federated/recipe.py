@@ -20,6 +20,7 @@ from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
 from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
+from fedtwin.orchestrator.recipes.federated.backend_common import DEVICES_SECTION
 from fedtwin.orchestrator.recipes.federated.config import RETIRED_KEYS
 from fedtwin.orchestrator.recipes.federated.config import validate as validate_federated
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
@@ -159,7 +160,7 @@ class FederatedRecipe(Recipe):
     def restore(self, ckpt: Checkpoint) -> None:
         self.state = ckpt.model
         self.strategy.load_state_dict(ckpt.extra.get("strategy", {}))
-        self.backend.load_device_states({int(k): v for k, v in ckpt.extra.get("devices", {}).items()})
+        self.backend.load_device_states(ckpt.extra.get(DEVICES_SECTION, {}))  # streamed: read chunk by chunk
         if self.clock is not None:
             self.clock.load_state_dict(ckpt.extra.get("system_clock"))
 
@@ -175,15 +176,17 @@ class FederatedRecipe(Recipe):
         return {**result.record, **self.clock.finish(n, result.record, self.strategy)}
 
     def checkpoint_state(self) -> CheckpointState:
-        devices = {str(k): v for k, v in self.backend.device_states().items()}
+        # Device state (one entry per device) streams from the hosts to disk chunk by chunk; the written
+        # checkpoint then becomes the copy restarted hosts are rebuilt from.
         return CheckpointState(
             self.state,
             {
                 "strategy": self.strategy.state_dict(),
-                "devices": devices,
                 **({"system_clock": self.clock.state_dict()} if self.clock is not None else {}),
             },
             {"partition": str(self.partition_dir)},
+            sections={DEVICES_SECTION: self.backend.write_device_states},
+            on_saved=self.backend.device_states_saved,
         )
 
     def summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

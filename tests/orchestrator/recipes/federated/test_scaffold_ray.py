@@ -5,6 +5,7 @@ control variates of the same run without faults. Without the restore the result 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -13,8 +14,15 @@ import numpy as np
 import pytest
 import yaml
 
+from fedtwin.orchestrator.recipes.federated import ray_backend
 from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
-from fedtwin.orchestrator.run.checkpoint import latest_checkpoint
+from fedtwin.orchestrator.run.checkpoint import (
+    checkpoint_section,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fedtwin.orchestrator.run.experiment import run_experiment
 from fedtwin.orchestrator.run.run_folder import RunFolder
 from tests.orchestrator.recipes.federated.test_failures_ray import _assert_same_weights, _run
@@ -50,19 +58,27 @@ def baseline(ray_session, tiny_data_root, tmp_path_factory):
     return _run(tiny_data_root, tmp_path_factory.mktemp("scaffold-base"), **SCAFFOLD)
 
 
-def test_control_variates_survive_host_kills_mid_fit_and_at_a_checkpoint(baseline, tiny_data_root, tmp_path):
+def test_control_variates_survive_host_kills_mid_fit_and_at_a_checkpoint(
+    baseline, tiny_data_root, tmp_path, monkeypatch
+):
     # Prepare: host 1 dies mid-fit in round 2 (its devices' c_i from round 1 exist only in the round log:
-    # no checkpoint yet); host 0 dies while round 3's checkpoint gathers device state
+    # no checkpoint yet); host 0 dies while round 3's checkpoint streams device state; host 1 dies
+    # mid-fit in round 5 (its devices' c_i come back from round 3's checkpoint files). Checkpoints hold
+    # one device per chunk file, so writing and restoring both go chunk by chunk.
+    monkeypatch.setattr(ray_backend, "CHUNK_BYTES", 1)
     kills = [
         {"round": 2, "host": 1, "phase": "fit", "after_devices": 1},
         {"round": 3, "host": 0, "phase": "checkpoint"},
+        {"round": 5, "host": 1, "phase": "fit", "after_devices": 1},
     ]
     # Execute
-    _, records, killed = _run(tiny_data_root, tmp_path, kills, **SCAFFOLD)
+    result, records, killed = _run(tiny_data_root, tmp_path, kills, **SCAFFOLD)
     # Assert: every round ran; the kills were recovered (restart and retries recorded)
     assert [r["round"] for r in records] == [1, 2, 3, 4, 5]
     assert records[1]["host_restarts"] == 1 and records[1]["device_retries"] > 0
     assert records[3]["host_restarts"] == 1  # the checkpoint's restart shows in the next round
+    assert records[4]["host_restarts"] == 1 and records[4]["device_retries"] > 0
+    assert len(checkpoint_section(list_checkpoints(result.run_dir / "checkpoints")[-1], "devices").files) == 10
     assert all(r["devices_ok"] == 6 and r["control_norm"] > 0 for r in records)
     # Assert: identical weights, server c and every device's c_i
     _, base_records, base = baseline
@@ -80,6 +96,9 @@ def _wait_for(path, proc, timeout_s=240.0):
     raise AssertionError(f"gave up waiting (driver exit code {proc.poll()})")
 
 
+# Slow: the default run SIGKILLs a `fedtwin run` driver in test_clean_exit, resumes on Ray exactly in
+# test_federated_ray and resumes SCAFFOLD's state bit for bit in process in test_baselines_resume.
+@pytest.mark.slow
 def test_control_variates_survive_a_driver_sigkill_and_resume(baseline, tiny_data_root, tmp_path):
     # Prepare: the same experiment as a `fedtwin run` process with its own embedded Ray
     spec = tiny_spec(tiny_data_root, tmp_path / "runs", **SCAFFOLD)
@@ -111,6 +130,28 @@ def test_control_variates_survive_a_driver_sigkill_and_resume(baseline, tiny_dat
     _, _, base = baseline
     _assert_same_weights(base, final)
     _assert_same_control_variates(base, final)
+
+
+def test_a_run_folder_whose_checkpoint_holds_device_state_in_one_file_resumes(baseline, tiny_data_root, tmp_path):
+    # Prepare: the faultless run's folder as an older fedtwin left it: its round-3 checkpoint with every
+    # device's state inside state.safetensors (no streamed section), and no later checkpoint
+    result, _, base = baseline
+    run_dir = tmp_path / "old"
+    shutil.copytree(result.run_dir, run_dir)
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in checkpoints] == ["step-00003", "step-00005"]
+    shutil.rmtree(checkpoints[1])
+    three = load_checkpoint(checkpoints[0])
+    extra = {**three.extra, "devices": dict(three.extra["devices"])}
+    save_checkpoint(run_dir / "checkpoints", 3, three.model, extra, three.meta)
+    assert checkpoint_section(checkpoints[0], "devices") is None
+    # Execute: resume it on Ray (the devices' states go to the hosts from the driver's object store)
+    spec = tiny_spec(tiny_data_root, tmp_path / "runs", **SCAFFOLD)
+    final = latest_checkpoint(run_experiment(spec, run_dir=run_dir, resume=True).run_dir / "checkpoints")
+    # Assert: rounds 4 and 5 end exactly as in the run that never stopped, written in the new layout
+    _assert_same_weights(base, final)
+    _assert_same_control_variates(base, final)
+    assert checkpoint_section(list_checkpoints(run_dir / "checkpoints")[-1], "devices") is not None
 
 
 def test_resume_without_the_control_variates_changes_the_result(tiny_data_root, tmp_path, monkeypatch):
