@@ -76,6 +76,9 @@ def videos(tmp_path_factory) -> Path:
     return root
 
 
+# Slow: the default run imports real videos through the CLI (tests/orchestrator/cli/test_data_videos.py,
+# tests/pipelines/data/test_video_import.py) and runs federated rounds on Ray elsewhere; this joins them.
+@pytest.mark.slow
 def test_import_partition_by_group_and_two_federated_rounds(videos, tmp_path):
     # Execute 1: import (in this process's cwd = the test folder; paths relative to the index)
     imported = fedtwin(

@@ -32,19 +32,36 @@ def _assert_same_weights(a, b):
         np.testing.assert_array_equal(a.model[key], b.model[key])
 
 
+# The runs without kills are made in process: the in-process backend runs the same hosts, folding and
+# loop without actors and gives the Ray backend's weights and scores bit for bit (asserted in
+# test_federated_ray), and it saves an actor start-up per baseline.
+LOCAL = {"resources.backend": "local"}
+
+
 @pytest.fixture(scope="module")
 def fedavg_baseline(ray_session, tiny_data_root, tmp_path_factory):
     """The same FedAvg run without kills."""
-    return _run(tiny_data_root, tmp_path_factory.mktemp("baseline"), **FEDAVG)
+    return _run(tiny_data_root, tmp_path_factory.mktemp("baseline"), **FEDAVG, **LOCAL)
 
 
 @pytest.mark.parametrize(
     ("kills", "round_num", "retries", "restarts"),
     [
-        pytest.param([{"round": 2, "host": 1, "phase": "fit", "after_devices": 2}], 2, 5, 1, id="host-mid-fit"),
+        # the default run covers a kill mid-fit and one at a checkpoint in test_scaffold_ray (one run, with
+        # device state to restore); the single-kill FedAvg cases are slow tests
+        pytest.param(
+            [{"round": 2, "host": 1, "phase": "fit", "after_devices": 2}],
+            2,
+            5,
+            1,
+            id="host-mid-fit",
+            marks=pytest.mark.slow,
+        ),
         # killed while the driver gathers round 2's checkpoint: restored from the round log, asked again;
         # the restart shows in the next round's record
-        pytest.param([{"round": 2, "host": 0, "phase": "checkpoint"}], 3, 0, 1, id="host-at-checkpoint"),
+        pytest.param(
+            [{"round": 2, "host": 0, "phase": "checkpoint"}], 3, 0, 1, id="host-at-checkpoint", marks=pytest.mark.slow
+        ),
         pytest.param(
             [
                 {"round": 3, "host": 0, "phase": "fit", "after_devices": 0},
@@ -78,14 +95,24 @@ def test_killed_hosts_are_restored_and_their_devices_retried(
 FEDDUM_RUN = {**FEDDUM, "run.checkpoint_every": 3}  # checkpoints after rounds 3 and 4
 
 
-def test_feddum_device_momentum_survives_host_and_server_kills(ray_session, tiny_data_root, tmp_path, monkeypatch):
-    # Prepare: host 1 dies mid-fit in round 3, so its devices' momentum from rounds 1 and 2 must be
-    # rebuilt from the log (no checkpoint yet); the server node dies before round 2's server pass
-    kills = [
-        {"round": 3, "host": 1, "phase": "fit", "after_devices": 1},
-        {"round": 2, "target": "server", "phase": "server_pass"},
-    ]
-    _, base_records, base = _run(tiny_data_root, tmp_path / "base", **FEDDUM_RUN)
+# host 1 dies mid-fit in round 3, so its devices' momentum from rounds 1 and 2 must be rebuilt from the log
+# (no checkpoint yet); the server node dies before round 2's server pass
+FEDDUM_KILLS = [
+    {"round": 3, "host": 1, "phase": "fit", "after_devices": 1},
+    {"round": 2, "target": "server", "phase": "server_pass"},
+]
+
+
+@pytest.fixture(scope="module")
+def feddum_baseline(ray_session, tiny_data_root, tmp_path_factory):
+    """The FedDUM run without kills (in process, see LOCAL)."""
+    return _run(tiny_data_root, tmp_path_factory.mktemp("feddum-base"), **FEDDUM_RUN, **LOCAL)
+
+
+def test_feddum_device_momentum_survives_host_and_server_kills(feddum_baseline, tiny_data_root, tmp_path):
+    # Prepare
+    kills = FEDDUM_KILLS
+    _, base_records, base = feddum_baseline
     # Execute
     _, records, killed = _run(tiny_data_root, tmp_path / "kills", kills, **FEDDUM_RUN)
     # Assert: all rounds; the retries and restarts are recorded in the killed rounds
@@ -102,6 +129,13 @@ def test_feddum_device_momentum_survives_host_and_server_kills(ray_session, tiny
         for key, value in state["optimizer_state"].items():
             np.testing.assert_array_equal(value, killed.extra["devices"][device]["optimizer_state"][key])
     assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in base_records]
+
+
+@pytest.mark.slow
+def test_feddum_kills_without_the_restore_change_the_result(feddum_baseline, tiny_data_root, tmp_path, monkeypatch):
+    # (The default run shows the same for SCAFFOLD's control variates, in process, in test_scaffold_ray.)
+    _, _, base = feddum_baseline
+    kills = FEDDUM_KILLS
 
     # Execute: the same kills, but a restarted host gets its devices back empty (no restore)
     def forgetful_sync(self, host_id, deadline):

@@ -178,11 +178,16 @@ class _CrashAfter(RunCallback):
     on_step_end = on_round_end  # the hook's newer name
 
 
-def test_resume_continues_the_clock_exactly_on_ray(ray_session, tiny_data_root, tmp_path):
+# The clock lives in the driver; the in-process backend runs the same loop without actor start-up costs,
+# so the default run resumes there and the Ray variant is a slow test.
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_resume_continues_the_clock_exactly(request, tiny_data_root, tmp_path, backend):
     # Prepare: lognormal speeds and a deadline (some rounds drop devices), 4 rounds, checkpoints every 2
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
     speeds = {d: 1.0 for d in range(6)}
     overrides = {
-        "resources.backend": "ray",
+        "resources.backend": backend,
         "federation.num_rounds": 4,
         "federation.devices_per_round": 3,
         "federation.over_select": 0.5,
