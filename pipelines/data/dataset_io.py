@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from fedtwin.pipelines.core import storage
 from fedtwin.pipelines.core.atomic_write import atomic_directory, write_json_atomic
-from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.heterogeneity import label_histogram
 from fedtwin.pipelines.data.manifest import (
     MANIFEST_NAME,

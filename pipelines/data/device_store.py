@@ -220,8 +220,13 @@ class DeviceStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        logger.info("device cache: wrote %s (%d devices, %.1f MB) from %d source files", self.path,
-                    len(self.device_ids), self.path.stat().st_size / 1e6, len(by_file))
+        logger.info(
+            "device cache: wrote %s (%d devices, %.1f MB) from %d source files",
+            self.path,
+            len(self.device_ids),
+            self.path.stat().st_size / 1e6,
+            len(by_file),
+        )
 
     def _read_devices(self, rel: str, devices: list[int]) -> pa.Table:
         """The rows of ``devices`` (all in device file ``rel``, ascending) as one table, checked against
@@ -238,14 +243,16 @@ class DeviceStore:
         for d in devices:
             offset, n = int(m.row_offsets[d]), int(m.num_examples[d])
             if offset < 0 or offset + n > int(meta.num_rows):
-                raise DatasetError(f"{location}: device {d}'s rows [{offset}, {offset + n}) are not in the file; "
-                                   f"{REPARTITION_HINT}")
+                raise DatasetError(
+                    f"{location}: device {d}'s rows [{offset}, {offset + n}) are not in the file; {REPARTITION_HINT}"
+                )
             first = int(np.searchsorted(group_starts, offset, side="right")) - 1
             wanted[d] = (first, max(first + 1, int(np.searchsorted(group_starts, offset + n, side="left"))), n)
         groups = sorted({g for first, end, _ in wanted.values() for g in range(first, end)})
         at = dict(zip(groups, (np.cumsum(group_rows[groups]) - group_rows[groups]).tolist(), strict=True))
-        spans = [(d, at[first] + int(m.row_offsets[d]) - int(group_starts[first]), n)
-                 for d, (first, _, n) in wanted.items()]
+        spans = [
+            (d, at[first] + int(m.row_offsets[d]) - int(group_starts[first]), n) for d, (first, _, n) in wanted.items()
+        ]
         try:
             table = pf.read_row_groups(groups, columns=list(REQUIRED_COLUMNS))
         except (pa.ArrowException, OSError) as err:
@@ -261,8 +268,9 @@ class DeviceStore:
         hists = np.bincount(owner * k + labels, minlength=len(spans) * k).reshape(len(spans), k)
         bad = np.flatnonzero(np.any(hists != m.label_histograms[[d for d, _, _ in spans]], axis=1))
         if bad.size:
-            raise DatasetError(f"{location}: device {spans[int(bad[0])][0]}'s labels do not match the manifest; "
-                               f"{REPARTITION_HINT}")
+            raise DatasetError(
+                f"{location}: device {spans[int(bad[0])][0]}'s labels do not match the manifest; {REPARTITION_HINT}"
+            )
         return out
 
 
@@ -290,6 +298,7 @@ def evict(directory: Path, max_bytes: int, keep: Path | None = None) -> list[Pat
         total -= size
         deleted.append(path)
     if deleted:
-        logger.info("device cache: evicted %d entries from %s (bound %.1f GB)", len(deleted), directory,
-                    max_bytes / 2**30)
+        logger.info(
+            "device cache: evicted %d entries from %s (bound %.1f GB)", len(deleted), directory, max_bytes / 2**30
+        )
     return deleted

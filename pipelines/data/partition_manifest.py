@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from fedtwin.pipelines.data.clips import ClipArrays
-from fedtwin.pipelines.data.dataset_io import read_clip_rows, read_clips
 from fedtwin.pipelines.core import storage
 from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.clips import ClipArrays
+from fedtwin.pipelines.data.dataset_io import read_clip_rows, read_clips
 from fedtwin.pipelines.data.manifest import MANIFEST_NAME, FieldReader
 from fedtwin.pipelines.data.manifest_devices import read_device_entries
 from fedtwin.pipelines.data.schema import SCHEMA_VERSION, ClipShape

@@ -44,8 +44,15 @@ def plot_partition(manifest: PartitionManifest, path: str | Path) -> Path:
         threshold = counts.max() / 2 if counts.size else 0
         for (c, d), value in np.ndenumerate(counts):
             if value:
-                ax.text(d, c, str(value), ha="center", va="center", fontsize=7,
-                        color="black" if value > threshold else "white")
+                ax.text(
+                    d,
+                    c,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if value > threshold else "white",
+                )
     ax.set_yticks(range(k), labels=[_short(name) for name in manifest.class_names], fontsize=8)
     _device_ticks(ax, manifest)
     ax.set_ylabel("class")
@@ -64,8 +71,7 @@ def plot_partition(manifest: PartitionManifest, path: str | Path) -> Path:
     ax_js.legend(fontsize=8)
 
     params = ", ".join(f"{key}={value}" for key, value in manifest.params.items())
-    fig.suptitle(f"{manifest.scheme}{f' ({params})' if params else ''}: {n} devices, seed {manifest.seed}",
-                 fontsize=11)
+    fig.suptitle(f"{manifest.scheme}{f' ({params})' if params else ''}: {n} devices, seed {manifest.seed}", fontsize=11)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

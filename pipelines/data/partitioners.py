@@ -276,9 +276,7 @@ def needs_groups(cls: type) -> bool:
 
 def _is_partitioner_class(obj: Any) -> bool:
     return (
-        isinstance(obj, type)
-        and callable(getattr(obj, "assign", None))
-        and callable(getattr(obj, "get_params", None))
+        isinstance(obj, type) and callable(getattr(obj, "assign", None)) and callable(getattr(obj, "get_params", None))
     )
 
 

@@ -103,9 +103,16 @@ class ImportConfig:
     def settings(self) -> dict[str, Any]:
         """What the manifest records: everything that shapes the output (not ``workers``)."""
         return {
-            "frames": self.frames, "stride": self.stride, "clips_per_video": self.clips_per_video,
-            "sampling": self.sampling, "size": list(self.size), "channels": self.channels, "fps": self.fps,
-            "short_videos": self.short_videos, "seed": self.seed, "test_fraction": self.test_fraction,
+            "frames": self.frames,
+            "stride": self.stride,
+            "clips_per_video": self.clips_per_video,
+            "sampling": self.sampling,
+            "size": list(self.size),
+            "channels": self.channels,
+            "fps": self.fps,
+            "short_videos": self.short_videos,
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
         }
 
 

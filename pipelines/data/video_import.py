@@ -260,8 +260,9 @@ def import_videos(
     skipped: list[SkippedVideo] = []
     padded = clips = 0
     with atomic_directory(Path(out_dir), overwrite, what="dataset directory") as tmp:
-        writers = {s: _SplitWriter(tmp / f"{s}.parquet", cfg.clip_shape, len(label_of), sources.has_group)
-                   for s in SPLITS}
+        writers = {
+            s: _SplitWriter(tmp / f"{s}.parquet", cfg.clip_shape, len(label_of), sources.has_group) for s in SPLITS
+        }
         try:
             for i, result in enumerate(decode_all(jobs, cfg.workers, decoder)):
                 video, skip = sources.videos[i], None
@@ -283,10 +284,19 @@ def import_videos(
             first = f"; first: {skipped[0].path}: {skipped[0].reason}" if skipped else ""
             raise DatasetError(f"{source or out_dir}: no video gave a clip ({len(skipped)} skipped{first})")
         info = {
-            "importer": {"name": IMPORTER_NAME, "source": source, "layout": sources.layout,
-                         "split": "index" if sources.has_split else "seeded", **cfg.settings()},
-            "videos": {"found": len(jobs), "imported": len(jobs) - len(skipped), "skipped": len(skipped),
-                       "padded": padded},
+            "importer": {
+                "name": IMPORTER_NAME,
+                "source": source,
+                "layout": sources.layout,
+                "split": "index" if sources.has_split else "seeded",
+                **cfg.settings(),
+            },
+            "videos": {
+                "found": len(jobs),
+                "imported": len(jobs) - len(skipped),
+                "skipped": len(skipped),
+                "padded": padded,
+            },
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
         if sources.has_group:
@@ -294,7 +304,9 @@ def import_videos(
         manifest = DatasetManifest(tmp, cfg.clip_shape, len(label_of), sources.class_names, entries, info)
         write_json_atomic(tmp / MANIFEST_NAME, manifest.to_json())
     elapsed = time.perf_counter() - start
-    log.info("imported %d videos into %s (%d skipped) in %.1fs", len(jobs) - len(skipped), out_dir, len(skipped), elapsed)
+    log.info(
+        "imported %d videos into %s (%d skipped) in %.1fs", len(jobs) - len(skipped), out_dir, len(skipped), elapsed
+    )
     return ImportResult(
         load_dataset_manifest(out_dir), len(jobs), len(jobs) - len(skipped), padded, tuple(skipped), elapsed
     )

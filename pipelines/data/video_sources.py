@@ -77,8 +77,9 @@ def discover_folders(src: str | Path) -> VideoSources:
         raise DatasetError(f"{root}: no such folder; give a folder with one subfolder of videos per class")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; give a folder of class folders, or an index with --index")
-    class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                        key=lambda d: natural_key(d.name))
+    class_dirs = sorted(
+        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)
+    )
     if not class_dirs:
         raise DatasetError(f"{root}: no class folders; put videos in {root}/<label>/ or pass --index FILE")
     videos, names = [], []
@@ -158,8 +159,6 @@ def read_index(index_file: str | Path, base: str | Path | None = None) -> VideoS
         if video_id in seen:
             raise DatasetError(f"{index}:{n}: {video_id} is listed twice (also line {seen[video_id]})")
         seen[video_id] = n
-        videos.append(
-            VideoSource(path, video_id, values["label"], values["split"] or None, values["group"] or None)
-        )
+        videos.append(VideoSource(path, video_id, values["label"], values["split"] or None, values["group"] or None))
     names = tuple(sorted({v.label for v in videos}, key=natural_key))
     return VideoSources(tuple(sorted(videos, key=lambda v: v.video_id)), names, "index", has_split, has_group)

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data import dataset_io
 from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.dataset_io import clips_to_table, load_split, read_clip_rows, read_clips, write_dataset
-from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data.manifest import load_dataset_manifest
 from fedtwin.pipelines.data.schema import CLIP, LABEL, META_SCHEMA_VERSION, VIDEO_ID
 

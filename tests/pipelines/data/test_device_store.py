@@ -20,9 +20,14 @@ from fedtwin.pipelines.data.partition_manifest import load_device_shard, load_pa
 
 @pytest.fixture(scope="module")
 def partition(tiny_data_root):
-    data = from_dict(DataConfig, {"root": str(tiny_data_root), "generator": {"train_per_class": 30, "test_per_class": 5},
-                                  "partition": {"devices": 12, "scheme": "dirichlet", "seed": 0,
-                                                "devices_per_file": 5}})
+    data = from_dict(
+        DataConfig,
+        {
+            "root": str(tiny_data_root),
+            "generator": {"train_per_class": 30, "test_per_class": 5},
+            "partition": {"devices": 12, "scheme": "dirichlet", "seed": 0, "devices_per_file": 5},
+        },
+    )
     return ensure_partition(data)
 
 

@@ -13,8 +13,14 @@ from fedtwin.pipelines.data.manifest_devices import manifest_text, read_device_e
 
 K = 3
 DEVICES = [
-    {"id": i, "path": f"devices/part-{i // 2:05d}.parquet", "row_offset": 4 * (i % 2), "num_examples": 4,
-     "label_histogram": [1, 2, 1], "js": 0.25 if i else 0}
+    {
+        "id": i,
+        "path": f"devices/part-{i // 2:05d}.parquet",
+        "row_offset": 4 * (i % 2),
+        "num_examples": 4,
+        "label_histogram": [1, 2, 1],
+        "js": 0.25 if i else 0,
+    }
     for i in range(5)
 ]
 
@@ -29,14 +35,17 @@ def test_bulk_and_entry_by_entry_readers_give_the_same_columns():
     assert read_device_entries(_fr(), grouped, K).groups == [f"cam{i}" for i in range(5)]
 
 
-@pytest.mark.parametrize(("entry", "field", "value", "message"), [
-    (2, "id", 7, r"entry 2 has id 7"),
-    (3, "path", "../elsewhere.parquet", r"devices\[3\]\.path' must be a path inside"),
-    (1, "label_histogram", [1, -2, 1], r"devices\[1\]\.label_histogram' should hold non-negative"),
-    (4, "label_histogram", [1, 2], r"devices\[4\]\.label_histogram' has 2 entries, expected 3"),
-    (0, "num_examples", True, r"devices\[0\]\.num_examples' should be int"),
-    (2, "js", "high", r"devices\[2\]\.js' should be int/float"),
-])
+@pytest.mark.parametrize(
+    ("entry", "field", "value", "message"),
+    [
+        (2, "id", 7, r"entry 2 has id 7"),
+        (3, "path", "../elsewhere.parquet", r"devices\[3\]\.path' must be a path inside"),
+        (1, "label_histogram", [1, -2, 1], r"devices\[1\]\.label_histogram' should hold non-negative"),
+        (4, "label_histogram", [1, 2], r"devices\[4\]\.label_histogram' has 2 entries, expected 3"),
+        (0, "num_examples", True, r"devices\[0\]\.num_examples' should be int"),
+        (2, "js", "high", r"devices\[2\]\.js' should be int/float"),
+    ],
+)
 def test_a_bad_entry_is_named_exactly_as_before(entry, field, value, message):
     devices = copy.deepcopy(DEVICES)
     devices[entry][field] = value

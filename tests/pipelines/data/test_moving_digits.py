@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.core.errors import DatasetError
+from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.data.moving_digits import (
     MovingDigitsConfig,
     ShiftConfig,

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from fedtwin.pipelines.data.clips import ClipArrays
-from fedtwin.pipelines.model.networks import ModelConfig, build_model
 from fedtwin.pipelines.data.moving_digits import MovingDigitsConfig, class_names, digit_sprites, generate, plan_clips
+from fedtwin.pipelines.model.networks import ModelConfig, build_model
 from fedtwin.pipelines.model.training import TrainSettings, evaluate, local_train
 
-MOTION = MovingDigitsConfig(label_scheme="digit_motion", digit_groups=5, motion_classes=2,
-                            train_per_class=12, test_per_class=4)
+MOTION = MovingDigitsConfig(
+    label_scheme="digit_motion", digit_groups=5, motion_classes=2, train_per_class=12, test_per_class=4
+)
 
 
 def test_labels_fold_digit_group_and_an_independent_direction_code():
@@ -50,7 +51,11 @@ def test_class_names_and_digit_scheme_unchanged():
     # Assert
     assert class_names(MOTION)[:4] == ["01@0deg", "01@180deg", "23@0deg", "23@180deg"]
     assert class_names(MovingDigitsConfig(label_scheme="digit_motion", digit_groups=2, motion_classes=4))[:4] == [
-        "01234@0deg", "01234@90deg", "01234@180deg", "01234@270deg"]
+        "01234@0deg",
+        "01234@90deg",
+        "01234@180deg",
+        "01234@270deg",
+    ]
     digit = plan_clips(MovingDigitsConfig(train_per_class=3, test_per_class=1), "train", seed=0)
     assert digit.motion_codes is None and MovingDigitsConfig().num_classes == 10
 
@@ -75,13 +80,18 @@ def _reorder(data: ClipArrays, order: np.ndarray) -> ClipArrays:
 def test_shuffling_frames_drops_a_trained_models_accuracy_to_chance():
     # Prepare: one digit group, two directions -> the label is the direction of travel only; a right-
     # moving clip visits the same positions as a left-moving one, in the opposite order
-    cfg = MovingDigitsConfig(label_scheme="digit_motion", digit_groups=1, motion_classes=2,
-                             train_per_class=100, test_per_class=100)
+    cfg = MovingDigitsConfig(
+        label_scheme="digit_motion", digit_groups=1, motion_classes=2, train_per_class=100, test_per_class=100
+    )
     train, test = generate(cfg, "train", seed=0), generate(cfg, "test", seed=0)
     model = build_model(ModelConfig(num_classes=2), seed=0)
     torch.set_num_threads(1)
-    local_train(model, train, TrainSettings(epochs=4, batch_size=16, lr=3e-3, optimizer="adam"),
-                generator=torch.Generator().manual_seed(0))
+    local_train(
+        model,
+        train,
+        TrainSettings(epochs=4, batch_size=16, lr=3e-3, optimizer="adam"),
+        generator=torch.Generator().manual_seed(0),
+    )
     rng = np.random.default_rng(0)
     shuffled = _reorder(test, np.stack([rng.permutation(cfg.frames) for _ in range(len(test))]))
     reversed_ = _reorder(test, np.tile(np.arange(cfg.frames)[::-1], (len(test), 1)))

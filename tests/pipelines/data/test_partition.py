@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data.clips import ClipArrays
 from fedtwin.pipelines.data.dataset_io import load_split, write_dataset
-from fedtwin.pipelines.core.errors import DatasetError
 from fedtwin.pipelines.data.heterogeneity import distribution, js_divergence
 from fedtwin.pipelines.data.partition import (
     PARTITIONERS,
@@ -257,7 +257,9 @@ class Broken(RoundRobin):
 
     def assign(self, labels: np.ndarray, num_devices: int, rng: np.random.Generator) -> np.ndarray:
         good = super().assign(labels, num_devices, rng)
-        return {"range": good + 1, "empty": good % (num_devices - 1), "shape": good[:-1], "float": good * 1.0}[self.mode]
+        return {"range": good + 1, "empty": good % (num_devices - 1), "shape": good[:-1], "float": good * 1.0}[
+            self.mode
+        ]
 
 
 def test_plugin_partitioner_by_import_path_end_to_end(dataset, tmp_path):
@@ -282,6 +284,8 @@ def test_plugin_partitioner_by_import_path_end_to_end(dataset, tmp_path):
 def test_plugin_partitioner_breaking_the_contract_is_a_one_line_error(dataset, tmp_path, mode, problem):
     cfg = PartitionConfig(devices=4, scheme=f"{__name__}:Broken", params={"mode": mode})
 
-    with pytest.raises(DatasetError, match=rf"^data\.partition\.scheme: '{__name__}:Broken'\.assign\(\) returned {problem}$"):
+    with pytest.raises(
+        DatasetError, match=rf"^data\.partition\.scheme: '{__name__}:Broken'\.assign\(\) returned {problem}$"
+    ):
         partition_dataset(dataset, tmp_path / "p", cfg)
     assert not (tmp_path / "p").exists()

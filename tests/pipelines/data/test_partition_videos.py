@@ -41,14 +41,18 @@ def write_videos(path, *, videos_per_class=12, clips_per_video=3, classes=4, wit
     pixels = np.zeros((n, *SHAPE), dtype=np.uint8)
     pixels.reshape(n, -1)[:, 0] = vids
     train = ClipArrays(pixels, labels.astype(np.int64), np.asarray([f"v{v:03d}" for v in vids], dtype=str))
-    test = ClipArrays(np.zeros((classes, *SHAPE), np.uint8), np.arange(classes, dtype=np.int64),
-                      np.asarray([f"t{c}" for c in range(classes)], dtype=str))
+    test = ClipArrays(
+        np.zeros((classes, *SHAPE), np.uint8),
+        np.arange(classes, dtype=np.int64),
+        np.asarray([f"t{c}" for c in range(classes)], dtype=str),
+    )
     write_dataset(path, {"train": train, "test": test}, {"class_names": [f"c{c}" for c in range(classes)]})
     if with_group:  # what `fedtwin data import-videos` writes for an index with a group column
         table = pq.read_table(path / "train.parquet")
         groups = pa.array([GROUPS[v % len(GROUPS)] for v in vids], pa.string())
-        pq.write_table(table.append_column(pa.field(GROUP, pa.string(), nullable=False), groups),
-                       path / "train.parquet")
+        pq.write_table(
+            table.append_column(pa.field(GROUP, pa.string(), nullable=False), groups), path / "train.parquet"
+        )
     return path, vids
 
 
@@ -110,12 +114,18 @@ def test_by_group_makes_one_device_per_sorted_group(videos, tmp_path):
 
 def test_by_group_errors_are_one_line(videos, tmp_path):
     no_groups, _ = write_videos(tmp_path / "plain", with_group=False)
-    with pytest.raises(DatasetError, match=r"^data\.partition\.scheme: by-group needs a 'group' column, but .*"
-                                           r"train\.parquet has none; import the videos with an index") as err:
+    with pytest.raises(
+        DatasetError,
+        match=r"^data\.partition\.scheme: by-group needs a 'group' column, but .*"
+        r"train\.parquet has none; import the videos with an index",
+    ) as err:
         partition_dataset(no_groups, tmp_path / "p", PartitionConfig(devices=None, scheme="by-group"))
     assert "\n" not in str(err.value)
-    with pytest.raises(DatasetError, match=r"\(144 rows in 48 videos\) with by-group: devices: 3 given but the data "
-                                           r"has 4 groups; set it to 4, or to null \(omit --devices\) for one device per group$"):
+    with pytest.raises(
+        DatasetError,
+        match=r"\(144 rows in 48 videos\) with by-group: devices: 3 given but the data "
+        r"has 4 groups; set it to 4, or to null \(omit --devices\) for one device per group$",
+    ):
         partition_dataset(videos[0], tmp_path / "p", PartitionConfig(devices=3, scheme="by-group"))
     with pytest.raises(ValueError, match="^devices: must be set for scheme iid"):
         PartitionConfig(devices=None, scheme="iid")
@@ -128,9 +138,14 @@ def test_one_clip_per_video_gives_exactly_the_row_assignment(tmp_path):
     rng = np.random.default_rng(5)
     labels = rng.permutation(np.repeat(np.arange(10), 30)).astype(np.int64)
     ids = np.asarray([f"r{i}" for i in range(300)], dtype=str)
-    write_dataset(tmp_path / "ds", {"train": ClipArrays(np.zeros((300, *SHAPE), np.uint8), labels, ids),
-                                    "test": ClipArrays(np.zeros((1, *SHAPE), np.uint8), labels[:1], ids[:1])},
-                  {"class_names": [str(c) for c in range(10)]})
+    write_dataset(
+        tmp_path / "ds",
+        {
+            "train": ClipArrays(np.zeros((300, *SHAPE), np.uint8), labels, ids),
+            "test": ClipArrays(np.zeros((1, *SHAPE), np.uint8), labels[:1], ids[:1]),
+        },
+        {"class_names": [str(c) for c in range(10)]},
+    )
     cfg = PartitionConfig(devices=12, scheme="dirichlet", alpha=0.4, shared_fraction=0.05, shared_classes=4, seed=9)
 
     # Execute
@@ -153,8 +168,9 @@ def test_video_units_number_videos_by_first_appearance():
 
 
 def test_partition_plot_is_a_png(videos, tmp_path):
-    m = partition_dataset(videos[0], tmp_path / "p", PartitionConfig(devices=None, scheme="by-group",
-                                                                     shared_fraction=0.1))
+    m = partition_dataset(
+        videos[0], tmp_path / "p", PartitionConfig(devices=None, scheme="by-group", shared_fraction=0.1)
+    )
     out = plot_partition(load_partition_manifest(m.directory), tmp_path / "p" / "plots" / "partition.png")
     head = out.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"

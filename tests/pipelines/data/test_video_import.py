@@ -19,12 +19,12 @@ from fedtwin.pipelines.data.dataset_io import load_split  # noqa: E402
 from fedtwin.pipelines.data.manifest import load_dataset_manifest  # noqa: E402
 from fedtwin.pipelines.data.video_decode import (  # noqa: E402
     ImportConfig,
+    SkipVideo,
     VideoJob,
     decode_video,
     parse_size,
     plan_clips,
     require_av,
-    SkipVideo,
     resample_positions,
 )
 from fedtwin.pipelines.data.video_import import assign_splits, import_videos  # noqa: E402
@@ -188,8 +188,10 @@ def test_index_with_split_and_group_columns(src, tmp_path):
     index = tmp_path / "index.csv"
     rel = os.path.relpath(src, tmp_path)
     rows = [
-        ("run/r1.mp4", "running", "train", "cam-a"), ("run/r2.webm", "running", "test", "cam-b"),
-        ("walk/w1.mp4", "walking", "train", "cam-b"), ("walk/w3.avi", "walking", "test", "cam-a"),
+        ("run/r1.mp4", "running", "train", "cam-a"),
+        ("run/r2.webm", "running", "test", "cam-b"),
+        ("walk/w1.mp4", "walking", "train", "cam-b"),
+        ("walk/w3.avi", "walking", "test", "cam-a"),
         ("walk/missing.mp4", "walking", "train", "cam-a"),
     ]
     index.write_text("path,label,split,group\n" + "".join(f"{rel}/{p},{lab},{s},{g}\n" for p, lab, s, g in rows))
@@ -211,7 +213,9 @@ def test_index_with_split_and_group_columns(src, tmp_path):
 def test_jsonl_index_and_index_errors(src, tmp_path):
     # JSONL: paths relative to the index's folder (or to an explicit base)
     good = tmp_path / "i.jsonl"
-    good.write_text(json.dumps({"path": "run/r1.mp4", "label": 3}) + "\n\n" + json.dumps({"path": "walk/w1.mp4", "label": 10}))
+    good.write_text(
+        json.dumps({"path": "run/r1.mp4", "label": 3}) + "\n\n" + json.dumps({"path": "walk/w1.mp4", "label": 10})
+    )
     sources = read_index(good, base=src)
     assert sources.class_names == ("3", "10") and sources.videos[0].path == src / "run" / "r1.mp4"
 
