@@ -13,14 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.federated.backend_common import RoundFailedError, plan_hosts
 from fedtwin.orchestrator.recipes.federated.strategies.context import ServerAccess
 from fedtwin.orchestrator.run.checkpoint_sections import SectionWriter
 from fedtwin.pipelines.federated.messages import AggregatedFit, FitTask
 from fedtwin.pipelines.model.state import ModelState
 
-__all__ = ["Backend", "RoundFailedError", "make_backend", "plan_hosts"]
+__all__ = ["Backend", "RoundFailedError", "plan_hosts"]
 
 
 @runtime_checkable
@@ -120,21 +119,3 @@ class Backend(Protocol):
     def shutdown(self) -> None:
         """Stop whatever the backend started."""
         ...
-
-
-def make_backend(
-    spec: ExperimentSpec,
-    partition_dir: str,
-    num_devices: int,
-    num_hosts: int,
-    scheduling_strategy: Any = None,
-    server_node: bool = False,
-) -> Backend:
-    """The backend ``resources.backend`` asks for, with its hosts and evaluator (or server node) started."""
-    if spec.resources.backend == "local":
-        from fedtwin.orchestrator.recipes.federated.local_backend import LocalBackend
-
-        return LocalBackend(spec, partition_dir, num_devices, num_hosts, server_node=server_node)
-    from fedtwin.orchestrator.recipes.federated.ray_backend import RayBackend
-
-    return RayBackend(spec, partition_dir, num_devices, num_hosts, scheduling_strategy, server_node=server_node)

@@ -19,8 +19,9 @@ from fedtwin.orchestrator.config.loader import ConfigError
 from fedtwin.orchestrator.config.recipes import builtin_sections
 from fedtwin.orchestrator.config.spec import ExperimentSpec
 from fedtwin.orchestrator.recipes.base import CheckpointState, Recipe
-from fedtwin.orchestrator.recipes.federated.backend import make_backend, plan_hosts
+from fedtwin.orchestrator.recipes.federated.backend import plan_hosts
 from fedtwin.orchestrator.recipes.federated.backend_common import DEVICES_SECTION
+from fedtwin.orchestrator.recipes.federated.backend_factory import make_backend
 from fedtwin.orchestrator.recipes.federated.config import RETIRED_KEYS
 from fedtwin.orchestrator.recipes.federated.config import validate as validate_federated
 from fedtwin.orchestrator.recipes.federated.preflight import check_federated
