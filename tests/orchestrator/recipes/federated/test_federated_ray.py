@@ -55,7 +55,7 @@ def test_round_survives_failing_and_hanging_devices(ray_session, tiny_data_root,
         tmp_path,
         **{
             "federation.num_rounds": 2,
-            "federation.round_timeout_s": 25.0,
+            "federation.round_timeout_s": 15.0,
             "federation.min_success_fraction": 0.3,
         },
     )
