@@ -134,7 +134,7 @@ def _lose_the_worker_node(tmp_path: Path, data_root: Path, rounds: int, join_lat
 
 @pytest.mark.slow
 def test_a_lost_node_whose_hosts_cannot_be_placed_again_costs_no_round_and_no_weight(tmp_path, tiny_data_root):
-    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=8, join_later=False)
+    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=30, join_later=False)
 
 
 @pytest.mark.slow
