@@ -49,7 +49,7 @@ from fedtwin.pipelines.federated.control_variates import CONTROL_KEY, DELTA_KEY,
 from fedtwin.pipelines.federated.hosts import devices_of, host_of
 from fedtwin.pipelines.federated.messages import DeviceFailure, FitResult, FitTask, HostFitResult
 from fedtwin.pipelines.federated.state_chunks import chunk_by_bytes, state_nbytes
-from fedtwin.pipelines.model.networks import ModelConfig
+from fedtwin.pipelines.model.networks import ModelConfig, VideoCNN
 from fedtwin.pipelines.model.state import ModelState, add_scaled, load_state, state_from_model, zeros_like
 from fedtwin.pipelines.model.training import TrainWorkspace, local_train
 
@@ -85,6 +85,8 @@ class StaleHostError(RuntimeError):
 
 class DeviceHost(TorchActor):
     """Plain class behind ``fedtwin.actors.federated.ray_actors.DeviceHostActor``; testable in-process."""
+
+    model: VideoCNN  # built in __init__, so never None here
 
     def __init__(self, host_id: int, num_hosts: int, partition_dir: str, settings: HostSettings) -> None:
         if not 0 <= host_id < num_hosts:

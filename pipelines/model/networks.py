@@ -155,8 +155,9 @@ class VideoCNN(nn.Module):
         cfg = self.cfg
         # Fixed standardisation (no statistics to learn or average) and Conv3d's (B, C, T, H, W) layout.
         h = ((x - cfg.input_mean) / cfg.input_std).transpose(1, 2)
-        if (cfg.input_pool or 1) > 1:
-            h = nnf.avg_pool3d(h, (1, cfg.input_pool, cfg.input_pool))
+        pool = cfg.input_pool or 1
+        if pool > 1:
+            h = nnf.avg_pool3d(h, (1, pool, pool))
         for i, stage in enumerate(self.stages):
             if i > 0:
                 h = _max_pool_space(h)

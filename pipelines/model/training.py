@@ -69,10 +69,14 @@ GradFn = Callable[[nn.Module, torch.Tensor, Any], tuple[float, Mapping[str, floa
 
 
 class ClipData(Protocol):
-    """What the loop needs from ``fedtwin.pipelines.data.clips.ClipArrays``: uint8 clips and integer labels."""
+    """What the loop needs from ``fedtwin.pipelines.data.clips.ClipArrays``: uint8 clips and integer labels
+    (read only, so frozen dataclasses match)."""
 
-    clips: np.ndarray
-    labels: np.ndarray
+    @property
+    def clips(self) -> np.ndarray: ...
+
+    @property
+    def labels(self) -> np.ndarray: ...
 
 
 Data = ClipData | tuple[Any, Any]
