@@ -139,4 +139,7 @@ def test_a_lost_node_whose_hosts_cannot_be_placed_again_costs_no_round_and_no_we
 
 @pytest.mark.slow
 def test_hosts_are_placed_again_when_a_node_joins(tmp_path, tiny_data_root):
-    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=60, join_later=True)
+    # Rounds take about 0.6 s here; a joining node needs ~15 s to start and the hosts Ray restarts on it
+    # ~20-40 s more on a loaded 2-core machine (60 rounds were measured too few once), so the run is
+    # long enough for the hosts to come back well before its end.
+    _lose_the_worker_node(tmp_path, tiny_data_root, rounds=300, join_later=True)
