@@ -21,10 +21,13 @@ import numpy as np
 from fedtwin.pipelines.data.dataset_io import load_split
 from fedtwin.pipelines.mutual.clip_quality import QualityFilter
 from fedtwin.pipelines.mutual.cluster_metrics import agreement, cluster_metrics
+from fedtwin.pipelines.mutual.clustering import normalized_centroids
+from fedtwin.pipelines.mutual.kreciprocal import l2_normalize
 from fedtwin.pipelines.mutual.pseudo_labels import (
     Assignment,
     ClusterSettings,
     LabelMode,
+    PseudoLabels,
     cluster_once,
     make_pseudo_labels,
 )
@@ -42,6 +45,8 @@ class ClusterRequest:
         seed: k-means seed for this epoch.
         num_clusters: K fixed by an earlier epoch (``None``: from settings or estimated).
         eps: DBSCAN eps fixed by an earlier epoch.
+        oracle: replace the pseudo-labels by the hidden labels (``twin.adaptation.labels: oracle``, the
+            supervised upper bound of a study; never for real training).
     """
 
     mode: LabelMode
@@ -49,6 +54,7 @@ class ClusterRequest:
     seed: int
     num_clusters: int | None = None
     eps: float | None = None
+    oracle: bool = False
 
 
 def select_quality_clips(target_dir: str, q_min: float) -> tuple[np.ndarray, dict[str, float]]:
@@ -104,6 +110,8 @@ def cluster_epoch(
         eps=request.eps,
         previous=[_labels_of(previous_a), _labels_of(previous_b)][: len(features)],
     )
+    if request.oracle:
+        result = _oracle(features, hidden_labels, result.eps)
     report: dict[str, Any] = {"num_clusters": result.num_clusters, "eps": result.eps}
     for name, assignment in zip("ab", result.assignments, strict=False):
         scores = cluster_metrics(hidden_labels, assignment.labels)
@@ -115,6 +123,17 @@ def cluster_epoch(
     report["cluster_seconds"] = time.perf_counter() - started
     second = result.assignments[1] if len(result.assignments) > 1 else None
     return result.assignments[0], second, report
+
+
+def _oracle(features: list[np.ndarray], hidden_labels: np.ndarray, eps: float | None) -> PseudoLabels:
+    """The hidden labels as every twin's assignment, heads at each twin's own class centroids."""
+    labels = np.asarray(hidden_labels, dtype=np.int64)
+    k = int(labels.max()) + 1
+    return PseudoLabels(
+        tuple(Assignment(labels, normalized_centroids(l2_normalize(f), labels, k), "oracle") for f in features),
+        k,
+        eps,
+    )
 
 
 def _labels_of(previous: Assignment | np.ndarray | None) -> np.ndarray | None:

@@ -41,14 +41,21 @@ LossKind = Literal["hard", "mmt"]
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """Supervised pre-training of each twin on the clean source split (each twin from its own seed)."""
+    """Supervised pre-training of each twin on the clean source split (each twin from its own seed).
+
+    ``candidates`` (networks: 1 only): pre-train this many networks exactly as twins a and b are
+    pre-trained and keep the one with the lower pre-training loss (the twins' rule), so a single-network
+    baseline gets the same pre-training luck as the twins; 1 pre-trains twin a's network only.
+    """
 
     epochs: int = 6
     lr: float = 3e-3
     batch_size: int = 32
     optimizer: Literal["sgd", "adam"] = "adam"
+    candidates: int = 1
 
     def __post_init__(self) -> None:
+        check(self.candidates in (1, 2), f"candidates: must be 1 or 2, got {self.candidates}")
         check(self.epochs >= 0, f"epochs: must be >= 0, got {self.epochs}")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
@@ -71,6 +78,8 @@ class AdaptationSettings:
         optimizer: ``adam`` (MMT) or ``sgd``.
         dropout: dropout on the embedding before the head (0.5 decouples the twins more).
         q_min: quality filter on the unlabelled clips: keep scores above it (0 keeps all non-flat clips).
+        labels: ``pseudo`` (the clustering's ids) or ``oracle``: the hidden target labels replace the
+            pseudo-labels, the supervised upper bound of a study (same model, budget and views).
     """
 
     epochs: int = 10
@@ -80,8 +89,10 @@ class AdaptationSettings:
     optimizer: Literal["sgd", "adam"] = "adam"
     dropout: float = 0.0
     q_min: float = 0.0
+    labels: Literal["pseudo", "oracle"] = "pseudo"
 
     def __post_init__(self) -> None:
+        check(self.labels in ("pseudo", "oracle"), f"labels: must be 'pseudo' or 'oracle', got {self.labels!r}")
         check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
@@ -179,6 +190,8 @@ class LossSettings:
         unit_triplet: feed the triplet terms L2-normalised embeddings (own and peer). Our pooled ReLU
             embeddings are unnormalised (norms near 20 on moving digits); on them the triplet softmax
             saturates and the nets raise the feature scale instead of separating clusters.
+        teacher: whose EMA gives the MMT soft targets: ``peer`` (MMT) or ``self`` (each network's own
+            mean model: MMT without the mutual part; the only MMT choice with networks: 1).
     """
 
     kind: LossKind = "mmt"
@@ -187,8 +200,10 @@ class LossSettings:
     label_smoothing: float = 0.1
     use_triplet: bool = True
     unit_triplet: bool = True
+    teacher: Literal["peer", "self"] = "peer"
 
     def __post_init__(self) -> None:
+        check(self.teacher in ("peer", "self"), f"teacher: must be 'peer' or 'self', got {self.teacher!r}")
         for name in ("lambda_id", "lambda_tri"):
             value = getattr(self, name)
             check(0.0 <= value <= 1.0, f"{name}: must be in [0, 1], got {value}")
@@ -321,10 +336,19 @@ class TwinConfig:
         check(self.networks in (1, 2), f"networks: must be 1 or 2, got {self.networks}")
         check(self.timeout_s > 0, f"timeout_s: must be > 0, got {self.timeout_s}")
         check(
-            not (self.networks == 1 and self.loss.kind == "mmt"),
-            "loss.kind: 'mmt' needs a peer; with networks: 1 use loss.kind: hard",
+            not (self.networks == 1 and self.loss.kind == "mmt" and self.loss.teacher == "peer"),
+            "loss.kind: 'mmt' needs a peer; with networks: 1 use loss.kind: hard or loss.teacher: self",
+        )
+        check(
+            self.networks == 1 or self.pretrain.candidates == 1,
+            "pretrain.candidates: only for networks: 1 (twins pre-train one network each); set it to 1",
         )
         check(not (self.final.mode == "fuse" and self.networks == 1), "final.mode: 'fuse' needs networks: 2")
+
+    @property
+    def pretrained_networks(self) -> int:
+        """Networks pre-trained at step 0: the twins, or ``pretrain.candidates`` for networks: 1."""
+        return self.networks if self.networks == 2 else self.pretrain.candidates
 
     @property
     def effective_label_mode(self) -> Literal["cross", "shared", "self"]:

@@ -3,7 +3,8 @@
 1. Data: clean source clips (``data.generator``) and a shifted target domain (``twin.target``); the
    quality filter (``twin.adaptation.q_min``) picks the unlabelled target clips, in a Ray task.
 2. Two ``TwinNetworkActor`` s (or one, for the self-training baseline) load the data themselves and
-   pre-train on the source, each from its own seed.
+   pre-train on the source, each from its own seed. The fair baseline (``networks: 1``,
+   ``pretrain.candidates: 2``) pre-trains both and keeps the one with the lower pre-training loss.
 3. Every epoch: the twins' EMA models embed the target clips; a clustering task turns those feature
    references into pseudo-labels (``cross`` or ``shared``) and scores them against the hidden labels;
    for MMT each twin computes soft targets for its peer; the twins train one pass on their labels.
@@ -71,7 +72,7 @@ class _Twins:
             res.gpus_per_host,
             ctx.cluster_resources.get("GPU", 0.0),
             ctx.scheduling_strategy is not None,
-            share=1.0 / tw.networks,
+            share=1.0 / tw.pretrained_networks,
         )
         options = actor_options(
             num_cpus=res.cpus_per_host,
@@ -87,8 +88,10 @@ class _Twins:
             TwinNetworkActor.options(**options).remote(
                 tw, j, spec.seed, spec.model, res.torch_threads, source_dir, target_dir, kept_ref
             )
-            for j in range(tw.networks)
+            for j in range(tw.pretrained_networks)
         ]
+        #: For networks: 1 with pretrain.candidates: 2, the index (0 = a, 1 = b) of the network kept.
+        self.kept: int | None = None
         self.task_options: dict[str, Any] = {"num_cpus": spec.resources.server_cpus}
         if ctx.scheduling_strategy is not None:
             self.task_options["scheduling_strategy"] = ctx.scheduling_strategy
@@ -99,6 +102,13 @@ class _Twins:
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
+
+    def keep(self, index: int) -> None:
+        """Keep only pre-trained candidate ``index`` (networks: 1 with ``pretrain.candidates: 2``)."""
+        for j, actor in enumerate(self.actors):
+            if j != index:
+                ray.kill(actor)
+        self.actors, self.kept = [self.actors[index]], index
 
     def get(self, refs: Any, what: str) -> Any:
         """Results of twin calls or tasks under ``twin.timeout_s``; a lost twin is one line, exit 1
@@ -115,6 +125,7 @@ class _Twins:
             seed=self.ctx.spec.seed * 100_003 + epoch,
             num_clusters=self.num_clusters,
             eps=self.eps,
+            oracle=tw.adaptation.labels == "oracle",
         )
         a_ref, b_ref, report_ref = cluster_epoch_task.options(**self.task_options).remote(
             feats[0], feats[1] if len(feats) > 1 else None, request, self.previous[0], self.previous[1], hidden_ref
@@ -125,12 +136,13 @@ class _Twins:
         return assignments, report
 
     def train(self, epoch: int, assignments: list[Any]) -> list[dict[str, Any]]:
-        """One epoch on the assignments; MMT first asks each twin for its peer's soft targets."""
+        """One epoch on the assignments; MMT first asks each twin for its soft targets (``loss.teacher``:
+        handed to the peer, or kept by the twin itself)."""
         tw = self.ctx.spec.twin
         peers: list[Any] = [None] * len(self.actors)
-        if tw.loss.kind == "mmt" and len(self.actors) == 2:
+        if tw.loss.kind == "mmt" and (len(self.actors) == 2 or tw.loss.teacher == "self"):
             targets = [a.peer_targets.remote(asg, epoch) for a, asg in zip(self.actors, assignments, strict=True)]
-            peers = [targets[1], targets[0]]
+            peers = targets if tw.loss.teacher == "self" else [targets[1], targets[0]]
         refs = [
             a.train_epoch.remote(asg, peer, epoch=epoch)
             for a, asg, peer in zip(self.actors, assignments, peers, strict=True)
@@ -146,6 +158,8 @@ class _Twins:
         return self.get([a.get_state.remote() for a in self.actors], "twins: get_state")
 
     def restore(self, extra: dict[str, Any]) -> None:
+        if extra.get("kept") is not None and len(self.actors) > 1:
+            self.keep(int(extra["kept"]))
         states = [extra["twins"][str(j)] for j in range(len(self.actors))]
         self.get([a.set_state.remote(s) for a, s in zip(self.actors, states, strict=True)], "twins: set_state")
         self.previous = [ray.put(np.asarray(s["labels"])) for s in states] + [None] * (2 - len(states))
@@ -172,7 +186,9 @@ class MutualRecipe(FeatureModelRecipe):
         res, tw = spec.resources, spec.twin
         twin = bundle(res.cpus_per_host, res.gpus_per_host)
         tasks = bundle(res.server_cpus, 0.0)
-        return Footprint((driver, *([twin] * tw.networks if twin else []), *([tasks] if tasks else [])), hosts=0)
+        return Footprint(
+            (driver, *([twin] * tw.pretrained_networks if twin else []), *([tasks] if tasks else [])), hosts=0
+        )
 
     def setup(self) -> None:
         spec, tw = self.spec, self.spec.twin
@@ -212,6 +228,11 @@ class MutualRecipe(FeatureModelRecipe):
         for name, result in zip("ab", results, strict=False):
             record.update(_suffixed(result, name))
         record["test_accuracy"] = float(np.mean([r["test_acc"] for r in results]))
+        if self.spec.twin.networks < len(results):  # the fair baseline: keep the lower-loss candidate
+            kept = select_final([r["pretrain_loss"] for r in results])
+            twins.keep(kept)
+            # From here on the kept network's records carry the suffix _a (it is the only network).
+            record.update({"pretrain_kept": "ab"[kept], "test_accuracy": float(results[kept]["test_acc"])})
         return record
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
@@ -239,6 +260,7 @@ class MutualRecipe(FeatureModelRecipe):
         extra = {
             "twins": {str(j): s for j, s in enumerate(states)},
             "clustering": {"num_clusters": twins.num_clusters, "eps": twins.eps},
+            "kept": twins.kept,
         }
         return CheckpointState(states[0]["ema"], extra)
 
@@ -254,6 +276,7 @@ class MutualRecipe(FeatureModelRecipe):
             title=f"{spec.name} ({tw.label_mode if tw.networks == 2 else 'single'}, {tw.loss.kind})",
         )
         pre = next((r for r in records if r.get("phase") == "pretrain"), {})
+        names = pre.get("pretrain_kept") or "ab"[: tw.networks]  # the pre-trained network(s) the run went on with
         first = adapt[0] if adapt else {}
         return {
             "networks": tw.networks,
@@ -266,8 +289,9 @@ class MutualRecipe(FeatureModelRecipe):
             "initial_pseudo_nmi": first.get("pseudo_nmi"),
             "initial_pseudo_acc": first.get("pseudo_acc"),
             "initial_target_acc": pre.get("test_accuracy"),
-            "source_test_accuracy": [pre.get(f"source_test_accuracy_{n}") for n in "ab"[: tw.networks]],
-            "source_only_target_accuracy": [pre.get(f"source_only_target_accuracy_{n}") for n in "ab"[: tw.networks]],
+            "pretrain_kept": pre.get("pretrain_kept"),
+            "source_test_accuracy": [pre.get(f"source_test_accuracy_{n}") for n in names],
+            "source_only_target_accuracy": [pre.get(f"source_only_target_accuracy_{n}") for n in names],
             "quality": self.quality,
             "median_epoch_seconds": float(np.median([r["epoch_seconds"] for r in adapt])) if adapt else None,
             "source": self.source_dir,

@@ -66,6 +66,10 @@ def test_flat_keys_of_the_old_section_load_with_a_warning_naming_the_new_key(cap
         ({"clustering": {"num_clusters": 1}}, "twin.clustering.num_clusters: must be >= 2 or null"),
         ({"adaptation": {"lr": 0}}, "twin.adaptation.lr: must be > 0"),
         ({"target": {"train_per_class": 0}}, "twin.target.train_per_class: must be >= 1 or null, got 0"),
+        ({"pretrain": {"candidates": 2}}, "twin.pretrain.candidates: only for networks: 1"),
+        ({"networks": 1, "loss": {"kind": "hard"}, "pretrain": {"candidates": 3}}, "twin.pretrain.candidates"),
+        ({"adaptation": {"labels": "true"}}, "twin.adaptation.labels"),
+        ({"loss": {"teacher": "mean"}}, "twin.loss.teacher"),
     ],
 )
 def test_bad_twin_settings_name_the_field(twin, message):
@@ -125,3 +129,18 @@ def test_a_stored_spec_of_an_older_run_loads_as_the_grouped_section():
 
     # Assert: the same settings, held by the grouped section (these values are also today's defaults)
     assert spec == ExperimentSpec.from_dict({"name": "old", "recipe": "mutual"})
+
+
+def test_new_baseline_keys_default_to_the_old_behaviour_and_load():
+    """Unset, the study's keys keep the old runs (twin a's network alone, pseudo-labels, the peer as teacher)."""
+    old = ExperimentSpec.from_dict({"recipe": "mutual", "twin": {"networks": 1, "loss": {"kind": "hard"}}}).twin
+    assert (old.pretrain.candidates, old.adaptation.labels, old.loss.teacher) == (1, "pseudo", "peer")
+    assert old.pretrained_networks == 1
+    fair = ExperimentSpec.from_dict(
+        {
+            "recipe": "mutual",
+            "twin": {"networks": 1, "pretrain": {"candidates": 2}, "loss": {"kind": "mmt", "teacher": "self"}},
+        }
+    )
+    assert fair.twin.pretrained_networks == 2 and fair.twin.loss.needs_peer
+    assert ExperimentSpec.from_dict(fair.to_dict()) == fair

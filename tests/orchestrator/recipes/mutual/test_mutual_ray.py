@@ -141,3 +141,52 @@ def test_resume_after_interruption_replays_the_same_epochs(cross_run, tiny_data_
     for key in a.model:
         np.testing.assert_array_equal(a.model[key], b.model[key])
     assert resumed.summary["final_target_acc"] == cross_run.summary["final_target_acc"]
+
+
+def test_fair_single_network_keeps_the_lower_loss_twin_and_teaches_itself(cross_run, tiny_data_root, tmp_path):
+    # Prepare: one network picked from the twins' two pre-trained candidates, MMT loss against its own EMA
+    spec = tiny_mutual_spec(
+        tiny_data_root,
+        tmp_path,
+        **{"twin.networks": 1, "twin.pretrain.candidates": 2, "twin.loss.teacher": "self", "twin.label_mode": "shared"},
+    )
+
+    # Execute
+    result = run_experiment(spec)
+
+    # Assert: both candidates pre-trained exactly as the twins of the same seed were, the lower loss kept
+    records = RunFolder(result.run_dir).read_metrics()
+    twins_pre = RunFolder(cross_run.run_dir).read_metrics()[0]
+    pre = records[0]
+    losses = [pre["pretrain_loss_a"], pre["pretrain_loss_b"]]
+    assert losses == [twins_pre["pretrain_loss_a"], twins_pre["pretrain_loss_b"]]
+    kept = "ab"[int(np.argmin(losses))]
+    assert pre["pretrain_kept"] == kept == result.summary["pretrain_kept"]
+    assert pre["test_accuracy"] == twins_pre[f"test_acc_{kept}"]
+    assert result.summary["source_only_target_accuracy"] == [twins_pre[f"source_only_target_accuracy_{kept}"]]
+    # One network trains from here, on its own EMA's soft targets
+    for record in records[1:]:
+        assert "loss_b" not in record and np.isfinite(record["soft_ce_a"]) and np.isfinite(record["soft_tri_a"])
+    assert result.summary["networks"] == 1 and result.summary["label_mode"] == "self"
+
+
+# ~40-60 s on 2 cores; `pytest -m slow tests/orchestrator/recipes/mutual/test_mutual_ray.py`
+@pytest.mark.slow
+def test_fair_single_network_resumes_with_the_network_it_kept(ray_session, tiny_data_root, tmp_path):
+    # Prepare: the fair baseline, once straight through and once killed after epoch 1's checkpoint
+    overrides = {"twin.networks": 1, "twin.pretrain.candidates": 2, "twin.loss.kind": "hard"}
+    full = run_experiment(tiny_mutual_spec(tiny_data_root, tmp_path / "full", **overrides))
+    spec = tiny_mutual_spec(tiny_data_root, tmp_path / "cut", **overrides)
+    folder = RunFolder.create(spec.run.output_dir, spec.name)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(spec, run_dir=folder.path, callbacks=[_CrashAfter(1)])
+
+    # Execute
+    resumed = run_experiment(spec, run_dir=folder.path, resume=True)
+
+    # Assert: the resumed run went on with the same kept network and replays epoch 2 exactly
+    again, straight = RunFolder(resumed.run_dir).read_metrics(), RunFolder(full.run_dir).read_metrics()
+    assert [r["epoch"] for r in again] == [0, 1, 2]
+    for key in ("pseudo_nmi", "loss_a", "test_acc_a", "label_source_a"):
+        assert again[2][key] == straight[2][key], key
+    assert resumed.summary["final_target_acc"] == full.summary["final_target_acc"]
