@@ -96,9 +96,6 @@ def _wait_for(path, proc, timeout_s=240.0):
     raise AssertionError(f"gave up waiting (driver exit code {proc.poll()})")
 
 
-# Slow: the default run SIGKILLs a `fedtwin run` driver in test_clean_exit, resumes on Ray exactly in
-# test_federated_ray and resumes SCAFFOLD's state bit for bit in process in test_baselines_resume.
-@pytest.mark.slow
 def test_control_variates_survive_a_driver_sigkill_and_resume(baseline, tiny_data_root, tmp_path):
     # Prepare: the same experiment as a `fedtwin run` process with its own embedded Ray
     spec = tiny_spec(tiny_data_root, tmp_path / "runs", **SCAFFOLD)
