@@ -37,7 +37,10 @@ lower training loss in epoch ``e``; at epoch 0 the candidate with the lower pre-
 
 Every finished (arm, seed) is one JSON file under ``--work``/finished/, written atomically; a rerun of
 the same command skips them. ``--report`` writes ``docs/results/mutual.md|json|png`` (``--out``) from the
-finished runs only::
+finished runs only. Measured at full size on 2 cores (one seed, 3 epochs, then extrapolated to the cap):
+about 25 s per run for data and pre-training, then 2.5 s per epoch for one network and 6.5-7.7 s for
+twins, so about 2-2.5 min per single-network run and 5-5.5 min per twin run, about 28 min per seed and
+3 h for the study on an otherwise idle machine::
 
     nice -n 19 python benchmarks/study_mutual.py --work /tmp/fedtwin-study-mutual      # hours; resumable
     python benchmarks/study_mutual.py --work /tmp/fedtwin-study-mutual --report       # the report so far
