@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -133,25 +134,10 @@ def verify_predictions(
     return Verification(labels=labels, outcomes=outcomes)
 
 
-def verify_probabilities(
-    probs: np.ndarray,
-    true_labels: np.ndarray,
-    *,
-    conf_threshold: float = 0.5,
-    background_class: int | None = None,
-    negatives_to_background: bool = True,
-    keep_true_negatives: bool = False,
-) -> Verification:
-    """:func:`verify_predictions` from (N, K) class probabilities (prediction = argmax, confidence = max)."""
+def verify_probabilities(probs: np.ndarray, true_labels: np.ndarray, **options: Any) -> Verification:
+    """:func:`verify_predictions` from (N, K) class probabilities (prediction = argmax, confidence = max);
+    ``options`` are its keyword arguments."""
     probs = np.asarray(probs)
     if probs.ndim != 2:
         raise ValueError(f"verification needs (N, K) probabilities; got shape {probs.shape}")
-    return verify_predictions(
-        probs.argmax(axis=1),
-        probs.max(axis=1),
-        true_labels,
-        conf_threshold=conf_threshold,
-        background_class=background_class,
-        negatives_to_background=negatives_to_background,
-        keep_true_negatives=keep_true_negatives,
-    )
+    return verify_predictions(probs.argmax(axis=1), probs.max(axis=1), true_labels, **options)
