@@ -7,8 +7,9 @@ usually an ``nn.Module`` subclass whose ``__init__`` takes the config; it may de
 
 This module imports neither torch nor the networks module, so a spec loads and prints without them:
 
-- a built-in's defaults are the table ``BUILTIN_ARCH_DEFAULTS`` (a test checks it against the networks'
-  ``MODELS``), and the built-in itself is an import path, imported only when a model is built;
+- a built-in's defaults are the table ``BUILTIN_ARCH_DEFAULTS``, their one source (the networks build
+  ``TINY3D`` and ``C3D`` from it), and the built-in itself is an import path, imported only when a model
+  is built;
 - a plugin is imported when the ``model:`` section is built, to read its defaults and to fail early on a
   typo or a wrong shape; whether the plugin's own module imports torch is up to it. The shape check
   needs no import either: a class can only subclass ``torch.nn.Module`` once torch has been imported.

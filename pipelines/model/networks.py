@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from fedtwin.pipelines.model.arch import resolve_arch  # the torch-free lookup the model config shares
+from fedtwin.pipelines.model.arch import BUILTIN_ARCH_DEFAULTS, resolve_arch  # torch-free, shared with the config
 from fedtwin.pipelines.model.config import ModelConfig  # the torch-free section; networks builds it
 from fedtwin.pipelines.plugins import PluginError
 
@@ -104,9 +104,11 @@ class FullBlock(nn.Sequential):
         super().__init__(nn.Conv3d(cin, cout, 3, padding=1, bias=False), _norm(cout, groups), nn.ReLU())
 
 
-#: The built-in architectures; :data:`fedtwin.pipelines.model.arch.BUILTIN_ARCHS` names them by import path.
-TINY3D = ArchSpec(FactorisedBlock, (8, 16, 32), 2, "(2+1)D, 2x input pooling; CPU default")
-C3D = ArchSpec(FullBlock, (32, 64, 128, 256), 1, "full 3x3x3 convs at full resolution; GPU option")
+#: The built-in architectures; :data:`fedtwin.pipelines.model.arch.BUILTIN_ARCHS` names them by import path
+#: and :data:`~fedtwin.pipelines.model.arch.BUILTIN_ARCH_DEFAULTS` holds their widths and input pooling
+#: (read without torch when a spec loads).
+TINY3D = ArchSpec(FactorisedBlock, *BUILTIN_ARCH_DEFAULTS["tiny3d"], "(2+1)D, 2x input pooling; CPU default")
+C3D = ArchSpec(FullBlock, *BUILTIN_ARCH_DEFAULTS["c3d"], "full 3x3x3 convs at full resolution; GPU option")
 #: The built-in model plugins by name (the ``builtins`` table of the ``fedtwin.models`` group).
 MODELS: dict[str, ArchSpec] = {"tiny3d": TINY3D, "c3d": C3D}
 
